@@ -1,0 +1,378 @@
+//! The reverse pass: [`Var::backward`], [`Tape::grad`], [`Tape::jvp`] and [`Grads`].
+
+use crate::tape::{Node, Saved};
+use crate::{Error, Float, Param, ParamId, Result, Tape, Var};
+use ndarray::ArrayD;
+use std::collections::HashMap;
+use std::ops::AddAssign;
+use std::sync::Arc;
+
+/// How [`Tape::grad`] runs the reverse pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GradOptions {
+    /// Record the reverse pass itself, so the gradients can be differentiated again.
+    pub create_graph: bool,
+    /// Keep the saved values, so another reverse pass can run over the same graph.
+    pub retain_graph: bool,
+}
+
+impl GradOptions {
+    /// Record the reverse pass (implies `retain_graph`), for gradients of gradients.
+    pub fn create_graph() -> GradOptions {
+        GradOptions {
+            create_graph: true,
+            retain_graph: true,
+        }
+    }
+
+    /// Keep the graph for another pass.
+    pub fn retain_graph() -> GradOptions {
+        GradOptions {
+            create_graph: false,
+            retain_graph: true,
+        }
+    }
+}
+
+/// Gradients from one reverse pass, readable by [`Param`] and by leaf [`Var`].
+///
+/// Gradients are values: nothing is stored on parameters, so there is no `zero_grad`.
+/// `Grads` is `Send`, and the parameter gradients of shards can be summed with `+=`.
+#[derive(Debug, Clone)]
+pub struct Grads<F: Float = f32> {
+    tape: usize,
+    params: HashMap<ParamId, ArrayD<F>>,
+    vars: HashMap<usize, ArrayD<F>>,
+}
+
+impl<F: Float> Default for Grads<F> {
+    fn default() -> Self {
+        Grads {
+            tape: 0,
+            params: HashMap::new(),
+            vars: HashMap::new(),
+        }
+    }
+}
+
+impl<F: Float> Grads<F> {
+    /// The gradient of a parameter, or `None` if none reached it.
+    pub fn param(&self, p: &Param<F>) -> Option<&ArrayD<F>> {
+        self.params.get(&p.id())
+    }
+
+    /// Mutable access to a parameter's gradient (for clipping in place).
+    pub fn param_mut(&mut self, p: &Param<F>) -> Option<&mut ArrayD<F>> {
+        self.params.get_mut(&p.id())
+    }
+
+    /// Sets a parameter's gradient.
+    pub fn set_param(&mut self, p: &Param<F>, g: ArrayD<F>) {
+        self.params.insert(p.id(), g);
+    }
+
+    /// The gradient of a leaf `Var` of the tape this came from (an input or a bound parameter).
+    pub fn var(&self, v: &Var<F>) -> Option<&ArrayD<F>> {
+        if v.tape().addr() != self.tape {
+            return None;
+        }
+        self.vars.get(&v.node()?)
+    }
+
+    /// All parameter gradients, by id.
+    pub fn params(&self) -> impl Iterator<Item = (&ParamId, &ArrayD<F>)> {
+        self.params.iter()
+    }
+
+    /// All parameter gradients, mutable.
+    pub fn params_mut(&mut self) -> impl Iterator<Item = (&ParamId, &mut ArrayD<F>)> {
+        self.params.iter_mut()
+    }
+
+    /// Multiplies every gradient by `s` (to average accumulated micro-batches, say).
+    pub fn scale(&mut self, s: F) {
+        for g in self.params.values_mut().chain(self.vars.values_mut()) {
+            g.mapv_inplace(|x| x * s);
+        }
+    }
+}
+
+impl<F: Float> AddAssign<&Grads<F>> for Grads<F> {
+    /// Sums the parameter gradients of another pass (shards, micro-batches) into these.
+    /// Gradients of `Var`s belong to one tape and are not summed.
+    fn add_assign(&mut self, other: &Grads<F>) {
+        for (id, g) in &other.params {
+            match self.params.get_mut(id) {
+                Some(mine) => *mine += g,
+                None => {
+                    self.params.insert(*id, g.clone());
+                }
+            }
+        }
+    }
+}
+
+impl<F: Float> Var<F> {
+    /// Runs the reverse pass from this scalar and returns the gradients of every leaf.
+    ///
+    /// The saved values are freed as the pass goes; use [`Tape::grad`] with
+    /// [`GradOptions::retain_graph`] to run it twice.
+    ///
+    /// # Errors
+    /// [`Error::NotScalar`] if this value has more than one element; any error of a backward rule.
+    pub fn backward(&self) -> Result<Grads<F>> {
+        self.backward_with(GradOptions::default())
+    }
+
+    /// [`Var::backward`] with options.
+    pub fn backward_with(&self, options: GradOptions) -> Result<Grads<F>> {
+        if self.value().len() != 1 {
+            return Err(Error::NotScalar {
+                op: "backward".into(),
+                shape: self.shape().to_vec(),
+            });
+        }
+        let tape = self.tape();
+        let mut grads = Grads {
+            tape: tape.addr(),
+            ..Grads::default()
+        };
+        let Some(node) = self.node() else {
+            return Ok(grads);
+        };
+        let seed = tape.constant(ArrayD::from_elem(self.shape(), F::one()));
+        tape.reverse(vec![(node, seed)], &[], options, |i, kind, g| {
+            let g = g.value().clone();
+            if let Some(id) = kind {
+                grads.params.insert(id, g.clone());
+            }
+            grads.vars.insert(i, g);
+        })?;
+        Ok(grads)
+    }
+}
+
+impl<F: Float> Tape<F> {
+    /// The gradients of `outputs` with respect to `inputs`, like `torch.autograd.grad`.
+    ///
+    /// `grad_outputs` weights each output (ones when `None`, which needs scalar outputs). With
+    /// `create_graph` the pass is recorded, so the returned gradients can be differentiated again.
+    /// An input that no output depends on gets `None`.
+    ///
+    /// # Errors
+    /// [`Error::NotScalar`] for a non-scalar output without a weight; a weight of another shape
+    /// than its output; any error of a backward rule.
+    pub fn grad(
+        &self,
+        outputs: &[&Var<F>],
+        grad_outputs: Option<&[&Var<F>]>,
+        inputs: &[&Var<F>],
+        options: GradOptions,
+    ) -> Result<Vec<Option<Var<F>>>> {
+        let mut seeds = Vec::new();
+        for (k, y) in outputs.iter().enumerate() {
+            let seed = match grad_outputs {
+                Some(gs) => {
+                    let g = gs.get(k).ok_or_else(|| {
+                        Error::invalid(
+                            "grad",
+                            format!("{} outputs but {} grad_outputs", outputs.len(), gs.len()),
+                        )
+                    })?;
+                    if g.shape() != y.shape() {
+                        return Err(Error::shape(
+                            "grad",
+                            &[y.shape(), g.shape()],
+                            "a grad_output must have its output's shape",
+                        ));
+                    }
+                    (*g).clone()
+                }
+                None if y.value().len() == 1 => self.constant(ArrayD::from_elem(y.shape(), F::one())),
+                None => {
+                    return Err(Error::NotScalar {
+                        op: "grad".into(),
+                        shape: y.shape().to_vec(),
+                    })
+                }
+            };
+            if let Some(node) = y.node() {
+                seeds.push((node, seed));
+            }
+        }
+        let wanted: Vec<usize> = inputs.iter().filter_map(|v| v.node()).collect();
+        let mut found: HashMap<usize, Var<F>> = HashMap::new();
+        self.reverse(seeds, &wanted, options, |i, _, g| {
+            found.insert(i, g.clone());
+        })?;
+        Ok(inputs
+            .iter()
+            .map(|v| v.node().and_then(|n| found.get(&n).cloned()))
+            .collect())
+    }
+
+    /// The forward-mode product `J·u` of `output` with respect to `inputs` along `tangents`,
+    /// by the double-VJP construction: `vᵀJ` is linear in `v`, and its gradient in `v` along
+    /// `u` is `J·u`. With `create_graph` the result can be differentiated again.
+    pub fn jvp(
+        &self,
+        output: &Var<F>,
+        inputs: &[&Var<F>],
+        tangents: &[&Var<F>],
+        create_graph: bool,
+    ) -> Result<Var<F>> {
+        if inputs.len() != tangents.len() {
+            return Err(Error::invalid(
+                "jvp",
+                format!("{} inputs but {} tangents", inputs.len(), tangents.len()),
+            ));
+        }
+        let v = self.input(ArrayD::zeros(output.shape()));
+        let vjps = self.grad(&[output], Some(&[&v]), inputs, GradOptions::create_graph())?;
+        let mut outs = Vec::new();
+        let mut ts = Vec::new();
+        for ((g, t), x) in vjps.iter().zip(tangents).zip(inputs) {
+            if t.shape() != x.shape() {
+                return Err(Error::shape(
+                    "jvp",
+                    &[x.shape(), t.shape()],
+                    "a tangent must have its input's shape",
+                ));
+            }
+            if let Some(g) = g {
+                outs.push(g);
+                ts.push(*t);
+            }
+        }
+        let options = GradOptions {
+            create_graph,
+            retain_graph: true,
+        };
+        let jv = self.grad(&outs, Some(&ts), &[&v], options)?.pop().flatten();
+        Ok(jv.unwrap_or_else(|| self.constant(ArrayD::zeros(output.shape()))))
+    }
+
+    /// The reverse loop. `seeds` are (node, gradient); `visit` is called with each leaf's
+    /// gradient, and with the gradient of each node in `wanted` once it is complete.
+    fn reverse(
+        &self,
+        seeds: Vec<(usize, Var<F>)>,
+        wanted: &[usize],
+        options: GradOptions,
+        mut visit: impl FnMut(usize, Option<ParamId>, &Var<F>),
+    ) -> Result<()> {
+        let Some(top) = seeds.iter().map(|(n, _)| *n).max() else {
+            return Ok(());
+        };
+        let mut grads: Vec<Option<Var<F>>> = vec![None; top + 1];
+        for (node, g) in seeds {
+            accumulate(&mut grads[node], g, options.create_graph)?;
+        }
+        let was_recording = self.inner.recording.get();
+        self.inner.recording.set(was_recording && options.create_graph);
+        let result = (|| {
+            for i in (0..=top).rev() {
+                let Some(g) = grads[i].take() else { continue };
+                let (op, inputs, output) = {
+                    let mut nodes = self.inner.nodes.borrow_mut();
+                    match &nodes[i] {
+                        Node::Input => {
+                            visit(i, None, &g);
+                            continue;
+                        }
+                        Node::Param(id) => {
+                            visit(i, Some(*id), &g);
+                            continue;
+                        }
+                        Node::Freed { name } => return Err(Error::GraphFreed { op: name.clone() }),
+                        Node::Op { .. } => {}
+                    }
+                    if wanted.contains(&i) {
+                        visit(i, None, &g);
+                    }
+                    if options.retain_graph {
+                        let Node::Op { op, inputs, output } = &nodes[i] else {
+                            unreachable!()
+                        };
+                        (
+                            op.clone(),
+                            inputs.iter().map(Saved::clone_ref).collect(),
+                            output.clone(),
+                        )
+                    } else {
+                        let name = match &nodes[i] {
+                            Node::Op { op, .. } => op.name().to_string(),
+                            _ => unreachable!(),
+                        };
+                        match std::mem::replace(&mut nodes[i], Node::Freed { name }) {
+                            Node::Op { op, inputs, output } => (op, inputs, output),
+                            _ => unreachable!(),
+                        }
+                    }
+                };
+                let in_vars: Vec<Var<F>> = inputs
+                    .iter()
+                    .map(|s| Var::new(self.clone(), s.node, s.value.clone()))
+                    .collect();
+                let out_var = Var::new(self.clone(), Some(i), output);
+                let gs = op.backward(&in_vars, &out_var, &g)?;
+                if gs.len() != inputs.len() {
+                    return Err(Error::BadGradient {
+                        op: op.name().to_string(),
+                        reason: format!("{} gradients for {} inputs", gs.len(), inputs.len()),
+                    });
+                }
+                for (k, (gi, saved)) in gs.into_iter().zip(&inputs).enumerate() {
+                    let (Some(gi), Some(node)) = (gi, saved.node) else {
+                        continue;
+                    };
+                    if gi.shape() != saved.value.shape() {
+                        return Err(Error::BadGradient {
+                            op: op.name().to_string(),
+                            reason: format!(
+                                "a gradient of shape {:?} for input {k} of shape {:?}",
+                                gi.shape(),
+                                saved.value.shape()
+                            ),
+                        });
+                    }
+                    if self.inner.options.detect_anomaly && !gi.value().iter().all(|x| x.is_finite()) {
+                        return Err(Error::NonFinite {
+                            op: op.name().to_string(),
+                            phase: "backward",
+                            shape: gi.shape().to_vec(),
+                        });
+                    }
+                    accumulate(&mut grads[node], gi, options.create_graph)?;
+                }
+            }
+            Ok(())
+        })();
+        self.inner.recording.set(was_recording);
+        result
+    }
+}
+
+impl<F: Float> Saved<F> {
+    fn clone_ref(&self) -> Saved<F> {
+        Saved {
+            node: self.node,
+            value: Arc::clone(&self.value),
+        }
+    }
+}
+
+/// Adds `g` into a gradient slot: a recorded add under `create_graph`, otherwise in place.
+fn accumulate<F: Float>(slot: &mut Option<Var<F>>, g: Var<F>, create_graph: bool) -> Result<()> {
+    *slot = Some(match slot.take() {
+        None => g,
+        Some(acc) if create_graph => (&acc + &g)?,
+        Some(acc) => {
+            let tape = acc.tape().clone();
+            let mut value = acc.into_value();
+            *Arc::make_mut(&mut value) += g.value();
+            Var::new(tape, None, value)
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The error type of every fallible operation in eddy.
+
+use thiserror::Error;
+
+/// Result with eddy's [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in eddy. Every message names the op and the shapes involved.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two shapes cannot be broadcast together (NumPy rules).
+    #[error("{op}: shapes {lhs:?} and {rhs:?} cannot be broadcast together")]
+    Broadcast {
+        op: String,
+        lhs: Vec<usize>,
+        rhs: Vec<usize>,
+    },
+    /// The inner dimensions of a matrix product differ.
+    #[error("{op}: inner dimensions differ: {lhs:?} · {rhs:?}")]
+    MatmulInner {
+        op: String,
+        lhs: Vec<usize>,
+        rhs: Vec<usize>,
+    },
+    /// An axis is out of range for a shape.
+    #[error("{op}: axis {axis} is out of range for shape {shape:?}")]
+    Axis {
+        op: String,
+        axis: isize,
+        shape: Vec<usize>,
+    },
+    /// Any other shape an op cannot take.
+    #[error("{op}: {reason} (shapes {shapes:?})")]
+    Shape {
+        op: String,
+        shapes: Vec<Vec<usize>>,
+        reason: String,
+    },
+    /// An argument other than a shape is invalid (a probability outside [0, 1), an index out of range).
+    #[error("{op}: {reason}")]
+    Invalid { op: String, reason: String },
+    /// An op was given the wrong number of inputs.
+    #[error("{op}: expected {expected} inputs, got {got}")]
+    Arity { op: String, expected: usize, got: usize },
+    /// `backward()` or `item()` on a value that is not a scalar.
+    #[error("{op}: expected a scalar (one element), got shape {shape:?}")]
+    NotScalar { op: String, shape: Vec<usize> },
+    /// Vars of two different tapes were combined.
+    #[error("{op}: inputs belong to different tapes")]
+    TapeMismatch { op: String },
+    /// A forward kernel returned a value of another shape than its shape rule promised.
+    #[error("{op}: forward returned shape {got:?} but the shape rule gave {expected:?}")]
+    ForwardShape {
+        op: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    /// A backward rule returned a gradient of the wrong shape or count.
+    #[error("{op}: backward rule returned {reason}")]
+    BadGradient { op: String, reason: String },
+    /// With anomaly detection on, an op produced NaN or infinity.
+    #[error("{op}: {phase} produced a non-finite value (NaN or infinity) in an output of shape {shape:?}")]
+    NonFinite {
+        op: String,
+        phase: &'static str,
+        shape: Vec<usize>,
+    },
+    /// The reverse pass reached an op whose saved values were freed by an earlier pass.
+    #[error("{op}: its saved values were freed by an earlier backward pass; pass retain_graph to run backward twice")]
+    GraphFreed { op: String },
+    /// gradcheck found analytic and numeric gradients that disagree.
+    #[error(
+        "gradcheck: {failures} of {total} checked elements of {input} disagree; worst at index {index:?}: \
+         analytic {analytic:.10e}, numeric {numeric:.10e}"
+    )]
+    Gradcheck {
+        input: String,
+        index: Vec<usize>,
+        analytic: f64,
+        numeric: f64,
+        failures: usize,
+        total: usize,
+    },
+    /// An error with the place it arose: a layer, a parameter, a time step.
+    #[error("{context}: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Wraps this error with the place it arose, e.g. `"lstm step 17"`.
+    pub fn context(self, context: impl Into<String>) -> Error {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost error, beneath any [`Error::Context`] layers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// A [`Error::Shape`] for `op` with the given shapes and reason.
+    pub fn shape(op: &str, shapes: &[&[usize]], reason: impl Into<String>) -> Error {
+        Error::Shape {
+            op: op.to_string(),
+            shapes: shapes.iter().map(|s| s.to_vec()).collect(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Invalid`] for `op`.
+    pub fn invalid(op: &str, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            op: op.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Adds context to the error of a `Result`.
+pub trait ResultExt<T> {
+    /// Wraps an error with `context` (computed only on error).
+    fn context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn context<C: Into<String>>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| e.context(context()))
+    }
+}

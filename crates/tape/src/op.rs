@@ -1,0 +1,62 @@
+//! The [`Op`] trait: the contract of every differentiable operation.
+
+use crate::{Float, Result, Var};
+use ndarray::ArrayD;
+
+/// A differentiable operation: a name, a shape rule, a forward kernel and a backward rule.
+///
+/// Every op in eddy's catalogue implements this trait, and so can yours: built-in ops have no
+/// privileges that user code lacks. Apply an op with [`Tape::apply`](crate::Tape::apply).
+///
+/// - [`shape`](Op::shape) is the one place shape errors arise: it sees only the input shapes.
+/// - [`forward`](Op::forward) computes the output from the input values; it is called only after
+///   the shape rule has accepted the shapes, and must return an array of the promised shape.
+/// - [`backward`](Op::backward) maps the gradient of the output to gradients of the inputs. It is
+///   written with differentiable ops on [`Var`]s, so the reverse pass can itself be recorded
+///   (`create_graph`) and differentiated again. Return `None` for an input that needs no
+///   gradient (see [`Var::requires_grad`]). The tape checks that every returned gradient has its
+///   input's shape.
+///
+/// # Example
+/// A cube op, proven with gradcheck:
+/// ```
+/// use eddy_tape::{gradcheck, Error, Float, GradcheckOptions, Op, Result, Tape, Var};
+/// use ndarray::{ArrayD, IxDyn};
+///
+/// struct Cube;
+///
+/// impl<F: Float> Op<F> for Cube {
+///     fn name(&self) -> &str {
+///         "cube"
+///     }
+///     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+///         Ok(inputs[0].to_vec())
+///     }
+///     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+///         Ok(inputs[0].mapv(|x| x * x * x))
+///     }
+///     // d(x³) = 3x² dx, written with differentiable ops so it can be differentiated again.
+///     fn backward(&self, inputs: &[Var<F>], _out: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+///         let x = &inputs[0];
+///         let dx = ((x * x)?.scale(F::of(3.0))? * grad)?;
+///         Ok(vec![Some(dx)])
+///     }
+/// }
+///
+/// let x = ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.5, -1.0, 2.0]).unwrap();
+/// gradcheck(|tape: &Tape<f64>, xs: &[Var<f64>]| tape.apply(Cube, &[&xs[0]]), &[x], &GradcheckOptions::default())?;
+/// # Ok::<(), Error>(())
+/// ```
+pub trait Op<F: Float>: 'static {
+    /// The op's name, used in error messages (`"matmul"`).
+    fn name(&self) -> &str;
+
+    /// The output shape for the given input shapes, or the error that explains why they don't fit.
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>>;
+
+    /// The output value. The input shapes have passed [`Op::shape`].
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>>;
+
+    /// The gradients of the inputs given the gradient `grad` of the output, one entry per input.
+    fn backward(&self, inputs: &[Var<F>], output: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>>;
+}

@@ -1,0 +1,258 @@
+//! The [`Tape`]: a Wengert list of the ops run in one step, in creation order.
+
+use crate::{Error, Float, Op, Param, ParamId, Result, Var};
+use ndarray::ArrayD;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// How a tape records: whether it records at all, and whether it checks for NaN and infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapeOptions {
+    /// Record ops so gradients can be taken. Off: ops only compute values (inference).
+    pub record: bool,
+    /// Check every forward value and every gradient for NaN or infinity and return
+    /// [`Error::NonFinite`] naming the first op that produced one.
+    pub detect_anomaly: bool,
+}
+
+impl Default for TapeOptions {
+    fn default() -> Self {
+        TapeOptions {
+            record: true,
+            detect_anomaly: false,
+        }
+    }
+}
+
+/// A define-by-run tape: every op applied to its [`Var`]s is appended as a node.
+///
+/// Creation order is a topological order, so the reverse pass is a plain reverse loop. Make a
+/// fresh tape for each step; [`Param`]s outlive it. A `Tape` is a cheap handle (cloning shares
+/// the same tape) and lives on one thread.
+///
+/// ```
+/// use eddy_tape::{Tape, Error};
+/// use ndarray::arr1;
+///
+/// let tape = Tape::<f64>::new();
+/// let x = tape.input(arr1(&[1.0, 2.0]).into_dyn());
+/// let y = (&x * &x)?.sum_all()?; // y = Σ x²
+/// let grads = y.backward()?;
+/// assert_eq!(grads.var(&x).unwrap().as_slice().unwrap(), &[2.0, 4.0]);
+/// # Ok::<(), Error>(())
+/// ```
+pub struct Tape<F: Float = f32> {
+    pub(crate) inner: Rc<Inner<F>>,
+}
+
+pub(crate) struct Inner<F: Float> {
+    pub(crate) nodes: RefCell<Vec<Node<F>>>,
+    /// Whether ops are recorded right now: the option, switched off during a first-order reverse pass.
+    pub(crate) recording: Cell<bool>,
+    pub(crate) options: TapeOptions,
+    params: RefCell<HashMap<ParamId, Var<F>>>,
+}
+
+/// A value saved for the reverse pass: its node (if it needs a gradient) and its array.
+pub(crate) struct Saved<F: Float> {
+    pub(crate) node: Option<usize>,
+    pub(crate) value: Arc<ArrayD<F>>,
+}
+
+pub(crate) enum Node<F: Float> {
+    /// A leaf whose gradient the user wants (`tape.input`).
+    Input,
+    /// A bound parameter.
+    Param(ParamId),
+    /// The result of an op, with what its backward rule needs.
+    Op {
+        op: Rc<dyn Op<F>>,
+        inputs: Vec<Saved<F>>,
+        output: Arc<ArrayD<F>>,
+    },
+    /// An op whose saved values a reverse pass has freed.
+    Freed { name: String },
+}
+
+impl<F: Float> Clone for Tape<F> {
+    fn clone(&self) -> Self {
+        Tape {
+            inner: Rc::clone(&self.inner),
+        }
+    }
+}
+
+impl<F: Float> Default for Tape<F> {
+    fn default() -> Self {
+        Tape::new()
+    }
+}
+
+impl<F: Float> fmt::Debug for Tape<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tape({} nodes, {:?})", self.len(), self.inner.options)
+    }
+}
+
+impl<F: Float> Tape<F> {
+    /// A tape that records, without anomaly detection.
+    pub fn new() -> Tape<F> {
+        Tape::with_options(TapeOptions::default())
+    }
+
+    /// A tape that records nothing: ops only compute values (inference without a graph).
+    pub fn no_grad() -> Tape<F> {
+        Tape::with_options(TapeOptions {
+            record: false,
+            detect_anomaly: false,
+        })
+    }
+
+    /// A tape that checks every value and gradient for NaN and infinity.
+    pub fn with_anomaly_detection() -> Tape<F> {
+        Tape::with_options(TapeOptions {
+            record: true,
+            detect_anomaly: true,
+        })
+    }
+
+    /// A tape with the given options.
+    pub fn with_options(options: TapeOptions) -> Tape<F> {
+        Tape {
+            inner: Rc::new(Inner {
+                nodes: RefCell::new(Vec::new()),
+                recording: Cell::new(options.record),
+                options,
+                params: RefCell::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The options the tape was made with.
+    pub fn options(&self) -> TapeOptions {
+        self.inner.options
+    }
+
+    /// Whether ops applied now are recorded.
+    pub fn is_recording(&self) -> bool {
+        self.inner.recording.get()
+    }
+
+    /// The number of nodes recorded so far.
+    pub fn len(&self) -> usize {
+        self.inner.nodes.borrow().len()
+    }
+
+    /// Whether nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether two handles refer to the same tape.
+    pub fn same(&self, other: &Tape<F>) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub(crate) fn addr(&self) -> usize {
+        Rc::as_ptr(&self.inner) as *const u8 as usize
+    }
+
+    /// A leaf whose gradient you want (unless the tape does not record).
+    pub fn input(&self, value: ArrayD<F>) -> Var<F> {
+        self.input_shared(Arc::new(value))
+    }
+
+    /// Like [`Tape::input`], for an array already behind an `Arc` (no copy).
+    pub fn input_shared(&self, value: Arc<ArrayD<F>>) -> Var<F> {
+        let node = self.push_if_recording(|| Node::Input);
+        Var::new(self.clone(), node, value)
+    }
+
+    /// A leaf whose gradient you do not want.
+    pub fn constant(&self, value: ArrayD<F>) -> Var<F> {
+        Var::new(self.clone(), None, Arc::new(value))
+    }
+
+    /// A scalar constant.
+    pub fn scalar(&self, value: F) -> Var<F> {
+        self.constant(ArrayD::from_elem(Vec::new(), value))
+    }
+
+    /// Binds a parameter to this tape, sharing its array (no copy). Binding the same parameter
+    /// again returns the same `Var`, so its gradient is collected in one place.
+    pub fn param(&self, param: &Param<F>) -> Var<F> {
+        if let Some(v) = self.inner.params.borrow().get(&param.id()) {
+            return v.clone();
+        }
+        let node = self.push_if_recording(|| Node::Param(param.id()));
+        let var = Var::new(self.clone(), node, param.value());
+        self.inner.params.borrow_mut().insert(param.id(), var.clone());
+        var
+    }
+
+    fn push_if_recording(&self, node: impl FnOnce() -> Node<F>) -> Option<usize> {
+        if !self.is_recording() {
+            return None;
+        }
+        let mut nodes = self.inner.nodes.borrow_mut();
+        nodes.push(node());
+        Some(nodes.len() - 1)
+    }
+
+    /// Applies `op` to `inputs`: checks the shapes with its shape rule, runs its forward kernel,
+    /// and records a node if the tape is recording and any input needs a gradient.
+    ///
+    /// # Errors
+    /// The op's shape error; [`Error::TapeMismatch`] if an input belongs to another tape;
+    /// [`Error::NonFinite`] under anomaly detection.
+    pub fn apply(&self, op: impl Op<F>, inputs: &[&Var<F>]) -> Result<Var<F>> {
+        self.apply_rc(Rc::new(op), inputs)
+    }
+
+    pub(crate) fn apply_rc(&self, op: Rc<dyn Op<F>>, inputs: &[&Var<F>]) -> Result<Var<F>> {
+        if inputs.iter().any(|v| !v.tape().same(self)) {
+            return Err(Error::TapeMismatch {
+                op: op.name().to_string(),
+            });
+        }
+        let shapes: Vec<&[usize]> = inputs.iter().map(|v| v.shape()).collect();
+        let expected = op.shape(&shapes)?;
+        let values: Vec<&ArrayD<F>> = inputs.iter().map(|v| v.value()).collect();
+        let out = op.forward(&values)?;
+        if out.shape() != expected.as_slice() {
+            return Err(Error::ForwardShape {
+                op: op.name().to_string(),
+                expected,
+                got: out.shape().to_vec(),
+            });
+        }
+        if self.inner.options.detect_anomaly && !out.iter().all(|x| x.is_finite()) {
+            return Err(Error::NonFinite {
+                op: op.name().to_string(),
+                phase: "forward",
+                shape: expected,
+            });
+        }
+        let out = Arc::new(out);
+        let needs_grad = inputs.iter().any(|v| v.requires_grad());
+        let node = if needs_grad {
+            self.push_if_recording(|| Node::Op {
+                op,
+                inputs: inputs
+                    .iter()
+                    .map(|v| Saved {
+                        node: v.node(),
+                        value: Arc::clone(v.value_arc()),
+                    })
+                    .collect(),
+                output: Arc::clone(&out),
+            })
+        } else {
+            None
+        };
+        Ok(Var::new(self.clone(), node, out))
+    }
+}

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Generate PyTorch optimizer parity fixtures for eddy.
+
+One .safetensors file per optimizer configuration, all tensors float64:
+  param.w [3,4], param.b [4]             initial parameters
+  grad.<k>.w, grad.<k>.b                 gradient fed to step k (k = 0..steps-1)
+  expected.<k>.w, expected.<k>.b         parameters after step k
+Metadata (strings): optimizer (SGD|Adam|AdamW|RMSprop|Adagrad), steps, name,
+seed, torch_version, hparams = JSON of the exact constructor kwargs used
+(every hyper-parameter spelled out, defaults included, plus maximize/foreach).
+Both parameters are in one param group. All configurations share the same
+initial parameters and gradients for a given seed.
+
+Usage
+  python3 tools/torch_optim_fixtures.py [--seed 0] [--out fixtures/torch/optim]
+  python3 tools/torch_optim_fixtures.py --check [--out DIR]
+
+--check reloads every file, replays it with torch.optim, and also with an
+independent float64 NumPy implementation of the update rules below.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from st_util import save_deterministic  # noqa: E402
+
+torch.set_default_dtype(torch.float64)
+
+STEPS = 5
+# per-step gradient scale: step 3 is small so Adam's second moment shrinks and
+# amsgrad's running max makes a difference
+GRAD_SCALE = [1.0, 0.5, 2.0, 0.1, 1.0]
+
+ADAM_DEFAULTS = dict(betas=[0.9, 0.999], eps=1e-8, maximize=False, foreach=False)
+
+
+def configs():
+    sgd = lambda **kw: dict(dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,  # noqa: E731
+                                 nesterov=False, maximize=False, foreach=False), **kw)
+    adam = lambda **kw: dict(dict(lr=0.01, **ADAM_DEFAULTS, weight_decay=0.0,  # noqa: E731
+                                  amsgrad=False, decoupled_weight_decay=False), **kw)
+    adamw = lambda **kw: dict(dict(lr=0.01, **ADAM_DEFAULTS, weight_decay=0.01,  # noqa: E731
+                                   amsgrad=False), **kw)
+    rms = lambda **kw: dict(dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,  # noqa: E731
+                                 momentum=0.0, centered=False, maximize=False,
+                                 foreach=False), **kw)
+    ada = lambda **kw: dict(dict(lr=0.01, lr_decay=0.0, weight_decay=0.0,  # noqa: E731
+                                 initial_accumulator_value=0.0, eps=1e-10,
+                                 maximize=False, foreach=False), **kw)
+    return [
+        ("sgd_plain", "SGD", sgd()),
+        ("sgd_momentum", "SGD", sgd(momentum=0.9)),
+        ("sgd_momentum_dampening", "SGD", sgd(momentum=0.9, dampening=0.1)),
+        ("sgd_nesterov", "SGD", sgd(momentum=0.9, nesterov=True)),
+        ("sgd_momentum_weight_decay", "SGD", sgd(momentum=0.9, weight_decay=0.01)),
+        ("adam_default", "Adam", adam()),
+        ("adam_weight_decay", "Adam", adam(weight_decay=0.01)),
+        ("adam_amsgrad", "Adam", adam(amsgrad=True)),
+        ("adamw_default", "AdamW", adamw()),
+        ("adamw_amsgrad", "AdamW", adamw(amsgrad=True)),
+        ("rmsprop_default", "RMSprop", rms()),
+        ("rmsprop_centered", "RMSprop", rms(centered=True)),
+        ("rmsprop_momentum", "RMSprop", rms(momentum=0.9)),
+        ("rmsprop_centered_momentum_weight_decay", "RMSprop",
+         rms(centered=True, momentum=0.9, weight_decay=0.01)),
+        ("adagrad_default", "Adagrad", ada()),
+        ("adagrad_lr_decay_weight_decay_init_acc", "Adagrad",
+         ada(lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)),
+    ]
+
+
+def make_opt(optimizer, params, hparams):
+    kw = dict(hparams)
+    if "betas" in kw:
+        kw["betas"] = tuple(kw["betas"])
+    return getattr(torch.optim, optimizer)(params, **kw)
+
+
+def run_torch(optimizer, hparams, init, grads):
+    """init: {'w','b'}; grads: list of {'w','b'}; returns list of {'w','b'}."""
+    params = {k: torch.nn.Parameter(v.clone()) for k, v in init.items()}
+    opt = make_opt(optimizer, [params["w"], params["b"]], hparams)
+    out = []
+    for g in grads:
+        opt.zero_grad(set_to_none=True)
+        for k in ("w", "b"):
+            params[k].grad = g[k].clone()
+        opt.step()
+        out.append({k: p.detach().clone() for k, p in params.items()})
+    return out
+
+
+def make_inputs(seed):
+    gen = torch.Generator().manual_seed(seed)
+    init = {"w": torch.randn(3, 4, generator=gen), "b": torch.randn(4, generator=gen)}
+    grads = [{"w": s * torch.randn(3, 4, generator=gen), "b": s * torch.randn(4, generator=gen)}
+             for s in GRAD_SCALE]
+    return init, grads
+
+
+# ----------------------------------------------------------------------------
+# independent NumPy reference of the update rules (torch's single-tensor paths)
+# ----------------------------------------------------------------------------
+
+def ref_steps(optimizer, h, p, grads):
+    p = p.copy()
+    st = {}
+    out = []
+    for t, g0 in enumerate(grads, start=1):
+        g = -g0 if h.get("maximize") else g0.copy()
+        if optimizer == "SGD":
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            if h["momentum"]:
+                if "buf" not in st:
+                    st["buf"] = g.copy()          # first step: no dampening
+                else:
+                    st["buf"] = h["momentum"] * st["buf"] + (1 - h["dampening"]) * g
+                g = g + h["momentum"] * st["buf"] if h["nesterov"] else st["buf"]
+            p = p - h["lr"] * g
+        elif optimizer in ("Adam", "AdamW"):
+            b1, b2 = h["betas"]
+            if optimizer == "AdamW" or h.get("decoupled_weight_decay"):
+                p = p * (1 - h["lr"] * h["weight_decay"])
+            elif h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            m = st.get("m", np.zeros_like(p))
+            v = st.get("v", np.zeros_like(p))
+            m = m + (g - m) * (1 - b1)
+            v = b2 * v + (1 - b2) * g * g
+            st["m"], st["v"] = m, v
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            if h["amsgrad"]:
+                st["vmax"] = np.maximum(st.get("vmax", np.zeros_like(p)), v)
+                vv = st["vmax"]
+            else:
+                vv = v
+            denom = np.sqrt(vv) / np.sqrt(bc2) + h["eps"]
+            p = p - (h["lr"] / bc1) * m / denom
+        elif optimizer == "RMSprop":
+            a = h["alpha"]
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            sq = a * st.get("sq", np.zeros_like(p)) + (1 - a) * g * g
+            st["sq"] = sq
+            if h["centered"]:
+                ga = st.get("ga", np.zeros_like(p))
+                ga = ga + (g - ga) * (1 - a)
+                st["ga"] = ga
+                avg = np.sqrt(sq - ga * ga) + h["eps"]
+            else:
+                avg = np.sqrt(sq) + h["eps"]
+            if h["momentum"] > 0:
+                st["buf"] = h["momentum"] * st.get("buf", np.zeros_like(p)) + g / avg
+                p = p - h["lr"] * st["buf"]
+            else:
+                p = p - h["lr"] * g / avg
+        elif optimizer == "Adagrad":
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
+            s = st.get("sum", np.full_like(p, h["initial_accumulator_value"])) + g * g
+            st["sum"] = s
+            p = p - clr * g / (np.sqrt(s) + h["eps"])
+        else:
+            raise ValueError(optimizer)
+        out.append(p.copy())
+    return out
+
+
+def check_file(path, tol=1e-12):
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    n = int(meta["steps"])
+    h = json.loads(meta["hparams"])
+    opt = meta["optimizer"]
+    problems = []
+    want_keys = {"param.w", "param.b"} | {f"{p}.{k}.{x}" for p in ("grad", "expected")
+                                         for k in range(n) for x in "wb"}
+    if set(t) != want_keys:
+        problems.append(f"keys differ: {sorted(set(t) ^ want_keys)}")
+        return problems
+    for k, v in t.items():
+        if v.dtype != torch.float64:
+            problems.append(f"{k} dtype {v.dtype}")
+    init = {x: t[f"param.{x}"] for x in "wb"}
+    grads = [{x: t[f"grad.{k}.{x}"] for x in "wb"} for k in range(n)]
+    got = run_torch(opt, h, init, grads)
+    for x in "wb":
+        ref = ref_steps(opt, h, init[x].numpy(), [g[x].numpy() for g in grads])
+        for k in range(n):
+            want = t[f"expected.{k}.{x}"]
+            e1 = (got[k][x] - want).abs().max().item()
+            e2 = np.abs(ref[k] - want.numpy()).max()
+            if e1 > 0:
+                problems.append(f"torch replay expected.{k}.{x} err {e1:.3g}")
+            if e2 > tol * max(1.0, want.abs().max().item()):
+                problems.append(f"numpy ref expected.{k}.{x} err {e2:.3g}")
+    return problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="fixtures/torch/optim")
+    ap.add_argument("--check", action="store_true",
+                    help="verify the files in --out instead of generating")
+    args = ap.parse_args()
+    out = Path(args.out)
+
+    if args.check:
+        files = sorted(out.glob("*.safetensors"))
+        if not files:
+            print(f"no fixtures in {out}")
+            return 1
+        bad = 0
+        for p in files:
+            probs = check_file(p)
+            if probs:
+                bad += 1
+                print(f"FAIL {p.name}: " + "; ".join(probs))
+        print(f"{len(files) - bad} passed, {bad} failed")
+        return 1 if bad else 0
+
+    out.mkdir(parents=True, exist_ok=True)
+    init, grads = make_inputs(args.seed)
+    total = 0
+    results = {}
+    for name, optimizer, hparams in configs():
+        traj = run_torch(optimizer, hparams, init, grads)
+        results[name] = traj
+        tensors = {"param.w": init["w"], "param.b": init["b"]}
+        for k in range(STEPS):
+            for x in "wb":
+                tensors[f"grad.{k}.{x}"] = grads[k][x]
+                tensors[f"expected.{k}.{x}"] = traj[k][x]
+        meta = {
+            "optimizer": optimizer,
+            "steps": str(STEPS),
+            "hparams": json.dumps(hparams, sort_keys=True),
+            "name": name,
+            "seed": str(args.seed),
+            "torch_version": torch.__version__.split("+")[0],
+        }
+        path = out / f"{name}.safetensors"
+        save_deterministic(tensors, path, meta)
+        total += path.stat().st_size
+    # sanity: variants must actually differ from their base configuration
+    for a, b in [("adam_amsgrad", "adam_default"), ("adamw_amsgrad", "adamw_default"),
+                 ("adamw_default", "adam_default"), ("adam_weight_decay", "adam_default"),
+                 ("sgd_momentum_dampening", "sgd_momentum"), ("sgd_nesterov", "sgd_momentum"),
+                 ("rmsprop_centered", "rmsprop_default"),
+                 ("adagrad_lr_decay_weight_decay_init_acc", "adagrad_default")]:
+        assert not torch.equal(results[a][-1]["w"], results[b][-1]["w"]), (a, b)
+    print(f"wrote {len(results)} files to {out} ({total} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
