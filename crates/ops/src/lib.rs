@@ -1,1 +1,29 @@
-//! ops
+//! # eddy-ops: the differentiable op catalogue
+//!
+//! One file per family, each op's shape rule, forward kernel and backward rule side by side, all
+//! through the public [`Op`](eddy_tape::Op) trait that user code has too. Use them as methods
+//! through [`VarExt`] (in the [`prelude`]): `x.matmul(&w)?.tanh()`. The formulas are tabled in
+//! `docs/ops.md`.
+
+pub mod activation;
+pub mod axis;
+pub mod elementwise;
+mod ext;
+pub mod matmul;
+pub mod random;
+pub mod reduce;
+pub mod shape;
+
+pub use elementwise::{sigmoid, Elementwise};
+pub use ext::{concat, stack, where_, VarExt};
+pub use matmul::{matmul_t, MatMul};
+pub use random::{dropout, dropout_mask};
+
+/// What a user of ops imports: the engine's types and the op methods.
+pub mod prelude {
+    pub use crate::{concat, stack, where_, VarExt};
+    pub use eddy_tape::{
+        gradcheck, gradgradcheck, Error, Float, GradOptions, GradcheckOptions, Grads, Op, Param, Result, Rng,
+        Tape, Var,
+    };
+}

@@ -1,0 +1,241 @@
+//! Elementwise ops: a value/derivative pair ([`Elementwise`]) over one shared [`Op`] impl.
+//!
+//! | op | forward | derivative |
+//! |---|---|---|
+//! | `exp` | `eˣ` | `y` |
+//! | `log` | `ln x` | `1/x` |
+//! | `sqrt` | `√x` | `1/(2y)` |
+//! | `powi(n)` | `xⁿ` | `n·xⁿ⁻¹` |
+//! | `tanh` | `tanh x` | `1 − y²` |
+//! | `sigmoid` | `1/(1+e⁻ˣ)`, stable | `y(1 − y)` |
+//! | `relu` | `max(x, 0)` | `[x > 0]` |
+//! | `softplus` | `max(x,0) + ln(1 + e^−|x|)`, stable | `sigmoid(x)` |
+//! | `abs` | `|x|` | `sign(x)` |
+
+use crate::VarExt;
+use eddy_tape::{Float, Op, Result, Var};
+use ndarray::ArrayD;
+
+/// An elementwise function: its value at a point and its derivative as a differentiable
+/// expression of the input `x` and output `y`. Implement this for a new elementwise op and
+/// apply it with [`VarExt::map`]; the [`Op`] impl (shape rule, kernel, `g · f'(x)`) is shared.
+pub trait Elementwise<F: Float>: 'static {
+    /// The op's name, for errors.
+    fn name(&self) -> &str;
+    /// `f(x)` at one point.
+    fn value(&self, x: F) -> F;
+    /// `f'(x)` for every element, written with differentiable ops (so it can be differentiated again).
+    fn derivative(&self, x: &Var<F>, y: &Var<F>) -> Result<Var<F>>;
+}
+
+/// The [`Op`] of an [`Elementwise`] function: same shape out, `dx = g · f'(x)`.
+pub struct Unary<E>(pub E);
+
+impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        Ok(inputs[0].to_vec())
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        Ok(inputs[0].mapv(|x| self.0.value(x)))
+    }
+    fn backward(&self, inputs: &[Var<F>], output: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        Ok(vec![Some((g * self.0.derivative(&inputs[0], output)?)?)])
+    }
+}
+
+/// `eˣ`.
+pub struct Exp;
+impl<F: Float> Elementwise<F> for Exp {
+    fn name(&self) -> &str {
+        "exp"
+    }
+    fn value(&self, x: F) -> F {
+        x.exp()
+    }
+    fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
+        Ok(y.clone())
+    }
+}
+
+/// `ln x`.
+pub struct Log;
+impl<F: Float> Elementwise<F> for Log {
+    fn name(&self) -> &str {
+        "log"
+    }
+    fn value(&self, x: F) -> F {
+        x.ln()
+    }
+    fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
+        x.powi(-1)
+    }
+}
+
+/// `√x`.
+pub struct Sqrt;
+impl<F: Float> Elementwise<F> for Sqrt {
+    fn name(&self) -> &str {
+        "sqrt"
+    }
+    fn value(&self, x: F) -> F {
+        x.sqrt()
+    }
+    fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
+        y.powi(-1)?.scale(F::of(0.5))
+    }
+}
+
+/// `xⁿ` for an integer `n`.
+pub struct Powi(pub i32);
+impl<F: Float> Elementwise<F> for Powi {
+    fn name(&self) -> &str {
+        "powi"
+    }
+    fn value(&self, x: F) -> F {
+        x.powi(self.0)
+    }
+    fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
+        match self.0 {
+            0 => x.scale(F::zero()),
+            1 => x.scale(F::zero())?.shift(F::one()),
+            n => x.powi(n - 1)?.scale(F::of(n as f64)),
+        }
+    }
+}
+
+/// `tanh x`.
+pub struct Tanh;
+impl<F: Float> Elementwise<F> for Tanh {
+    fn name(&self) -> &str {
+        "tanh"
+    }
+    fn value(&self, x: F) -> F {
+        x.tanh()
+    }
+    fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
+        (y * y)?.affine(-F::one(), F::one(), "one_minus")
+    }
+}
+
+/// The logistic sigmoid, stable for large `|x|`.
+pub struct Sigmoid;
+
+/// The logistic sigmoid of one value, without overflow at ±1000.
+pub fn sigmoid<F: Float>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+impl<F: Float> Elementwise<F> for Sigmoid {
+    fn name(&self) -> &str {
+        "sigmoid"
+    }
+    fn value(&self, x: F) -> F {
+        sigmoid(x)
+    }
+    fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
+        y * y.affine(-F::one(), F::one(), "one_minus")?
+    }
+}
+
+/// `max(x, 0)`; its derivative `[x > 0]` is a constant mask.
+pub struct Relu;
+impl<F: Float> Elementwise<F> for Relu {
+    fn name(&self) -> &str {
+        "relu"
+    }
+    fn value(&self, x: F) -> F {
+        x.max(F::zero())
+    }
+    fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
+        let mask = x
+            .value()
+            .mapv(|v| if v > F::zero() { F::one() } else { F::zero() });
+        Ok(x.tape().constant(mask))
+    }
+}
+
+/// `ln(1 + eˣ)`, stable for large `|x|`.
+pub struct Softplus;
+impl<F: Float> Elementwise<F> for Softplus {
+    fn name(&self) -> &str {
+        "softplus"
+    }
+    fn value(&self, x: F) -> F {
+        x.max(F::zero()) + (-x.abs()).exp().ln_1p()
+    }
+    fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
+        x.sigmoid()
+    }
+}
+
+/// `|x|`; its derivative `sign(x)` is a constant.
+pub struct Abs;
+impl<F: Float> Elementwise<F> for Abs {
+    fn name(&self) -> &str {
+        "abs"
+    }
+    fn value(&self, x: F) -> F {
+        x.abs()
+    }
+    fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
+        let sign = x.value().mapv(|v| {
+            if v > F::zero() {
+                F::one()
+            } else if v < F::zero() {
+                -F::one()
+            } else {
+                F::zero()
+            }
+        });
+        Ok(x.tape().constant(sign))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_tape::Tape;
+    use ndarray::arr1;
+
+    #[test]
+    fn kernels_match_the_textbook_formulas() {
+        let t = Tape::<f64>::new();
+        let xs = [-3.0, -0.5, 0.25, 2.0];
+        let x = t.constant(arr1(&xs).into_dyn());
+        let check = |v: Var<f64>, f: fn(f64) -> f64| {
+            for (a, &b) in v.value().iter().zip(&xs) {
+                assert!((a - f(b)).abs() < 1e-12, "{a} vs {}", f(b));
+            }
+        };
+        check(x.exp().unwrap(), f64::exp);
+        check(x.tanh().unwrap(), f64::tanh);
+        check(x.sigmoid().unwrap(), |v| 1.0 / (1.0 + (-v).exp()));
+        check(x.softplus().unwrap(), |v| (1.0 + v.exp()).ln());
+        check(x.relu().unwrap(), |v| if v > 0.0 { v } else { 0.0 });
+        check(x.powi(3).unwrap(), |v| v * v * v);
+        check(x.abs().unwrap(), f64::abs);
+        let p = t.constant(arr1(&[0.5, 2.0]).into_dyn());
+        assert!((p.log().unwrap().value()[1] - 2f64.ln()).abs() < 1e-15);
+        assert!((p.sqrt().unwrap().value()[1] - 2f64.sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn sigmoid_and_softplus_are_stable_at_a_thousand() {
+        let t = Tape::<f32>::new();
+        let x = t.input(arr1(&[-1000.0f32, 1000.0]).into_dyn());
+        let s = x.sigmoid().unwrap();
+        assert_eq!(s.value().as_slice().unwrap(), &[0.0, 1.0]);
+        let sp = x.softplus().unwrap();
+        assert_eq!(sp.value().as_slice().unwrap(), &[0.0, 1000.0]);
+        let g = sp.sum_all().unwrap().backward().unwrap();
+        assert!(g.var(&x).unwrap().iter().all(|v| v.is_finite()));
+    }
+}

@@ -1,0 +1,400 @@
+//! Shape ops: reshape, permute, narrow (and its adjoint pad), concat, index_select (and its
+//! adjoint index_add), and where. Each moves or copies elements; none does arithmetic, so each
+//! backward rule is the adjoint movement.
+
+use eddy_tape::{Error, Float, Op, Result, Var};
+use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+
+/// Reshape to a shape with the same number of elements (row-major order).
+///
+/// Gradient: `dx = reshape(g, x.shape)`.
+pub struct Reshape(pub Vec<usize>);
+
+impl<F: Float> Op<F> for Reshape {
+    fn name(&self) -> &str {
+        "reshape"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let (from, to) = (
+            inputs[0].iter().product::<usize>(),
+            self.0.iter().product::<usize>(),
+        );
+        if from != to {
+            return Err(Error::shape(
+                "reshape",
+                &[inputs[0], &self.0],
+                "element counts differ",
+            ));
+        }
+        Ok(self.0.clone())
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let x = inputs[0].as_standard_layout().into_owned();
+        Ok(x.into_shape_with_order(IxDyn(&self.0))
+            .expect("the shape rule checked the count"))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        Ok(vec![Some(
+            g.tape().apply(Reshape(inputs[0].shape().to_vec()), &[g])?,
+        )])
+    }
+}
+
+/// Reorders the axes: output axis `i` is input axis `axes[i]`.
+///
+/// Gradient: `dx = permute(g, inverse(axes))`.
+pub struct Permute(pub Vec<usize>);
+
+impl<F: Float> Op<F> for Permute {
+    fn name(&self) -> &str {
+        "permute"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let x = inputs[0];
+        let mut seen = vec![false; x.len()];
+        let ok = self.0.len() == x.len()
+            && self
+                .0
+                .iter()
+                .all(|&a| a < x.len() && !std::mem::replace(&mut seen[a], true));
+        if !ok {
+            return Err(Error::shape(
+                "permute",
+                &[x],
+                format!("{:?} is not a permutation of the axes", self.0),
+            ));
+        }
+        Ok(self.0.iter().map(|&a| x[a]).collect())
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        Ok(inputs[0]
+            .view()
+            .permuted_axes(IxDyn(&self.0))
+            .as_standard_layout()
+            .into_owned())
+    }
+    fn backward(&self, _: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let mut inverse = vec![0; self.0.len()];
+        for (i, &a) in self.0.iter().enumerate() {
+            inverse[a] = i;
+        }
+        Ok(vec![Some(g.tape().apply(Permute(inverse), &[g])?)])
+    }
+}
+
+/// The slice `start .. start + len` along `axis`.
+///
+/// Gradient: `dx = pad(g)`: `g` placed at the same slice of zeros.
+pub struct Narrow {
+    pub axis: usize,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl<F: Float> Op<F> for Narrow {
+    fn name(&self) -> &str {
+        "narrow"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let x = inputs[0];
+        if self.axis >= x.len() {
+            return Err(Error::Axis {
+                op: "narrow".into(),
+                axis: self.axis as isize,
+                shape: x.to_vec(),
+            });
+        }
+        if self.start + self.len > x[self.axis] {
+            return Err(Error::shape(
+                "narrow",
+                &[x],
+                format!(
+                    "slice {}..{} is out of range for axis {} of size {}",
+                    self.start,
+                    self.start + self.len,
+                    self.axis,
+                    x[self.axis]
+                ),
+            ));
+        }
+        let mut out = x.to_vec();
+        out[self.axis] = self.len;
+        Ok(out)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let s = Slice::from(self.start..self.start + self.len);
+        Ok(inputs[0].slice_axis(Axis(self.axis), s).to_owned())
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let pad = Pad {
+            axis: self.axis,
+            start: self.start,
+            total: inputs[0].shape()[self.axis],
+        };
+        Ok(vec![Some(g.tape().apply(pad, &[g])?)])
+    }
+}
+
+/// Places `x` at `start ..` along `axis` in zeros of size `total` there (the adjoint of narrow).
+///
+/// Gradient: `dx = narrow(g, axis, start, len)`.
+pub struct Pad {
+    pub axis: usize,
+    pub start: usize,
+    pub total: usize,
+}
+
+impl<F: Float> Op<F> for Pad {
+    fn name(&self) -> &str {
+        "pad"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let x = inputs[0];
+        if self.axis >= x.len() || self.start + x[self.axis] > self.total {
+            return Err(Error::shape(
+                "pad",
+                &[x],
+                format!("cannot place at {} in {}", self.start, self.total),
+            ));
+        }
+        let mut out = x.to_vec();
+        out[self.axis] = self.total;
+        Ok(out)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let x = inputs[0];
+        let mut shape = x.shape().to_vec();
+        shape[self.axis] = self.total;
+        let mut out = ArrayD::zeros(IxDyn(&shape));
+        let s = Slice::from(self.start..self.start + x.shape()[self.axis]);
+        out.slice_axis_mut(Axis(self.axis), s).assign(x);
+        Ok(out)
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let narrow = Narrow {
+            axis: self.axis,
+            start: self.start,
+            len: inputs[0].shape()[self.axis],
+        };
+        Ok(vec![Some(g.tape().apply(narrow, &[g])?)])
+    }
+}
+
+/// Joins inputs along an existing axis; all other dimensions must agree.
+///
+/// Gradient: each input gets its slice of `g` (narrow).
+pub struct Concat(pub usize);
+
+impl<F: Float> Op<F> for Concat {
+    fn name(&self) -> &str {
+        "concat"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let axis = self.0;
+        let Some(first) = inputs.first() else {
+            return Err(Error::invalid("concat", "needs at least one input"));
+        };
+        if axis >= first.len() {
+            return Err(Error::Axis {
+                op: "concat".into(),
+                axis: axis as isize,
+                shape: first.to_vec(),
+            });
+        }
+        let mut out = first.to_vec();
+        out[axis] = 0;
+        for s in inputs {
+            let agree = s.len() == first.len()
+                && s.iter()
+                    .zip(*first)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
+            if !agree {
+                return Err(Error::shape(
+                    "concat",
+                    inputs,
+                    format!("all dimensions but axis {axis} must agree"),
+                ));
+            }
+            out[axis] += s[axis];
+        }
+        Ok(out)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
+        Ok(ndarray::concatenate(Axis(self.0), &views).expect("the shape rule checked the shapes"))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            let len = x.shape()[self.0];
+            out.push(if x.requires_grad() {
+                Some(g.tape().apply(
+                    Narrow {
+                        axis: self.0,
+                        start,
+                        len,
+                    },
+                    &[g],
+                )?)
+            } else {
+                None
+            });
+            start += len;
+        }
+        Ok(out)
+    }
+}
+
+/// Picks entries `indices` along `axis` (an embedding lookup along axis 0).
+///
+/// Gradient: `dx = index_add(zeros, indices, g)`: each picked entry's gradient is added back
+/// where it came from, summed over repeats.
+pub struct IndexSelect {
+    pub axis: usize,
+    pub indices: Vec<usize>,
+}
+
+impl<F: Float> Op<F> for IndexSelect {
+    fn name(&self) -> &str {
+        "index_select"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let x = inputs[0];
+        if self.axis >= x.len() {
+            return Err(Error::Axis {
+                op: "index_select".into(),
+                axis: self.axis as isize,
+                shape: x.to_vec(),
+            });
+        }
+        if let Some(&bad) = self.indices.iter().find(|&&i| i >= x[self.axis]) {
+            return Err(Error::invalid(
+                "index_select",
+                format!(
+                    "index {bad} is out of range for axis {} of shape {x:?}",
+                    self.axis
+                ),
+            ));
+        }
+        let mut out = x.to_vec();
+        out[self.axis] = self.indices.len();
+        Ok(out)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        Ok(inputs[0].select(Axis(self.axis), &self.indices))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let add = IndexAdd {
+            axis: self.axis,
+            indices: self.indices.clone(),
+            size: inputs[0].shape()[self.axis],
+        };
+        Ok(vec![Some(g.tape().apply(add, &[g])?)])
+    }
+}
+
+/// Adds slice `k` of `x` along `axis` into entry `indices[k]` of zeros of size `size` there
+/// (the adjoint of index_select).
+///
+/// Gradient: `dx = index_select(g, indices)`.
+pub struct IndexAdd {
+    pub axis: usize,
+    pub indices: Vec<usize>,
+    pub size: usize,
+}
+
+impl<F: Float> Op<F> for IndexAdd {
+    fn name(&self) -> &str {
+        "index_add"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let x = inputs[0];
+        if self.axis >= x.len()
+            || x[self.axis] != self.indices.len()
+            || self.indices.iter().any(|&i| i >= self.size)
+        {
+            return Err(Error::shape("index_add", &[x], "indices do not fit the input"));
+        }
+        let mut out = x.to_vec();
+        out[self.axis] = self.size;
+        Ok(out)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let x = inputs[0];
+        let mut shape = x.shape().to_vec();
+        shape[self.axis] = self.size;
+        let mut out = ArrayD::zeros(IxDyn(&shape));
+        for (k, &i) in self.indices.iter().enumerate() {
+            let mut dst = out.index_axis_mut(Axis(self.axis), i);
+            dst += &x.index_axis(Axis(self.axis), k);
+        }
+        Ok(out)
+    }
+    fn backward(&self, _: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let select = IndexSelect {
+            axis: self.axis,
+            indices: self.indices.clone(),
+        };
+        Ok(vec![Some(g.tape().apply(select, &[g])?)])
+    }
+}
+
+/// `mask ? a : b` elementwise, with `mask`, `a` and `b` broadcast together.
+///
+/// Gradient: `da = sum_to(mask ? g : 0)`, `db = sum_to(mask ? 0 : g)`.
+pub struct Where(pub ArrayD<bool>);
+
+impl<F: Float> Op<F> for Where {
+    fn name(&self) -> &str {
+        "where"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let err = || {
+            Error::shape(
+                "where",
+                &[self.0.shape(), inputs[0], inputs[1]],
+                "mask and values cannot be broadcast together",
+            )
+        };
+        let ab = eddy_tape::broadcast_shapes(inputs[0], inputs[1]).ok_or_else(err)?;
+        eddy_tape::broadcast_shapes(self.0.shape(), &ab).ok_or_else(err)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let shape = <Self as Op<F>>::shape(self, &[inputs[0].shape(), inputs[1].shape()])?;
+        let sh = IxDyn(&shape);
+        let (m, a, b) = (
+            self.0.broadcast(sh.clone()).expect("checked"),
+            inputs[0].broadcast(sh.clone()).expect("checked"),
+            inputs[1].broadcast(sh).expect("checked"),
+        );
+        Ok(Zip::from(&m)
+            .and(&a)
+            .and(&b)
+            .map_collect(|&m, &a, &b| if m { a } else { b }))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let zeros = g.tape().constant(ArrayD::zeros(g.shape()));
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let da = if a.requires_grad() {
+            Some(
+                g.tape()
+                    .apply(Where(self.0.clone()), &[g, &zeros])?
+                    .sum_to(a.shape())?,
+            )
+        } else {
+            None
+        };
+        let db = if b.requires_grad() {
+            Some(
+                g.tape()
+                    .apply(Where(self.0.clone()), &[&zeros, g])?
+                    .sum_to(b.shape())?,
+            )
+        } else {
+            None
+        };
+        Ok(vec![da, db])
+    }
+}
