@@ -1,1 +1,19 @@
-//! nn
+//! # eddy-nn: modules, cells and the recurrent layer
+//!
+//! - [`Module`]: parameters under dotted names, train/eval mode.
+//! - [`Cell`]: the one trait a new recurrent cell implements; [`cells`] holds the built-ins.
+//! - [`Recurrent`]: one generic layer over any cell; [`Lstm`], [`Gru`], [`Rnn`].
+//! - [`Linear`], [`Embedding`], [`Dropout`], [`LayerNorm`]; [`init`]ializers.
+
+mod cell;
+pub mod cells;
+pub mod init;
+mod layers;
+mod module;
+mod recurrent;
+
+pub use cell::{Cell, RecurrentState};
+pub use cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
+pub use layers::{Dropout, Embedding, LayerNorm, Linear};
+pub use module::{prefixed, Module};
+pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};

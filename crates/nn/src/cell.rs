@@ -1,0 +1,139 @@
+//! The [`Cell`] trait: what a researcher implements to make a new recurrent cell.
+
+use crate::Module;
+use eddy_tape::{Error, Float, Result, Tape, Var};
+use ndarray::ArrayD;
+
+/// A cell's state as a list of `[batch, size]` parts; the first part is the output `h`.
+///
+/// Implemented for `Var` (one part: Elman, GRU), `(Var, Var)` (two parts: LSTM's `(h, c)`) and
+/// `Vec<Var>` (any number).
+pub trait RecurrentState<F: Float>: Clone + Sized {
+    /// The parts, in order.
+    fn parts(&self) -> Vec<Var<F>>;
+    /// Rebuilds a state from its parts.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for the wrong number of parts.
+    fn from_parts(parts: Vec<Var<F>>) -> Result<Self>;
+}
+
+fn wrong_parts(expected: usize, got: usize) -> Error {
+    Error::invalid("state", format!("expected {expected} state parts, got {got}"))
+}
+
+impl<F: Float> RecurrentState<F> for Var<F> {
+    fn parts(&self) -> Vec<Var<F>> {
+        vec![self.clone()]
+    }
+    fn from_parts(parts: Vec<Var<F>>) -> Result<Self> {
+        let n = parts.len();
+        let [h]: [Var<F>; 1] = parts.try_into().map_err(|_| wrong_parts(1, n))?;
+        Ok(h)
+    }
+}
+
+impl<F: Float> RecurrentState<F> for (Var<F>, Var<F>) {
+    fn parts(&self) -> Vec<Var<F>> {
+        vec![self.0.clone(), self.1.clone()]
+    }
+    fn from_parts(parts: Vec<Var<F>>) -> Result<Self> {
+        let n = parts.len();
+        let [h, c]: [Var<F>; 2] = parts.try_into().map_err(|_| wrong_parts(2, n))?;
+        Ok((h, c))
+    }
+}
+
+impl<F: Float> RecurrentState<F> for Vec<Var<F>> {
+    fn parts(&self) -> Vec<Var<F>> {
+        self.clone()
+    }
+    fn from_parts(parts: Vec<Var<F>>) -> Result<Self> {
+        Ok(parts)
+    }
+}
+
+/// A recurrent cell: one time step, written with tape ops. The generic
+/// [`Recurrent`](crate::Recurrent) layer turns any cell into a full layer (stacking,
+/// bidirectional, ragged lengths, initial and final states, dropout, truncated BPTT), and
+/// backprop-through-time falls out of the tape: a cell writes no backward code.
+///
+/// Required: the state type, the sizes of its parts, the input size, and [`Cell::step`].
+/// Optional: [`Cell::project`], a per-time-step map of the input that the layer applies to all
+/// time steps at once (one GEMM for the whole sequence instead of one per step).
+///
+/// # Example
+/// An IndRNN cell, `h' = relu(W x + b + u ⊙ h)`:
+/// ```
+/// use eddy_nn::{init, Cell, Module, RecurrentConfig};
+/// use eddy_ops::prelude::*;
+///
+/// struct IndRnn { w: Param<f64>, b: Param<f64>, u: Param<f64> }
+///
+/// impl Module<f64> for IndRnn {
+///     fn params(&self) -> Vec<(String, Param<f64>)> {
+///         vec![("w".into(), self.w.clone()), ("b".into(), self.b.clone()), ("u".into(), self.u.clone())]
+///     }
+/// }
+///
+/// impl Cell<f64> for IndRnn {
+///     type State = Var<f64>;
+///     fn input_size(&self) -> usize { self.w.shape()[1] }
+///     fn state_sizes(&self) -> Vec<usize> { vec![self.u.shape()[0]] }
+///     // W x + b for every time step at once.
+///     fn project(&self, x: &Var<f64>) -> Result<Var<f64>> {
+///         let t = x.tape();
+///         x.linear(&t.param(&self.w), Some(&t.param(&self.b)))
+///     }
+///     fn step(&self, xw: &Var<f64>, h: &Var<f64>) -> Result<Var<f64>> {
+///         (xw + (h * &xw.tape().param(&self.u))?)?.relu()
+///     }
+/// }
+///
+/// let mut rng = Rng::seed(0);
+/// let layer = RecurrentConfig::new(3, 4).num_layers(2).bidirectional(true).build(|input, h, rng| IndRnn {
+///     w: Param::new("w", init::pytorch_default(&[h, input], h, rng)),
+///     b: Param::new("b", init::pytorch_default(&[h], h, rng)),
+///     u: Param::new("u", init::uniform(&[h], 1.0, rng)),
+/// }, &mut rng);
+/// let tape = Tape::new();
+/// let x = tape.input(ndarray::ArrayD::zeros(vec![5, 2, 3])); // [T, B, I]
+/// let out = layer.forward(&x)?;
+/// assert_eq!(out.output.shape(), &[5, 2, 8]);
+/// assert_eq!(out.h_n().shape(), &[4, 2, 4]);
+/// # Ok::<(), Error>(())
+/// ```
+pub trait Cell<F: Float>: Module<F> {
+    /// The state carried between steps: `Var`, `(Var, Var)` or `Vec<Var>`.
+    type State: RecurrentState<F>;
+
+    /// The input feature size.
+    fn input_size(&self) -> usize;
+
+    /// The feature size of each state part; the first is the output size.
+    fn state_sizes(&self) -> Vec<usize>;
+
+    /// A per-time-step map of the input, applied by the layer to the whole sequence
+    /// (`[T, B, input]` → `[T, B, p]`) before the steps. Default: the identity.
+    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
+        Ok(x.clone())
+    }
+
+    /// One time step: the projected input `x` (`[B, p]`) and the state → the next state.
+    fn step(&self, x: &Var<F>, state: &Self::State) -> Result<Self::State>;
+
+    /// The output size (the first state part's size).
+    fn output_size(&self) -> usize {
+        self.state_sizes()[0]
+    }
+
+    /// The zero state for a batch.
+    fn zero_state(&self, tape: &Tape<F>, batch: usize) -> Result<Self::State> {
+        let parts = self
+            .state_sizes()
+            .iter()
+            .map(|&n| tape.constant(ArrayD::zeros(vec![batch, n])))
+            .collect();
+        Self::State::from_parts(parts)
+    }
+}

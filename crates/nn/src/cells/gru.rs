@@ -1,0 +1,77 @@
+//! The GRU cell, PyTorch-exact (`b_hn` inside the reset product).
+
+use super::{named, param};
+use crate::{Cell, Module};
+use eddy_ops::VarExt;
+use eddy_tape::{Float, Param, Result, Rng, Var};
+
+/// The GRU cell (gates in PyTorch's order r, z, n):
+///
+/// ```text
+/// r = σ(W_ir x + b_ir + W_hr h + b_hr)
+/// z = σ(W_iz x + b_iz + W_hz h + b_hz)
+/// n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+/// h' = (1 − z) ⊙ n + z ⊙ h
+/// ```
+///
+/// Parameters: `weight_ih` `[3H, I]`, `weight_hh` `[3H, H]`, `bias_ih`, `bias_hh` `[3H]`.
+#[derive(Debug, Clone)]
+pub struct GruCell<F: Float = f32> {
+    pub weight_ih: Param<F>,
+    pub weight_hh: Param<F>,
+    pub biases: Option<(Param<F>, Param<F>)>,
+}
+
+impl<F: Float> GruCell<F> {
+    /// A cell from `input` to `hidden` features, PyTorch-initialised.
+    pub fn new(input: usize, hidden: usize, bias: bool, rng: &mut Rng) -> Self {
+        GruCell {
+            weight_ih: param("weight_ih", &[3 * hidden, input], hidden, rng),
+            weight_hh: param("weight_hh", &[3 * hidden, hidden], hidden, rng),
+            biases: bias.then(|| {
+                (
+                    param("bias_ih", &[3 * hidden], hidden, rng),
+                    param("bias_hh", &[3 * hidden], hidden, rng),
+                )
+            }),
+        }
+    }
+}
+
+impl<F: Float> Module<F> for GruCell<F> {
+    fn params(&self) -> Vec<(String, Param<F>)> {
+        named(&self.weight_ih, &self.weight_hh, &self.biases)
+    }
+}
+
+impl<F: Float> Cell<F> for GruCell<F> {
+    type State = Var<F>;
+
+    fn input_size(&self) -> usize {
+        self.weight_ih.shape()[1]
+    }
+
+    fn state_sizes(&self) -> Vec<usize> {
+        vec![self.weight_hh.shape()[1]]
+    }
+
+    /// `W_ih x + b_ih` for all time steps at once.
+    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
+        let t = x.tape();
+        let b = self.biases.as_ref().map(|(b, _)| t.param(b));
+        x.linear(&t.param(&self.weight_ih), b.as_ref())
+    }
+
+    fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
+        let t = xw.tape();
+        let b = self.biases.as_ref().map(|(_, b)| t.param(b));
+        let hw = h.linear(&t.param(&self.weight_hh), b.as_ref())?;
+        let [xr, xz, xn]: [Var<F>; 3] = xw.chunk(3, 1)?.try_into().expect("three chunks");
+        let [hr, hz, hn]: [Var<F>; 3] = hw.chunk(3, 1)?.try_into().expect("three chunks");
+        let r = (xr + hr)?.sigmoid()?;
+        let z = (xz + hz)?.sigmoid()?;
+        let n = (xn + (r * hn)?)?.tanh()?;
+        // h' = (1 − z) n + z h = n + z (h − n)
+        n.clone() + (z * (h - &n)?)?
+    }
+}

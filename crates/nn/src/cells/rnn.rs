@@ -1,0 +1,75 @@
+//! The Elman cell of the seed: `h_t = f(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh)`.
+
+use super::{named, param};
+use crate::{Cell, Module};
+use eddy_ops::VarExt;
+use eddy_tape::{Float, Param, Result, Rng, Var};
+
+/// The nonlinearity `f` of an Elman cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nonlinearity {
+    Tanh,
+    Relu,
+}
+
+/// The Elman RNN cell, PyTorch-exact (`torch.nn.RNNCell`): parameters `weight_ih` `[H, I]`,
+/// `weight_hh` `[H, H]`, `bias_ih` `[H]`, `bias_hh` `[H]`.
+#[derive(Debug, Clone)]
+pub struct RnnCell<F: Float = f32> {
+    pub weight_ih: Param<F>,
+    pub weight_hh: Param<F>,
+    pub biases: Option<(Param<F>, Param<F>)>,
+    pub nonlinearity: Nonlinearity,
+}
+
+impl<F: Float> RnnCell<F> {
+    /// A cell from `input` to `hidden` features, PyTorch-initialised.
+    pub fn new(input: usize, hidden: usize, nonlinearity: Nonlinearity, bias: bool, rng: &mut Rng) -> Self {
+        RnnCell {
+            weight_ih: param("weight_ih", &[hidden, input], hidden, rng),
+            weight_hh: param("weight_hh", &[hidden, hidden], hidden, rng),
+            biases: bias.then(|| {
+                (
+                    param("bias_ih", &[hidden], hidden, rng),
+                    param("bias_hh", &[hidden], hidden, rng),
+                )
+            }),
+            nonlinearity,
+        }
+    }
+}
+
+impl<F: Float> Module<F> for RnnCell<F> {
+    fn params(&self) -> Vec<(String, Param<F>)> {
+        named(&self.weight_ih, &self.weight_hh, &self.biases)
+    }
+}
+
+impl<F: Float> Cell<F> for RnnCell<F> {
+    type State = Var<F>;
+
+    fn input_size(&self) -> usize {
+        self.weight_ih.shape()[1]
+    }
+
+    fn state_sizes(&self) -> Vec<usize> {
+        vec![self.weight_hh.shape()[0]]
+    }
+
+    /// `W_ih x + b_ih` for all time steps at once.
+    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
+        let t = x.tape();
+        let b = self.biases.as_ref().map(|(b, _)| t.param(b));
+        x.linear(&t.param(&self.weight_ih), b.as_ref())
+    }
+
+    fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
+        let t = xw.tape();
+        let b = self.biases.as_ref().map(|(_, b)| t.param(b));
+        let pre = (xw + h.linear(&t.param(&self.weight_hh), b.as_ref())?)?;
+        match self.nonlinearity {
+            Nonlinearity::Tanh => pre.tanh(),
+            Nonlinearity::Relu => pre.relu(),
+        }
+    }
+}

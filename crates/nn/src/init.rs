@@ -1,0 +1,105 @@
+//! Initializers. Each takes an explicit seeded [`Rng`]: eddy has no global RNG.
+
+use eddy_tape::{Float, Rng};
+use ndarray::{Array2, ArrayD, IxDyn};
+
+/// `U(-bound, bound)` in the given shape.
+pub fn uniform<F: Float>(shape: &[usize], bound: f64, rng: &mut Rng) -> ArrayD<F> {
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || F::of(rng.uniform_in(-bound, bound)))
+}
+
+/// `N(0, std²)` in the given shape.
+pub fn normal<F: Float>(shape: &[usize], std: f64, rng: &mut Rng) -> ArrayD<F> {
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || F::of(std * rng.normal()))
+}
+
+/// PyTorch's default for recurrent layers (and `Linear`'s bias): `U(-1/√fan, 1/√fan)`.
+pub fn pytorch_default<F: Float>(shape: &[usize], fan: usize, rng: &mut Rng) -> ArrayD<F> {
+    uniform(shape, 1.0 / (fan.max(1) as f64).sqrt(), rng)
+}
+
+/// `(fan_in, fan_out)` of a `[out, in]` weight.
+fn fans(shape: &[usize]) -> (f64, f64) {
+    match shape {
+        [out, inp] => (*inp as f64, *out as f64),
+        [n] => (*n as f64, *n as f64),
+        _ => {
+            let receptive: usize = shape[2..].iter().product();
+            ((shape[1] * receptive) as f64, (shape[0] * receptive) as f64)
+        }
+    }
+}
+
+/// Xavier/Glorot uniform: `U(-a, a)` with `a = gain·√(6/(fan_in + fan_out))`.
+pub fn xavier_uniform<F: Float>(shape: &[usize], gain: f64, rng: &mut Rng) -> ArrayD<F> {
+    let (i, o) = fans(shape);
+    uniform(shape, gain * (6.0 / (i + o)).sqrt(), rng)
+}
+
+/// Xavier/Glorot normal: `N(0, σ²)` with `σ = gain·√(2/(fan_in + fan_out))`.
+pub fn xavier_normal<F: Float>(shape: &[usize], gain: f64, rng: &mut Rng) -> ArrayD<F> {
+    let (i, o) = fans(shape);
+    normal(shape, gain * (2.0 / (i + o)).sqrt(), rng)
+}
+
+/// A (semi-)orthogonal `[rows, cols]` matrix times `gain`: Gram–Schmidt on a Gaussian matrix,
+/// with signs fixed as in the QR method of Saxe et al. (what PyTorch and Keras do).
+pub fn orthogonal<F: Float>(rows: usize, cols: usize, gain: f64, rng: &mut Rng) -> ArrayD<F> {
+    // Orthonormalise the columns of a tall matrix, transposing back when rows < cols.
+    let (r, c) = if rows >= cols { (rows, cols) } else { (cols, rows) };
+    let mut a = Array2::<f64>::from_shape_simple_fn((r, c), || rng.normal());
+    for j in 0..c {
+        for k in 0..j {
+            let dot: f64 = (0..r).map(|i| a[[i, j]] * a[[i, k]]).sum();
+            for i in 0..r {
+                a[[i, j]] -= dot * a[[i, k]];
+            }
+        }
+        let norm = (0..r)
+            .map(|i| a[[i, j]] * a[[i, j]])
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
+        for i in 0..r {
+            a[[i, j]] /= norm;
+        }
+    }
+    let a = if rows >= cols { a } else { a.reversed_axes() };
+    a.mapv(|v| F::of(gain * v))
+        .into_dyn()
+        .as_standard_layout()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthogonal_rows_or_columns_are_orthonormal() {
+        let mut rng = Rng::seed(1);
+        for (r, c) in [(6, 4), (4, 6), (5, 5)] {
+            let q = orthogonal::<f64>(r, c, 1.0, &mut rng)
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap();
+            let g = if r >= c { q.t().dot(&q) } else { q.dot(&q.t()) };
+            for ((i, j), v) in g.indexed_iter() {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-10, "({r},{c}) [{i},{j}] = {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_and_spreads_match_their_formulas() {
+        let mut rng = Rng::seed(2);
+        let w = xavier_uniform::<f64>(&[30, 20], 1.0, &mut rng);
+        let a = (6.0f64 / 50.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= a));
+        let n = xavier_normal::<f64>(&[300, 200], 1.0, &mut rng);
+        let std = (n.iter().map(|v| v * v).sum::<f64>() / n.len() as f64).sqrt();
+        assert!((std - (2.0f64 / 500.0).sqrt()).abs() < 0.003, "{std}");
+        let p = pytorch_default::<f32>(&[8, 4], 16, &mut rng);
+        assert!(p.iter().all(|v| v.abs() <= 0.25));
+    }
+}

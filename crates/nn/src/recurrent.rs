@@ -1,0 +1,453 @@
+//! [`Recurrent`]: one generic layer that unrolls any [`Cell`] — stacking, bidirectional,
+//! batch-first, initial and final states, ragged lengths, dropout between layers, variational
+//! recurrent dropout and truncated BPTT. [`Lstm`], [`Gru`] and [`Rnn`] are this layer with the
+//! built-in cells, named and configured like `torch.nn.LSTM/GRU/RNN`.
+
+use crate::cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
+use crate::{Cell, Module, RecurrentState};
+use eddy_ops::{concat, dropout_mask, stack, where_, VarExt};
+use eddy_tape::{Error, Float, Param, Result, Rng, Tape, Var};
+use ndarray::ArrayD;
+use std::marker::PhantomData;
+
+/// The configuration of a recurrent layer, with `torch.nn.LSTM`'s names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecurrentConfig {
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bias: bool,
+    pub batch_first: bool,
+    /// Dropout on the outputs of every layer but the last, in training mode.
+    pub dropout: f64,
+    pub bidirectional: bool,
+    /// Variational dropout on the recurrent input `h`: one mask per sequence, reused at every
+    /// step (Gal & Ghahramani), in training mode.
+    pub recurrent_dropout: f64,
+    /// LSTM only: project `h` to this size (0: no projection).
+    pub proj_size: usize,
+}
+
+impl RecurrentConfig {
+    /// One unidirectional, time-major layer with biases and no dropout.
+    pub fn new(input_size: usize, hidden_size: usize) -> RecurrentConfig {
+        RecurrentConfig {
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bias: true,
+            batch_first: false,
+            dropout: 0.0,
+            bidirectional: false,
+            recurrent_dropout: 0.0,
+            proj_size: 0,
+        }
+    }
+
+    /// Stacks `n` layers.
+    pub fn num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+
+    /// With or without biases.
+    pub fn bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Input and output as `[B, T, F]` instead of `[T, B, F]`.
+    pub fn batch_first(mut self, yes: bool) -> Self {
+        self.batch_first = yes;
+        self
+    }
+
+    /// Dropout between layers.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+
+    /// Runs each layer in both directions and concatenates the outputs.
+    pub fn bidirectional(mut self, yes: bool) -> Self {
+        self.bidirectional = yes;
+        self
+    }
+
+    /// Variational recurrent dropout.
+    pub fn recurrent_dropout(mut self, p: f64) -> Self {
+        self.recurrent_dropout = p;
+        self
+    }
+
+    /// LSTM projection size.
+    pub fn proj_size(mut self, p: usize) -> Self {
+        self.proj_size = p;
+        self
+    }
+
+    fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Builds the layer over any cell: `make(input_size, hidden_size, rng)` makes the cell of
+    /// each layer and direction, in PyTorch's order (layer 0 forward, layer 0 reverse, layer 1 …).
+    pub fn build<F: Float, C: Cell<F>>(
+        &self,
+        mut make: impl FnMut(usize, usize, &mut Rng) -> C,
+        rng: &mut Rng,
+    ) -> Recurrent<F, C> {
+        let mut cells = Vec::new();
+        let mut input = self.input_size;
+        for _ in 0..self.num_layers {
+            let mut out = 0;
+            for _ in 0..self.directions() {
+                let cell = make(input, self.hidden_size, rng);
+                out = cell.output_size();
+                cells.push(cell);
+            }
+            input = out * self.directions();
+        }
+        Recurrent {
+            cells,
+            config: self.clone(),
+            name: "recurrent".into(),
+            training: true,
+            _f: PhantomData,
+        }
+    }
+
+    /// `torch.nn.LSTM` with this configuration.
+    pub fn lstm<F: Float>(&self, rng: &mut Rng) -> Lstm<F> {
+        let (bias, proj) = (self.bias, self.proj_size);
+        self.build(|i, h, rng| LstmCell::with_projection(i, h, proj, bias, rng), rng)
+            .named("lstm")
+    }
+
+    /// `torch.nn.GRU` with this configuration.
+    pub fn gru<F: Float>(&self, rng: &mut Rng) -> Gru<F> {
+        let bias = self.bias;
+        self.build(|i, h, rng| GruCell::new(i, h, bias, rng), rng)
+            .named("gru")
+    }
+
+    /// `torch.nn.RNN` with this configuration and nonlinearity.
+    pub fn rnn<F: Float>(&self, nonlinearity: Nonlinearity, rng: &mut Rng) -> Rnn<F> {
+        let bias = self.bias;
+        self.build(|i, h, rng| RnnCell::new(i, h, nonlinearity, bias, rng), rng)
+            .named("rnn")
+    }
+}
+
+/// The generic recurrent layer over a cell type `C`; see [`RecurrentConfig`] to build one.
+#[derive(Debug, Clone)]
+pub struct Recurrent<F: Float, C: Cell<F>> {
+    /// The cells, `num_layers × directions`, in PyTorch's order.
+    pub cells: Vec<C>,
+    pub config: RecurrentConfig,
+    name: String,
+    training: bool,
+    _f: PhantomData<F>,
+}
+
+/// `torch.nn.LSTM`.
+pub type Lstm<F = f32> = Recurrent<F, LstmCell<F>>;
+/// `torch.nn.GRU`.
+pub type Gru<F = f32> = Recurrent<F, GruCell<F>>;
+/// `torch.nn.RNN`.
+pub type Rnn<F = f32> = Recurrent<F, RnnCell<F>>;
+
+/// What a recurrent layer returns: the output sequence and the final state.
+#[derive(Debug, Clone)]
+pub struct RecurrentOutput<F: Float> {
+    /// `[T, B, D·H_out]` (or `[B, T, D·H_out]` when batch-first), zero past each length.
+    pub output: Var<F>,
+    /// The final state, one `[layers·D, B, size]` per state part (`h_n`, then `c_n` for an LSTM).
+    pub states: Vec<Var<F>>,
+}
+
+impl<F: Float> RecurrentOutput<F> {
+    /// The final hidden state `h_n`, `[layers·D, B, H_out]`.
+    pub fn h_n(&self) -> &Var<F> {
+        &self.states[0]
+    }
+
+    /// The final cell state `c_n` of an LSTM.
+    pub fn c_n(&self) -> Option<&Var<F>> {
+        self.states.get(1)
+    }
+
+    /// The final state's values, cut from the graph, to carry into the next chunk of a
+    /// truncated-BPTT run (bind them to the next tape with [`Tape::constant`]).
+    pub fn carry(&self) -> Vec<ArrayD<F>> {
+        self.states.iter().map(|s| s.value().clone()).collect()
+    }
+}
+
+impl<F: Float, C: Cell<F>> Recurrent<F, C> {
+    /// Renames the layer (its name prefixes its errors: `lstm layer 1 step 17: …`).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The number of directions (1 or 2).
+    pub fn directions(&self) -> usize {
+        self.config.directions()
+    }
+
+    /// The output feature size, `directions × the cell's output size`.
+    pub fn output_size(&self) -> usize {
+        self.cells.last().map_or(0, |c| c.output_size()) * self.directions()
+    }
+
+    /// Runs the layer over `x` (`[T, B, I]`, or `[B, T, I]` when batch-first) from zero states.
+    pub fn forward(&self, x: &Var<F>) -> Result<RecurrentOutput<F>> {
+        self.forward_with(x, None, None, None)
+    }
+
+    /// Runs the layer with optional initial states (one `[layers·D, B, size]` per state part),
+    /// per-sequence lengths (outputs are zero past each length, the final state is taken at
+    /// each sequence's last valid step, and the reverse direction starts there), and an `rng`
+    /// for dropout in training mode.
+    ///
+    /// # Errors
+    /// Wrong input rank or feature size, a state of the wrong shape, a length of 0 or longer
+    /// than the sequence, dropout in training without an `rng`: each names the layer and the
+    /// expected and actual shapes. An error inside a step names the layer and time step.
+    pub fn forward_with(
+        &self,
+        x: &Var<F>,
+        initial: Option<&[Var<F>]>,
+        lengths: Option<&[usize]>,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<RecurrentOutput<F>> {
+        let name = self.name.as_str();
+        let cfg = &self.config;
+        let (d, layers) = (self.directions(), cfg.num_layers);
+        let layout = if cfg.batch_first { "[B, T, I]" } else { "[T, B, I]" };
+        if x.ndim() != 3 || x.shape()[2] != cfg.input_size {
+            return Err(Error::shape(
+                name,
+                &[x.shape(), &[cfg.input_size]],
+                format!("expected input {layout} with I = {}", cfg.input_size),
+            ));
+        }
+        let x = if cfg.batch_first {
+            x.transpose(0, 1)?
+        } else {
+            x.clone()
+        };
+        let (steps, batch) = (x.shape()[0], x.shape()[1]);
+        let tape = x.tape().clone();
+        let masks = match lengths {
+            Some(l) => Some(step_masks(name, l, steps, batch)?),
+            None => None,
+        };
+        let sizes = self.cells.first().map(|c| c.state_sizes()).unwrap_or_default();
+        if let Some(init) = initial {
+            check_initial(name, init, &sizes, layers * d, batch)?;
+        }
+        let needs_rng = self.training && (cfg.dropout > 0.0 || cfg.recurrent_dropout > 0.0);
+        if needs_rng && rng.is_none() {
+            return Err(Error::invalid(
+                name,
+                "dropout in training mode needs an rng (forward_with)",
+            ));
+        }
+
+        let mut input = x;
+        let mut finals: Vec<Vec<Var<F>>> = vec![Vec::new(); sizes.len()];
+        for l in 0..layers {
+            let mut outs = Vec::with_capacity(d);
+            for dir in 0..d {
+                let k = l * d + dir;
+                let cell = &self.cells[k];
+                let state = match initial {
+                    Some(init) => {
+                        C::State::from_parts(init.iter().map(|s| s.select(0, k)).collect::<Result<_>>()?)?
+                    }
+                    None => cell.zero_state(&tape, batch)?,
+                };
+                let rec_mask = match rng.as_deref_mut() {
+                    Some(r) if self.training && cfg.recurrent_dropout > 0.0 => {
+                        Some(tape.constant(dropout_mask(&[batch, sizes[0]], cfg.recurrent_dropout, r)?))
+                    }
+                    _ => None,
+                };
+                let ctx = |t: usize| {
+                    let dir = if dir == 1 { " reverse" } else { "" };
+                    move |e: Error| e.context(format!("{name} layer {l}{dir} step {t}"))
+                };
+                let xp = cell.project(&input).map_err(ctx(0))?;
+                let (out, last) = unroll(
+                    cell,
+                    &xp,
+                    state,
+                    dir == 1,
+                    masks.as_deref(),
+                    rec_mask.as_ref(),
+                    ctx,
+                )?;
+                for (p, s) in last.parts().into_iter().enumerate() {
+                    finals[p].push(s);
+                }
+                outs.push(out);
+            }
+            let refs: Vec<&Var<F>> = outs.iter().collect();
+            input = concat(&refs, 2)?;
+            if l + 1 < layers && self.training && cfg.dropout > 0.0 {
+                let r = rng.as_deref_mut().expect("checked above");
+                input = input.dropout(cfg.dropout, true, r)?;
+            }
+        }
+        let output = if cfg.batch_first {
+            input.transpose(0, 1)?
+        } else {
+            input
+        };
+        let states = finals
+            .iter()
+            .map(|parts| stack(&parts.iter().collect::<Vec<_>>(), 0))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecurrentOutput { output, states })
+    }
+}
+
+/// Runs one cell over the projected sequence `xp` (`[T, B, P]`) in one direction; returns the
+/// outputs `[T, B, H]` (zero past each length) and the final state.
+fn unroll<F: Float, C: Cell<F>, E: FnOnce(Error) -> Error>(
+    cell: &C,
+    xp: &Var<F>,
+    mut state: C::State,
+    reverse: bool,
+    masks: Option<&[ArrayD<bool>]>,
+    rec_mask: Option<&Var<F>>,
+    ctx: impl Fn(usize) -> E,
+) -> Result<(Var<F>, C::State)> {
+    let steps = xp.shape()[0];
+    let mut outputs: Vec<Option<Var<F>>> = vec![None; steps];
+    let order: Box<dyn Iterator<Item = usize>> = if reverse {
+        Box::new((0..steps).rev())
+    } else {
+        Box::new(0..steps)
+    };
+    for t in order {
+        let run = || -> Result<(Var<F>, C::State)> {
+            let x_t = xp.select(0, t)?;
+            let input_state = match rec_mask {
+                Some(m) => {
+                    let mut parts = state.parts();
+                    parts[0] = (&parts[0] * m)?;
+                    C::State::from_parts(parts)?
+                }
+                None => state.clone(),
+            };
+            let next = cell.step(&x_t, &input_state)?;
+            match masks {
+                None => Ok((next.parts()[0].clone(), next)),
+                Some(masks) => {
+                    // Past a sequence's end: keep the old state, output zeros.
+                    let m = &masks[t];
+                    let kept: Vec<Var<F>> = next
+                        .parts()
+                        .iter()
+                        .zip(state.parts())
+                        .map(|(new, old)| where_(m, new, &old))
+                        .collect::<Result<_>>()?;
+                    let h = &kept[0];
+                    let zeros = h.tape().constant(ArrayD::zeros(h.shape()));
+                    Ok((where_(m, h, &zeros)?, C::State::from_parts(kept)?))
+                }
+            }
+        };
+        let (out, next) = run().map_err(ctx(t))?;
+        outputs[t] = Some(out);
+        state = next;
+    }
+    let outs: Vec<Var<F>> = outputs.into_iter().map(|o| o.expect("every step ran")).collect();
+    let refs: Vec<&Var<F>> = outs.iter().collect();
+    Ok((stack(&refs, 0)?, state))
+}
+
+/// One `[B, 1]` mask per time step: whether step `t` is inside each sequence.
+fn step_masks(name: &str, lengths: &[usize], steps: usize, batch: usize) -> Result<Vec<ArrayD<bool>>> {
+    if lengths.len() != batch {
+        return Err(Error::shape(
+            name,
+            &[&[lengths.len()], &[batch]],
+            "need one length per sequence",
+        ));
+    }
+    if let Some(&bad) = lengths.iter().find(|&&l| l == 0 || l > steps) {
+        return Err(Error::invalid(
+            name,
+            format!("length {bad} is outside 1..={steps} (the sequence length)"),
+        ));
+    }
+    Ok((0..steps)
+        .map(|t| ArrayD::from_shape_fn(vec![batch, 1], |ix| t < lengths[ix[0]]))
+        .collect())
+}
+
+fn check_initial<F: Float>(
+    name: &str,
+    init: &[Var<F>],
+    sizes: &[usize],
+    n: usize,
+    batch: usize,
+) -> Result<()> {
+    if init.len() != sizes.len() {
+        return Err(Error::invalid(
+            name,
+            format!("expected {} initial state parts, got {}", sizes.len(), init.len()),
+        ));
+    }
+    for (p, (s, &size)) in init.iter().zip(sizes).enumerate() {
+        let want = [n, batch, size];
+        if s.shape() != want {
+            return Err(Error::shape(
+                name,
+                &[&want, s.shape()],
+                format!("initial state part {p} must be [layers·directions, B, size] (expected, got)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl<F: Float, C: Cell<F>> Module<F> for Recurrent<F, C> {
+    /// PyTorch's names: each cell parameter `name` becomes `name_l{layer}` (and `_reverse`).
+    fn params(&self) -> Vec<(String, Param<F>)> {
+        let d = self.directions();
+        let mut out = Vec::new();
+        for (k, cell) in self.cells.iter().enumerate() {
+            let suffix = if k % d == 1 { "_reverse" } else { "" };
+            for (n, p) in cell.params() {
+                out.push((format!("{n}_l{}{suffix}", k / d), p));
+            }
+        }
+        out
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+        for c in &mut self.cells {
+            c.set_training(training);
+        }
+    }
+}
+
+/// Binds carried state values (from [`RecurrentOutput::carry`]) to a new tape as constants.
+pub fn carried<F: Float>(tape: &Tape<F>, carry: &[ArrayD<F>]) -> Vec<Var<F>> {
+    carry.iter().map(|a| tape.constant(a.clone())).collect()
+}
