@@ -8,8 +8,10 @@
 mod cell;
 pub mod cells;
 pub mod init;
+pub mod io;
 mod layers;
 mod module;
+pub mod parity;
 mod recurrent;
 
 pub use cell::{Cell, RecurrentState};

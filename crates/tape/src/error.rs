@@ -82,6 +82,10 @@ pub enum Error {
         failures: usize,
         total: usize,
     },
+    /// A model or checkpoint file could not be read or written: missing, truncated, corrupt,
+    /// or holding tensors that do not fit the model.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
     /// An error with the place it arose: a layer, a parameter, a time step.
     #[error("{context}: {source}")]
     Context {
@@ -113,6 +117,14 @@ impl Error {
         Error::Shape {
             op: op.to_string(),
             shapes: shapes.iter().map(|s| s.to_vec()).collect(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::File`] for `path`.
+    pub fn file(path: impl AsRef<std::path::Path>, reason: impl Into<String>) -> Error {
+        Error::File {
+            path: path.as_ref().display().to_string(),
             reason: reason.into(),
         }
     }

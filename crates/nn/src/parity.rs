@@ -1,0 +1,159 @@
+//! PyTorch parity: runs a recurrent layer on a fixture written by `tools/torch_fixtures.py`
+//! (weights by their PyTorch names, inputs, states, lengths, outputs and the gradients of
+//! `loss = Σ output·g_output + Σ h_n·g_h_n (+ Σ c_n·g_c_n)`), and reports the largest errors.
+
+use crate::io::TensorFile;
+use crate::{io, Cell, Nonlinearity, Recurrent, RecurrentConfig};
+use eddy_tape::{Error, Float, Result, Rng, Tape, Var};
+use ndarray::ArrayD;
+use std::path::Path;
+
+/// The largest errors of one case in one float type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseErrors {
+    /// Largest absolute error of `output`, `h_n`, `c_n`.
+    pub output_abs: f64,
+    /// Largest absolute error of every gradient.
+    pub grad_abs: f64,
+    /// Largest error relative to `max(|expected|, 1)`, over outputs and gradients.
+    pub relative: f64,
+    /// The tensor with the largest relative error.
+    pub worst: String,
+}
+
+impl CaseErrors {
+    /// The largest absolute error of outputs and gradients together.
+    pub fn max_abs(&self) -> f64 {
+        self.output_abs.max(self.grad_abs)
+    }
+}
+
+/// Runs the case in `path` in float type `F`.
+///
+/// # Errors
+/// [`Error::File`] for a file that is not a valid case; any error of the layer.
+pub fn run_case<F: Float>(path: impl AsRef<Path>) -> Result<CaseErrors> {
+    let file = TensorFile::read(path)?;
+    let flag = |k: &str| -> Result<bool> { Ok(file.meta(k)? == "true") };
+    let num = |k: &str| -> Result<usize> {
+        file.meta(k)?
+            .parse()
+            .map_err(|_| Error::file(&file.path, format!("metadata {k:?} is not a number")))
+    };
+    let cfg = RecurrentConfig::new(num("input_size")?, num("hidden_size")?)
+        .num_layers(num("num_layers")?)
+        .bidirectional(flag("bidirectional")?)
+        .batch_first(flag("batch_first")?)
+        .bias(flag("bias")?)
+        .proj_size(
+            file.metadata
+                .get("proj_size")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0),
+        );
+    let mut rng = Rng::seed(0);
+    match file.meta("mode")? {
+        "LSTM" => compare(cfg.lstm::<F>(&mut rng), &file),
+        "GRU" => compare(cfg.gru::<F>(&mut rng), &file),
+        "RNN_TANH" => compare(cfg.rnn::<F>(Nonlinearity::Tanh, &mut rng), &file),
+        "RNN_RELU" => compare(cfg.rnn::<F>(Nonlinearity::Relu, &mut rng), &file),
+        other => Err(Error::file(&file.path, format!("unknown mode {other:?}"))),
+    }
+}
+
+fn compare<F: Float, C: Cell<F>>(mut layer: Recurrent<F, C>, file: &TensorFile) -> Result<CaseErrors> {
+    io::load_params(&layer, file, false)?;
+    crate::Module::set_training(&mut layer, false);
+    let tape = Tape::<F>::new();
+    let x = tape.input(file.float("input")?);
+    let lstm = file.meta("mode")? == "LSTM";
+    let mut init = vec![tape.input(file.float("h0")?)];
+    if lstm {
+        init.push(tape.input(file.float("c0")?));
+    }
+    let lengths: Option<Vec<usize>> = match file.tensors.get("lengths") {
+        Some(_) => Some(file.int("lengths")?.iter().map(|&l| l.max(0) as usize).collect()),
+        None => None,
+    };
+    let out = layer.forward_with(&x, Some(&init), lengths.as_deref(), None)?;
+    let weighted =
+        |v: &Var<F>, name: &str| -> Result<Var<F>> { (v * &tape.constant(file.float(name)?))?.sum_all() };
+    let mut loss = (weighted(&out.output, "g_output")? + weighted(out.h_n(), "g_h_n")?)?;
+    if let Some(c_n) = out.c_n() {
+        loss = (loss + weighted(c_n, "g_c_n")?)?;
+    }
+    let grads = loss.backward()?;
+
+    let mut e = CaseErrors {
+        output_abs: 0.0,
+        grad_abs: 0.0,
+        relative: 0.0,
+        worst: String::new(),
+    };
+    let mut check = |name: &str, got: &ArrayD<F>, grad: bool| -> Result<()> {
+        let want = file.float::<f64>(name)?;
+        if want.shape() != got.shape() {
+            return Err(Error::file(
+                &file.path,
+                format!(
+                    "{name}: eddy gives shape {:?}, the fixture {:?}",
+                    got.shape(),
+                    want.shape()
+                ),
+            ));
+        }
+        let (mut abs, mut rel) = (0.0f64, 0.0f64);
+        for (a, b) in got.iter().zip(want.iter()) {
+            let d = (a.as_f64() - b).abs();
+            abs = abs.max(d);
+            rel = rel.max(d / b.abs().max(1.0));
+        }
+        if grad {
+            e.grad_abs = e.grad_abs.max(abs);
+        } else {
+            e.output_abs = e.output_abs.max(abs);
+        }
+        if rel >= e.relative {
+            e.relative = rel;
+            e.worst = name.to_string();
+        }
+        Ok(())
+    };
+    check("output", out.output.value(), false)?;
+    check("h_n", out.h_n().value(), false)?;
+    if let Some(c_n) = out.c_n() {
+        check("c_n", c_n.value(), false)?;
+    }
+    let zeros_like = |v: &Var<F>| ArrayD::zeros(v.shape());
+    check(
+        "grad.input",
+        &grads.var(&x).cloned().unwrap_or_else(|| zeros_like(&x)),
+        true,
+    )?;
+    check(
+        "grad.h0",
+        &grads
+            .var(&init[0])
+            .cloned()
+            .unwrap_or_else(|| zeros_like(&init[0])),
+        true,
+    )?;
+    if lstm {
+        check(
+            "grad.c0",
+            &grads
+                .var(&init[1])
+                .cloned()
+                .unwrap_or_else(|| zeros_like(&init[1])),
+            true,
+        )?;
+    }
+    for (name, p) in crate::Module::params(&layer) {
+        let g = grads
+            .param(&p)
+            .cloned()
+            .unwrap_or_else(|| ArrayD::zeros(p.shape()));
+        check(&format!("grad.{name}"), &g, true)?;
+    }
+    Ok(e)
+}
