@@ -335,6 +335,7 @@ fn unroll<F: Float, C: Cell<F>, E: FnOnce(Error) -> Error>(
     ctx: impl Fn(usize) -> E,
 ) -> Result<(Var<F>, C::State)> {
     let steps = xp.shape()[0];
+    let xs = xp.unstack(0)?;
     let mut outputs: Vec<Option<Var<F>>> = vec![None; steps];
     let order: Box<dyn Iterator<Item = usize>> = if reverse {
         Box::new((0..steps).rev())
@@ -343,7 +344,7 @@ fn unroll<F: Float, C: Cell<F>, E: FnOnce(Error) -> Error>(
     };
     for t in order {
         let run = || -> Result<(Var<F>, C::State)> {
-            let x_t = xp.select(0, t)?;
+            let x_t = &xs[t];
             let input_state = match rec_mask {
                 Some(m) => {
                     let mut parts = state.parts();
@@ -352,7 +353,7 @@ fn unroll<F: Float, C: Cell<F>, E: FnOnce(Error) -> Error>(
                 }
                 None => state.clone(),
             };
-            let next = cell.step(&x_t, &input_state)?;
+            let next = cell.step(x_t, &input_state)?;
             match masks {
                 None => Ok((next.parts()[0].clone(), next)),
                 Some(masks) => {

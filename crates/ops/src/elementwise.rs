@@ -113,7 +113,7 @@ impl<F: Float> Elementwise<F> for Tanh {
         "tanh"
     }
     fn value(&self, x: F) -> F {
-        x.tanh()
+        x.fast_tanh()
     }
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         (y * y)?.affine(-F::one(), F::one(), "one_minus")
@@ -125,12 +125,7 @@ pub struct Sigmoid;
 
 /// The logistic sigmoid of one value, without overflow at ±1000.
 pub fn sigmoid<F: Float>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
+    x.fast_sigmoid()
 }
 
 impl<F: Float> Elementwise<F> for Sigmoid {

@@ -6,7 +6,7 @@ use crate::axis::resolve;
 use crate::elementwise::{Abs, Elementwise, Exp, Log, Powi, Relu, Sigmoid, Softplus, Sqrt, Tanh, Unary};
 use crate::matmul::MatMul;
 use crate::reduce::{Max, Sum};
-use crate::shape::{Concat, IndexSelect, Narrow, Permute, Reshape, Where};
+use crate::shape::{Concat, IndexSelect, Narrow, Permute, Reshape, Split, Stack, Where};
 use eddy_tape::{Error, Float, Result, Rng, Var};
 use ndarray::ArrayD;
 
@@ -55,6 +55,8 @@ pub trait VarExt<F: Float>: Sized {
     fn select(&self, axis: isize, index: usize) -> Result<Var<F>>;
     /// Splits along `axis` into pieces of the given sizes (which must add up to the axis).
     fn split(&self, sizes: &[usize], axis: isize) -> Result<Vec<Var<F>>>;
+    /// Splits along `axis` into its entries, removing the axis (`[T, B, H]` → `T × [B, H]`).
+    fn unstack(&self, axis: isize) -> Result<Vec<Var<F>>>;
     /// Splits along `axis` into `n` equal pieces.
     fn chunk(&self, n: usize, axis: isize) -> Result<Vec<Var<F>>>;
     /// Entries `indices` along `axis` (embedding lookup along axis 0).
@@ -187,28 +189,27 @@ impl<F: Float> VarExt<F> for Var<F> {
         self.narrow(axis, index, 1)?.reshape(&shape)
     }
     fn split(&self, sizes: &[usize], axis: isize) -> Result<Vec<Var<F>>> {
-        let a = resolve("split", axis, self.shape())?;
-        if sizes.iter().sum::<usize>() != self.shape()[a] {
-            return Err(Error::shape(
-                "split",
-                &[self.shape()],
-                format!("sizes {sizes:?} do not add up to axis {a}"),
-            ));
-        }
-        let mut start = 0;
-        sizes
-            .iter()
-            .map(|&len| {
-                let piece = self.narrow(axis, start, len);
-                start += len;
-                piece
-            })
-            .collect()
+        let axis = resolve("split", axis, self.shape())?;
+        let split = Split {
+            axis,
+            sizes: sizes.to_vec(),
+            squeeze: false,
+        };
+        self.tape().apply_multi(split, &[self])
+    }
+    fn unstack(&self, axis: isize) -> Result<Vec<Var<F>>> {
+        let axis = resolve("unstack", axis, self.shape())?;
+        let split = Split {
+            axis,
+            sizes: vec![1; self.shape()[axis]],
+            squeeze: true,
+        };
+        self.tape().apply_multi(split, &[self])
     }
     fn chunk(&self, n: usize, axis: isize) -> Result<Vec<Var<F>>> {
         let a = resolve("chunk", axis, self.shape())?;
         let d = self.shape()[a];
-        if n == 0 || d % n != 0 {
+        if n == 0 || !d.is_multiple_of(n) {
             return Err(Error::shape(
                 "chunk",
                 &[self.shape()],
@@ -286,21 +287,16 @@ pub fn stack<F: Float>(xs: &[&Var<F>], axis: isize) -> Result<Var<F>> {
     let first = xs
         .first()
         .ok_or_else(|| Error::invalid("stack", "needs at least one input"))?;
-    if let Some(x) = xs.iter().find(|x| x.shape() != first.shape()) {
-        return Err(Error::shape(
-            "stack",
-            &[first.shape(), x.shape()],
-            "all inputs must have one shape",
-        ));
+    let n = first.ndim() as isize + 1;
+    let a = if axis < 0 { axis + n } else { axis };
+    if !(0..n).contains(&a) {
+        return Err(Error::Axis {
+            op: "stack".into(),
+            axis,
+            shape: first.shape().to_vec(),
+        });
     }
-    let expanded = xs.iter().map(|x| x.unsqueeze(axis)).collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&Var<F>> = expanded.iter().collect();
-    let a = if axis < 0 {
-        axis + first.ndim() as isize + 1
-    } else {
-        axis
-    };
-    concat(&refs, a)
+    first.tape().apply(Stack(a as usize), xs)
 }
 
 /// `mask ? a : b` elementwise, broadcasting all three.

@@ -9,6 +9,7 @@ pub mod activation;
 pub mod axis;
 pub mod elementwise;
 mod ext;
+pub mod fused;
 pub mod matmul;
 pub mod random;
 pub mod reduce;
@@ -16,6 +17,7 @@ pub mod shape;
 
 pub use elementwise::{sigmoid, Elementwise};
 pub use ext::{concat, stack, where_, VarExt};
+pub use fused::{linear_add, GruPointwise, LstmPointwise};
 pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
 

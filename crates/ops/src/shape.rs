@@ -2,7 +2,7 @@
 //! adjoint index_add), and where. Each moves or copies elements; none does arithmetic, so each
 //! backward rule is the adjoint movement.
 
-use eddy_tape::{Error, Float, Op, Result, Var};
+use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 
 /// Reshape to a shape with the same number of elements (row-major order).
@@ -396,5 +396,154 @@ impl<F: Float> Op<F> for Where {
             None
         };
         Ok(vec![da, db])
+    }
+}
+
+/// Splits along `axis` into pieces of the given sizes, one output each; with `squeeze` every
+/// size is 1 and the axis is removed (unstack: `[T, B, H]` → `T × [B, H]`).
+///
+/// Gradient: the output gradients joined again (concat, or stack when squeezed), zeros where an
+/// output received none.
+pub struct Split {
+    pub axis: usize,
+    pub sizes: Vec<usize>,
+    pub squeeze: bool,
+}
+
+impl Split {
+    fn out_shapes(&self, x: &[usize]) -> Vec<Vec<usize>> {
+        self.sizes
+            .iter()
+            .map(|&n| {
+                let mut s = x.to_vec();
+                if self.squeeze {
+                    s.remove(self.axis);
+                } else {
+                    s[self.axis] = n;
+                }
+                s
+            })
+            .collect()
+    }
+}
+
+impl<F: Float> MultiOp<F> for Split {
+    fn name(&self) -> &str {
+        if self.squeeze {
+            "unstack"
+        } else {
+            "split"
+        }
+    }
+    fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let x = inputs[0];
+        let name = <Self as MultiOp<F>>::name(self);
+        if self.axis >= x.len() {
+            return Err(Error::Axis {
+                op: name.into(),
+                axis: self.axis as isize,
+                shape: x.to_vec(),
+            });
+        }
+        if self.sizes.iter().sum::<usize>() != x[self.axis]
+            || (self.squeeze && self.sizes.iter().any(|&n| n != 1))
+        {
+            return Err(Error::shape(
+                name,
+                &[x],
+                format!(
+                    "sizes {:?} do not split axis {} of size {}",
+                    self.sizes, self.axis, x[self.axis]
+                ),
+            ));
+        }
+        Ok(self.out_shapes(x))
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
+        let x = inputs[0];
+        let mut start = 0;
+        Ok(self
+            .sizes
+            .iter()
+            .map(|&n| {
+                let piece = if self.squeeze {
+                    x.index_axis(Axis(self.axis), start).to_owned()
+                } else {
+                    x.slice_axis(Axis(self.axis), Slice::from(start..start + n))
+                        .to_owned()
+                };
+                start += n;
+                piece
+            })
+            .collect())
+    }
+    fn backward(
+        &self,
+        inputs: &[Var<F>],
+        outputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>> {
+        let tape = inputs[0].tape();
+        let filled: Vec<Var<F>> = grads
+            .iter()
+            .zip(outputs)
+            .map(|(g, o)| {
+                g.clone()
+                    .unwrap_or_else(|| tape.constant(ArrayD::zeros(o.shape())))
+            })
+            .collect();
+        let refs: Vec<&Var<F>> = filled.iter().collect();
+        let joined = if self.squeeze {
+            tape.apply(Stack(self.axis), &refs)?
+        } else {
+            tape.apply(Concat(self.axis), &refs)?
+        };
+        Ok(vec![Some(joined)])
+    }
+}
+
+/// Stacks same-shape inputs along a new `axis`.
+///
+/// Gradient: `g` unstacked along `axis`, one piece per input.
+pub struct Stack(pub usize);
+
+impl<F: Float> Op<F> for Stack {
+    fn name(&self) -> &str {
+        "stack"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let Some(first) = inputs.first() else {
+            return Err(Error::invalid("stack", "needs at least one input"));
+        };
+        if inputs.iter().any(|s| s != first) {
+            return Err(Error::shape("stack", inputs, "all inputs must have one shape"));
+        }
+        if self.0 > first.len() {
+            return Err(Error::Axis {
+                op: "stack".into(),
+                axis: self.0 as isize,
+                shape: first.to_vec(),
+            });
+        }
+        let mut out = first.to_vec();
+        out.insert(self.0, inputs.len());
+        Ok(out)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
+        Ok(ndarray::stack(Axis(self.0), &views).expect("the shape rule checked the shapes"))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let split = Split {
+            axis: self.0,
+            sizes: vec![1; inputs.len()],
+            squeeze: true,
+        };
+        let pieces = g.tape().apply_multi(split, &[g])?;
+        Ok(inputs
+            .iter()
+            .zip(pieces)
+            .map(|(x, p)| x.requires_grad().then_some(p))
+            .collect())
     }
 }

@@ -1,6 +1,6 @@
 //! The reverse pass: [`Var::backward`], [`Tape::grad`], [`Tape::jvp`] and [`Grads`].
 
-use crate::tape::{Node, Saved};
+use crate::tape::{NodeKind, Saved};
 use crate::{Error, Float, Param, ParamId, Result, Tape, Var};
 use ndarray::ArrayD;
 use std::collections::HashMap;
@@ -76,7 +76,7 @@ impl<F: Float> Grads<F> {
         if v.tape().addr() != self.tape {
             return None;
         }
-        self.vars.get(&v.node()?)
+        self.vars.get(&v.slot()?)
     }
 
     /// All parameter gradients, by id.
@@ -137,11 +137,11 @@ impl<F: Float> Var<F> {
             tape: tape.addr(),
             ..Grads::default()
         };
-        let Some(node) = self.node() else {
+        let Some(slot) = self.slot() else {
             return Ok(grads);
         };
         let seed = tape.constant(ArrayD::from_elem(self.shape(), F::one()));
-        tape.reverse(vec![(node, seed)], &[], options, |i, kind, g| {
+        tape.reverse(vec![(slot, seed)], &[], options, |i, kind, g| {
             let g = g.value().clone();
             if let Some(id) = kind {
                 grads.params.insert(id, g.clone());
@@ -196,18 +196,18 @@ impl<F: Float> Tape<F> {
                     })
                 }
             };
-            if let Some(node) = y.node() {
-                seeds.push((node, seed));
+            if let Some(slot) = y.slot() {
+                seeds.push((slot, seed));
             }
         }
-        let wanted: Vec<usize> = inputs.iter().filter_map(|v| v.node()).collect();
+        let wanted: Vec<usize> = inputs.iter().filter_map(|v| v.slot()).collect();
         let mut found: HashMap<usize, Var<F>> = HashMap::new();
         self.reverse(seeds, &wanted, options, |i, _, g| {
             found.insert(i, g.clone());
         })?;
         Ok(inputs
             .iter()
-            .map(|v| v.node().and_then(|n| found.get(&n).cloned()))
+            .map(|v| v.slot().and_then(|n| found.get(&n).cloned()))
             .collect())
     }
 
@@ -252,8 +252,8 @@ impl<F: Float> Tape<F> {
         Ok(jv.unwrap_or_else(|| self.constant(ArrayD::zeros(output.shape()))))
     }
 
-    /// The reverse loop. `seeds` are (node, gradient); `visit` is called with each leaf's
-    /// gradient, and with the gradient of each node in `wanted` once it is complete.
+    /// The reverse loop. `seeds` are (slot, gradient); `visit` is called with each leaf's
+    /// gradient, and with the gradient of each slot in `wanted` once it is complete.
     fn reverse(
         &self,
         seeds: Vec<(usize, Var<F>)>,
@@ -265,85 +265,112 @@ impl<F: Float> Tape<F> {
             return Ok(());
         };
         let mut grads: Vec<Option<Var<F>>> = vec![None; top + 1];
-        for (node, g) in seeds {
-            accumulate(&mut grads[node], g, options.create_graph)?;
+        for (slot, g) in seeds {
+            accumulate(&mut grads[slot], g, options.create_graph)?;
         }
         let was_recording = self.inner.recording.get();
         self.inner.recording.set(was_recording && options.create_graph);
         let result = (|| {
-            for i in (0..=top).rev() {
-                let Some(g) = grads[i].take() else { continue };
-                let (op, inputs, output) = {
+            let count = self.inner.nodes.borrow().len();
+            for i in (0..count).rev() {
+                let (first, op, inputs, outputs) = {
                     let mut nodes = self.inner.nodes.borrow_mut();
-                    match &nodes[i] {
-                        Node::Input => {
-                            visit(i, None, &g);
-                            continue;
-                        }
-                        Node::Param(id) => {
-                            visit(i, Some(*id), &g);
-                            continue;
-                        }
-                        Node::Freed { name } => return Err(Error::GraphFreed { op: name.clone() }),
-                        Node::Op { .. } => {}
+                    let node = &mut nodes[i];
+                    let first = node.first_slot;
+                    if first > top {
+                        continue;
                     }
-                    if wanted.contains(&i) {
-                        visit(i, None, &g);
+                    match &node.kind {
+                        NodeKind::Input | NodeKind::Param(_) => {
+                            if let Some(g) = grads[first].take() {
+                                let id = match node.kind {
+                                    NodeKind::Param(id) => Some(id),
+                                    _ => None,
+                                };
+                                visit(first, id, &g);
+                            }
+                            continue;
+                        }
+                        NodeKind::Freed { name, outputs } => {
+                            if (first..first + outputs).any(|s| s <= top && grads[s].is_some()) {
+                                return Err(Error::GraphFreed { op: name.clone() });
+                            }
+                            continue;
+                        }
+                        NodeKind::Op { outputs, .. } => {
+                            let n = outputs.len();
+                            if (first..(first + n).min(top + 1)).all(|s| grads[s].is_none()) {
+                                continue;
+                            }
+                        }
                     }
                     if options.retain_graph {
-                        let Node::Op { op, inputs, output } = &nodes[i] else {
+                        let NodeKind::Op { op, inputs, outputs } = &node.kind else {
                             unreachable!()
                         };
                         (
+                            first,
                             op.clone(),
-                            inputs.iter().map(Saved::clone_ref).collect(),
-                            output.clone(),
+                            inputs.iter().map(Saved::clone_ref).collect::<Vec<_>>(),
+                            outputs.clone(),
                         )
                     } else {
-                        let name = match &nodes[i] {
-                            Node::Op { op, .. } => op.name().to_string(),
+                        let (name, n) = match &node.kind {
+                            NodeKind::Op { op, outputs, .. } => (op.name().to_string(), outputs.len()),
                             _ => unreachable!(),
                         };
-                        match std::mem::replace(&mut nodes[i], Node::Freed { name }) {
-                            Node::Op { op, inputs, output } => (op, inputs, output),
+                        match std::mem::replace(&mut node.kind, NodeKind::Freed { name, outputs: n }) {
+                            NodeKind::Op { op, inputs, outputs } => (first, op, inputs, outputs),
                             _ => unreachable!(),
                         }
                     }
                 };
+                let gs: Vec<Option<Var<F>>> = (first..first + outputs.len())
+                    .map(|s| if s <= top { grads[s].take() } else { None })
+                    .collect();
+                for (s, g) in (first..).zip(&gs) {
+                    if let (Some(g), true) = (g, wanted.contains(&s)) {
+                        visit(s, None, g);
+                    }
+                }
                 let in_vars: Vec<Var<F>> = inputs
                     .iter()
-                    .map(|s| Var::new(self.clone(), s.node, s.value.clone()))
+                    .map(|s| Var::new(self.clone(), s.slot, s.value.clone()))
                     .collect();
-                let out_var = Var::new(self.clone(), Some(i), output);
-                let gs = op.backward(&in_vars, &out_var, &g)?;
-                if gs.len() != inputs.len() {
+                let out_vars: Vec<Var<F>> = outputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, v)| Var::new(self.clone(), Some(first + k), v))
+                    .collect();
+                let gi = op.backward(&in_vars, &out_vars, &gs)?;
+                if gi.len() != inputs.len() {
                     return Err(Error::BadGradient {
                         op: op.name().to_string(),
-                        reason: format!("{} gradients for {} inputs", gs.len(), inputs.len()),
+                        reason: format!("{} gradients for {} inputs", gi.len(), inputs.len()),
                     });
                 }
-                for (k, (gi, saved)) in gs.into_iter().zip(&inputs).enumerate() {
-                    let (Some(gi), Some(node)) = (gi, saved.node) else {
+                for (k, (g, saved)) in gi.into_iter().zip(&inputs).enumerate() {
+                    let (Some(g), Some(slot)) = (g, saved.slot) else {
                         continue;
                     };
-                    if gi.shape() != saved.value.shape() {
+                    if g.shape() != saved.value.shape() {
                         return Err(Error::BadGradient {
                             op: op.name().to_string(),
                             reason: format!(
                                 "a gradient of shape {:?} for input {k} of shape {:?}",
-                                gi.shape(),
+                                g.shape(),
                                 saved.value.shape()
                             ),
                         });
                     }
-                    if self.inner.options.detect_anomaly && !gi.value().iter().all(|x| x.is_finite()) {
+                    if self.inner.options.detect_anomaly && !g.value().iter().all(|x| x.is_finite()) {
                         return Err(Error::NonFinite {
                             op: op.name().to_string(),
                             phase: "backward",
-                            shape: gi.shape().to_vec(),
+                            shape: g.shape().to_vec(),
                         });
                     }
-                    accumulate(&mut grads[node], gi, options.create_graph)?;
+                    accumulate(&mut grads[slot], g, options.create_graph)?;
                 }
             }
             Ok(())
@@ -356,7 +383,7 @@ impl<F: Float> Tape<F> {
 impl<F: Float> Saved<F> {
     fn clone_ref(&self) -> Saved<F> {
         Saved {
-            node: self.node,
+            slot: self.slot,
             value: Arc::clone(&self.value),
         }
     }

@@ -254,7 +254,7 @@ mod tests {
     fn a_wrong_gradient_is_caught_and_reported() {
         let x = arr1(&[1.0, 2.0, 3.0]).into_dyn();
         let f = |t: &Tape<f64>, x: &[Var<f64>]| t.apply(Wrong, &[&x[0]]);
-        let e = gradcheck(f, &[x.clone()], &GradcheckOptions::default()).unwrap_err();
+        let e = gradcheck(f, std::slice::from_ref(&x), &GradcheckOptions::default()).unwrap_err();
         match &e {
             Error::Gradcheck {
                 input,
@@ -291,7 +291,12 @@ mod tests {
             let w = t.param(&q);
             (&w * &w)? * &v[0]
         };
-        gradcheck(&f, &[x.clone()], &GradcheckOptions::default().params([p.clone()])).unwrap();
+        gradcheck(
+            &f,
+            std::slice::from_ref(&x),
+            &GradcheckOptions::default().params([p.clone()]),
+        )
+        .unwrap();
         gradgradcheck(&f, &[x], &GradcheckOptions::default().params([p])).unwrap();
     }
 }

@@ -29,7 +29,7 @@ pub use backward::{GradOptions, Grads};
 pub use error::{Error, Result, ResultExt};
 pub use float::Float;
 pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions};
-pub use op::Op;
+pub use op::{MultiOp, Op};
 pub use param::{Param, ParamId};
 pub use rng::Rng;
 pub use tape::{Tape, TapeOptions};

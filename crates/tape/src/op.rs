@@ -60,3 +60,53 @@ pub trait Op<F: Float>: 'static {
     /// The gradients of the inputs given the gradient `grad` of the output, one entry per input.
     fn backward(&self, inputs: &[Var<F>], output: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>>;
 }
+
+/// A differentiable operation with several outputs (`split`, a fused LSTM step giving `(h, c)`).
+///
+/// The same contract as [`Op`], one level up: a shape per output, a value per output, and a
+/// backward rule that receives a gradient per output (`None` where no gradient reached that
+/// output; treat it as zeros). Apply it with [`Tape::apply_multi`](crate::Tape::apply_multi).
+pub trait MultiOp<F: Float>: 'static {
+    /// The op's name, used in error messages.
+    fn name(&self) -> &str;
+
+    /// The output shapes for the given input shapes.
+    fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>>;
+
+    /// The output values. The input shapes have passed [`MultiOp::shapes`].
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>>;
+
+    /// The gradients of the inputs given the gradients of the outputs.
+    fn backward(
+        &self,
+        inputs: &[Var<F>],
+        outputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>>;
+}
+
+/// A single-output [`Op`] seen as a [`MultiOp`]: how the tape stores every op.
+pub(crate) struct Single<O>(pub O);
+
+impl<F: Float, O: Op<F>> MultiOp<F> for Single<O> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![self.0.shape(inputs)?])
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
+        Ok(vec![self.0.forward(inputs)?])
+    }
+    fn backward(
+        &self,
+        inputs: &[Var<F>],
+        outputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>> {
+        match &grads[0] {
+            Some(g) => self.0.backward(inputs, &outputs[0], g),
+            None => Ok(vec![None; inputs.len()]),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The [`Tape`]: a Wengert list of the ops run in one step, in creation order.
 
-use crate::{Error, Float, Op, Param, ParamId, Result, Var};
+use crate::op::Single;
+use crate::{Error, Float, MultiOp, Op, Param, ParamId, Result, Var};
 use ndarray::ArrayD;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -50,31 +51,39 @@ pub struct Tape<F: Float = f32> {
 
 pub(crate) struct Inner<F: Float> {
     pub(crate) nodes: RefCell<Vec<Node<F>>>,
+    /// How many value slots the nodes hold: a leaf has one, an op one per output.
+    pub(crate) slots: Cell<usize>,
     /// Whether ops are recorded right now: the option, switched off during a first-order reverse pass.
     pub(crate) recording: Cell<bool>,
     pub(crate) options: TapeOptions,
     params: RefCell<HashMap<ParamId, Var<F>>>,
 }
 
-/// A value saved for the reverse pass: its node (if it needs a gradient) and its array.
+/// A value saved for the reverse pass: its slot (if it needs a gradient) and its array.
 pub(crate) struct Saved<F: Float> {
-    pub(crate) node: Option<usize>,
+    pub(crate) slot: Option<usize>,
     pub(crate) value: Arc<ArrayD<F>>,
 }
 
-pub(crate) enum Node<F: Float> {
+/// A node and the first of its value slots (its outputs are consecutive slots).
+pub(crate) struct Node<F: Float> {
+    pub(crate) first_slot: usize,
+    pub(crate) kind: NodeKind<F>,
+}
+
+pub(crate) enum NodeKind<F: Float> {
     /// A leaf whose gradient the user wants (`tape.input`).
     Input,
     /// A bound parameter.
     Param(ParamId),
     /// The result of an op, with what its backward rule needs.
     Op {
-        op: Rc<dyn Op<F>>,
+        op: Rc<dyn MultiOp<F>>,
         inputs: Vec<Saved<F>>,
-        output: Arc<ArrayD<F>>,
+        outputs: Vec<Arc<ArrayD<F>>>,
     },
     /// An op whose saved values a reverse pass has freed.
-    Freed { name: String },
+    Freed { name: String, outputs: usize },
 }
 
 impl<F: Float> Clone for Tape<F> {
@@ -124,6 +133,7 @@ impl<F: Float> Tape<F> {
         Tape {
             inner: Rc::new(Inner {
                 nodes: RefCell::new(Vec::new()),
+                slots: Cell::new(0),
                 recording: Cell::new(options.record),
                 options,
                 params: RefCell::new(HashMap::new()),
@@ -167,7 +177,7 @@ impl<F: Float> Tape<F> {
 
     /// Like [`Tape::input`], for an array already behind an `Arc` (no copy).
     pub fn input_shared(&self, value: Arc<ArrayD<F>>) -> Var<F> {
-        let node = self.push_if_recording(|| Node::Input);
+        let node = self.push_if_recording(1, || NodeKind::Input);
         Var::new(self.clone(), node, value)
     }
 
@@ -187,19 +197,24 @@ impl<F: Float> Tape<F> {
         if let Some(v) = self.inner.params.borrow().get(&param.id()) {
             return v.clone();
         }
-        let node = self.push_if_recording(|| Node::Param(param.id()));
+        let node = self.push_if_recording(1, || NodeKind::Param(param.id()));
         let var = Var::new(self.clone(), node, param.value());
         self.inner.params.borrow_mut().insert(param.id(), var.clone());
         var
     }
 
-    fn push_if_recording(&self, node: impl FnOnce() -> Node<F>) -> Option<usize> {
+    /// Records a node with `outputs` value slots if the tape is recording; returns its first slot.
+    fn push_if_recording(&self, outputs: usize, kind: impl FnOnce() -> NodeKind<F>) -> Option<usize> {
         if !self.is_recording() {
             return None;
         }
-        let mut nodes = self.inner.nodes.borrow_mut();
-        nodes.push(node());
-        Some(nodes.len() - 1)
+        let first_slot = self.inner.slots.get();
+        self.inner.slots.set(first_slot + outputs);
+        self.inner.nodes.borrow_mut().push(Node {
+            first_slot,
+            kind: kind(),
+        });
+        Some(first_slot)
     }
 
     /// Applies `op` to `inputs`: checks the shapes with its shape rule, runs its forward kernel,
@@ -209,50 +224,67 @@ impl<F: Float> Tape<F> {
     /// The op's shape error; [`Error::TapeMismatch`] if an input belongs to another tape;
     /// [`Error::NonFinite`] under anomaly detection.
     pub fn apply(&self, op: impl Op<F>, inputs: &[&Var<F>]) -> Result<Var<F>> {
+        let mut out = self.apply_rc(Rc::new(Single(op)), inputs)?;
+        Ok(out.pop().expect("a single-output op has one output"))
+    }
+
+    /// Applies a [`MultiOp`], returning one `Var` per output. See [`Tape::apply`].
+    pub fn apply_multi(&self, op: impl MultiOp<F>, inputs: &[&Var<F>]) -> Result<Vec<Var<F>>> {
         self.apply_rc(Rc::new(op), inputs)
     }
 
-    pub(crate) fn apply_rc(&self, op: Rc<dyn Op<F>>, inputs: &[&Var<F>]) -> Result<Var<F>> {
+    fn apply_rc(&self, op: Rc<dyn MultiOp<F>>, inputs: &[&Var<F>]) -> Result<Vec<Var<F>>> {
         if inputs.iter().any(|v| !v.tape().same(self)) {
             return Err(Error::TapeMismatch {
                 op: op.name().to_string(),
             });
         }
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| v.shape()).collect();
-        let expected = op.shape(&shapes)?;
+        let expected = op.shapes(&shapes)?;
         let values: Vec<&ArrayD<F>> = inputs.iter().map(|v| v.value()).collect();
-        let out = op.forward(&values)?;
-        if out.shape() != expected.as_slice() {
+        let outs = op.forward(&values)?;
+        let shapes_ok = outs.len() == expected.len()
+            && outs.iter().zip(&expected).all(|(o, e)| o.shape() == e.as_slice());
+        if !shapes_ok {
             return Err(Error::ForwardShape {
                 op: op.name().to_string(),
-                expected,
-                got: out.shape().to_vec(),
+                expected: expected.first().cloned().unwrap_or_default(),
+                got: outs
+                    .iter()
+                    .find(|o| !expected.iter().any(|e| o.shape() == e.as_slice()))
+                    .map_or(Vec::new(), |o| o.shape().to_vec()),
             });
         }
-        if self.inner.options.detect_anomaly && !out.iter().all(|x| x.is_finite()) {
-            return Err(Error::NonFinite {
-                op: op.name().to_string(),
-                phase: "forward",
-                shape: expected,
-            });
+        if self.inner.options.detect_anomaly {
+            if let Some(bad) = outs.iter().find(|o| !o.iter().all(|x| x.is_finite())) {
+                return Err(Error::NonFinite {
+                    op: op.name().to_string(),
+                    phase: "forward",
+                    shape: bad.shape().to_vec(),
+                });
+            }
         }
-        let out = Arc::new(out);
+        let outs: Vec<Arc<ArrayD<F>>> = outs.into_iter().map(Arc::new).collect();
         let needs_grad = inputs.iter().any(|v| v.requires_grad());
-        let node = if needs_grad {
-            self.push_if_recording(|| Node::Op {
+        let first = if needs_grad {
+            self.push_if_recording(outs.len(), || NodeKind::Op {
                 op,
                 inputs: inputs
                     .iter()
                     .map(|v| Saved {
-                        node: v.node(),
+                        slot: v.slot(),
                         value: Arc::clone(v.value_arc()),
                     })
                     .collect(),
-                output: Arc::clone(&out),
+                outputs: outs.clone(),
             })
         } else {
             None
         };
-        Ok(Var::new(self.clone(), node, out))
+        Ok(outs
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| Var::new(self.clone(), first.map(|f| f + k), v))
+            .collect())
     }
 }

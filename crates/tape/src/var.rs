@@ -5,14 +5,14 @@ use ndarray::ArrayD;
 use std::fmt;
 use std::sync::Arc;
 
-/// A value on a [`Tape`]: its array, and its node if it needs a gradient.
+/// A value on a [`Tape`]: its array, and its slot on the tape if it needs a gradient.
 ///
 /// A cheap, lifetime-free handle (cloning shares the array), so cell states can be stored in
 /// structs and returned from functions freely. Differentiable ops are methods (from
 /// `eddy_ops::VarExt`) and the operators `+ - * /`, which return `Result<Var>`.
 pub struct Var<F: Float = f32> {
     tape: Tape<F>,
-    node: Option<usize>,
+    slot: Option<usize>,
     value: Arc<ArrayD<F>>,
 }
 
@@ -20,7 +20,7 @@ impl<F: Float> Clone for Var<F> {
     fn clone(&self) -> Self {
         Var {
             tape: self.tape.clone(),
-            node: self.node,
+            slot: self.slot,
             value: Arc::clone(&self.value),
         }
     }
@@ -29,15 +29,15 @@ impl<F: Float> Clone for Var<F> {
 impl<F: Float> fmt::Debug for Var<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Var")
-            .field("node", &self.node)
+            .field("slot", &self.slot)
             .field("value", &self.value)
             .finish()
     }
 }
 
 impl<F: Float> Var<F> {
-    pub(crate) fn new(tape: Tape<F>, node: Option<usize>, value: Arc<ArrayD<F>>) -> Var<F> {
-        Var { tape, node, value }
+    pub(crate) fn new(tape: Tape<F>, slot: Option<usize>, value: Arc<ArrayD<F>>) -> Var<F> {
+        Var { tape, slot, value }
     }
 
     pub(crate) fn into_value(self) -> Arc<ArrayD<F>> {
@@ -69,14 +69,14 @@ impl<F: Float> Var<F> {
         &self.tape
     }
 
-    /// The node index on the tape, if this value needs a gradient.
-    pub fn node(&self) -> Option<usize> {
-        self.node
+    /// The value's slot on the tape (an id unique within the tape), if it needs a gradient.
+    pub fn slot(&self) -> Option<usize> {
+        self.slot
     }
 
     /// Whether a gradient flows to this value (it was recorded on the tape).
     pub fn requires_grad(&self) -> bool {
-        self.node.is_some()
+        self.slot.is_some()
     }
 
     /// The same value, cut from the graph: no gradient flows through it.

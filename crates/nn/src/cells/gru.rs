@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::VarExt;
+use eddy_ops::{linear_add, GruPointwise, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The GRU cell (gates in PyTorch's order r, z, n):
@@ -65,13 +65,7 @@ impl<F: Float> Cell<F> for GruCell<F> {
     fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
         let t = xw.tape();
         let b = self.biases.as_ref().map(|(_, b)| t.param(b));
-        let hw = h.linear(&t.param(&self.weight_hh), b.as_ref())?;
-        let [xr, xz, xn]: [Var<F>; 3] = xw.chunk(3, 1)?.try_into().expect("three chunks");
-        let [hr, hz, hn]: [Var<F>; 3] = hw.chunk(3, 1)?.try_into().expect("three chunks");
-        let r = (xr + hr)?.sigmoid()?;
-        let z = (xz + hz)?.sigmoid()?;
-        let n = (xn + (r * hn)?)?.tanh()?;
-        // h' = (1 − z) n + z h = n + z (h − n)
-        n.clone() + (z * (h - &n)?)?
+        let hw = linear_add(h, &t.param(&self.weight_hh), b.as_ref(), None)?;
+        t.apply(GruPointwise, &[xw, &hw, h])
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::VarExt;
+use eddy_ops::{linear_add, LstmPointwise, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The LSTM cell (gates in PyTorch's order i, f, g, o):
@@ -84,10 +84,11 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     fn step(&self, xw: &Var<F>, (h, c): &(Var<F>, Var<F>)) -> Result<(Var<F>, Var<F>)> {
         let t = xw.tape();
         let b = self.biases.as_ref().map(|(_, b)| t.param(b));
-        let gates = (xw + h.linear(&t.param(&self.weight_hh), b.as_ref())?)?;
-        let [i, f, g, o]: [Var<F>; 4] = gates.chunk(4, 1)?.try_into().expect("four chunks");
-        let c = ((f.sigmoid()? * c)? + (i.sigmoid()? * g.tanh()?)?)?;
-        let h = (o.sigmoid()? * c.tanh()?)?;
+        let gates = linear_add(h, &t.param(&self.weight_hh), b.as_ref(), Some(xw))?;
+        let [h, c]: [Var<F>; 2] = t
+            .apply_multi(LstmPointwise, &[&gates, c])?
+            .try_into()
+            .expect("two outputs");
         let h = match &self.weight_hr {
             Some(w) => h.matmul_t(&t.param(w))?,
             None => h,

@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::VarExt;
+use eddy_ops::{linear_add, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The nonlinearity `f` of an Elman cell.
@@ -66,7 +66,7 @@ impl<F: Float> Cell<F> for RnnCell<F> {
     fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
         let t = xw.tape();
         let b = self.biases.as_ref().map(|(_, b)| t.param(b));
-        let pre = (xw + h.linear(&t.param(&self.weight_hh), b.as_ref())?)?;
+        let pre = linear_add(h, &t.param(&self.weight_hh), b.as_ref(), Some(xw))?;
         match self.nonlinearity {
             Nonlinearity::Tanh => pre.tanh(),
             Nonlinearity::Relu => pre.relu(),
