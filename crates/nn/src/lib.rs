@@ -10,6 +10,7 @@ pub mod cells;
 pub mod init;
 pub mod io;
 mod layers;
+pub mod loss;
 mod module;
 pub mod parity;
 mod recurrent;
