@@ -12,6 +12,7 @@ pub mod io;
 mod layers;
 pub mod loss;
 mod module;
+pub mod optim;
 pub mod parity;
 mod recurrent;
 
