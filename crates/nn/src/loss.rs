@@ -183,9 +183,11 @@ pub fn cross_entropy<'a, F: Float>(
     let axis = class_axis("cross_entropy", logits)?;
     let logp = logits.log_softmax(axis as isize)?;
     let weights = match targets.into() {
-        Targets::Classes(classes) => logits
-            .tape()
-            .constant(one_hot("cross_entropy", logits.shape(), axis, classes)?),
+        Targets::Classes(classes) => {
+            logits
+                .tape()
+                .constant(one_hot("cross_entropy", logits.shape(), axis, classes)?)
+        }
         Targets::Probs(p) => {
             same_shape("cross_entropy", logits, p)?;
             p.clone()
@@ -298,7 +300,12 @@ fn one_hot<F: Float>(op: &str, shape: &[usize], axis: usize, classes: &[usize]) 
 }
 
 /// Reduces per-element losses to a scalar, over the elements a 0/1 mask keeps.
-fn reduce<F: Float>(op: &str, loss: &Var<F>, reduction: Reduction, mask: Option<&ArrayD<F>>) -> Result<Var<F>> {
+fn reduce<F: Float>(
+    op: &str,
+    loss: &Var<F>,
+    reduction: Reduction,
+    mask: Option<&ArrayD<F>>,
+) -> Result<Var<F>> {
     let Some(mask) = mask else {
         return match reduction {
             Reduction::Mean => loss.mean_all(),
@@ -313,7 +320,10 @@ fn reduce<F: Float>(op: &str, loss: &Var<F>, reduction: Reduction, mask: Option<
         ));
     }
     if let Some(v) = mask.iter().find(|&&v| v != F::zero() && v != F::one()) {
-        return Err(Error::invalid(op, format!("mask entries must be 0 or 1, found {v}")));
+        return Err(Error::invalid(
+            op,
+            format!("mask entries must be 0 or 1, found {v}"),
+        ));
     }
     // A select rather than a product: garbage at a padded step (an infinity, a NaN) stays out of
     // the value, and an overflowing but finite one out of the gradient too.
@@ -330,7 +340,11 @@ fn reduce<F: Float>(op: &str, loss: &Var<F>, reduction: Reduction, mask: Option<
                 (loss.value().len() / mask.len()) as f64
             };
             let count = mask.iter().map(|v| v.as_f64()).sum::<f64>() * repeats;
-            total.scale(if count > 0.0 { F::of(1.0 / count) } else { F::zero() })
+            total.scale(if count > 0.0 {
+                F::of(1.0 / count)
+            } else {
+                F::zero()
+            })
         }
     }
 }

@@ -36,7 +36,10 @@ fn regression_losses_match_pytorch_values() -> Result<()> {
     let t = Tape::<f64>::new();
     let x = t.input(arr1(&[0.5, 2.0, -3.0]).into_dyn());
     let y = t.constant(ArrayD::zeros(vec![3]));
-    close(mse(&x, &y, Reduction::Mean, None)?.item()?, (0.25 + 4.0 + 9.0) / 3.0);
+    close(
+        mse(&x, &y, Reduction::Mean, None)?.item()?,
+        (0.25 + 4.0 + 9.0) / 3.0,
+    );
     close(mse(&x, &y, Reduction::Sum, None)?.item()?, 13.25);
     close(l1(&x, &y, Reduction::Mean, None)?.item()?, 5.5 / 3.0);
     close(l1(&x, &y, Reduction::Sum, None)?.item()?, 5.5);
@@ -63,7 +66,10 @@ fn classification_losses_match_pytorch_values() -> Result<()> {
     // Probability targets: −Σ p log_softmax.
     let row = t.input(arr2(&[[1.0, 2.0, 3.0]]).into_dyn());
     let p = t.constant(arr2(&[[0.2, 0.3, 0.5]]).into_dyn());
-    close(cross_entropy(&row, &p, Reduction::Mean, None)?.item()?, 1.10760596444438);
+    close(
+        cross_entropy(&row, &p, Reduction::Mean, None)?.item()?,
+        1.10760596444438,
+    );
     // Unbatched [C] logits.
     let flat = t.input(arr1(&[1.0, 2.0, 3.0]).into_dyn());
     close(
@@ -128,7 +134,11 @@ fn every_loss_passes_gradcheck() -> Result<()> {
     let mask = arr2(&[[1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]).into_dyn();
     for reduction in [Reduction::Mean, Reduction::Sum] {
         for m in [None, Some(&mask)] {
-            gradcheck(|_, x| mse(&x[0], &x[1], reduction, m), &[a.clone(), b.clone()], &opts)?;
+            gradcheck(
+                |_, x| mse(&x[0], &x[1], reduction, m),
+                &[a.clone(), b.clone()],
+                &opts,
+            )?;
             gradcheck(
                 |_, x| l1(&x[0], &x[1], reduction, m),
                 &[a.clone(), target.clone()],
@@ -190,7 +200,10 @@ fn a_mask_averages_over_the_kept_elements_only() -> Result<()> {
     // Masked elements get no gradient.
     let g = loss.backward()?;
     let gx = g.var(&x).unwrap();
-    assert_eq!(gx, &arr2(&[[2.0 / 3.0, 4.0 / 3.0, 0.0], [8.0 / 3.0, 0.0, 0.0]]).into_dyn());
+    assert_eq!(
+        gx,
+        &arr2(&[[2.0 / 3.0, 4.0 / 3.0, 0.0], [8.0 / 3.0, 0.0, 0.0]]).into_dyn()
+    );
     close(mse(&x, &y, Reduction::Sum, Some(&mask))?.item()?, 21.0);
     let nan = t.input(arr2(&[[1.0, 2.0, 3.0], [4.0, 5.0, f64::NAN]]).into_dyn());
     close(mse(&nan, &y, Reduction::Sum, Some(&mask))?.item()?, 21.0);

@@ -66,11 +66,15 @@ struct Hparams<'a> {
 impl<'a> Hparams<'a> {
     fn f(&mut self, key: &'static str) -> f64 {
         self.used.push(key);
-        self.map[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number"))
+        self.map[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number"))
     }
     fn b(&mut self, key: &'static str) -> bool {
         self.used.push(key);
-        self.map[key].as_bool().unwrap_or_else(|| panic!("{key} is not a bool"))
+        self.map[key]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{key} is not a bool"))
     }
     fn betas(&mut self) -> (f64, f64) {
         self.used.push("betas");
@@ -268,7 +272,10 @@ fn f32_parameters_follow_the_f64_trajectory() {
         for k in 0..fx.steps {
             let mut g = Grads::default();
             for p in &params32 {
-                g.set_param(p, fx.tensors[&format!("grad.{k}.{}", p.name())].mapv(|v| v as f32));
+                g.set_param(
+                    p,
+                    fx.tensors[&format!("grad.{k}.{}", p.name())].mapv(|v| v as f32),
+                );
             }
             opt32.step(&g).unwrap();
             for p in &params32 {

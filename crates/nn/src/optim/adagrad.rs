@@ -59,7 +59,12 @@ impl<F: Float> Adagrad<F> {
         check_at_least(NAME, "lr", config.lr, 0.0)?;
         check_at_least(NAME, "lr_decay", config.lr_decay, 0.0)?;
         check_at_least(NAME, "weight_decay", config.weight_decay, 0.0)?;
-        check_at_least(NAME, "initial_accumulator_value", config.initial_accumulator_value, 0.0)?;
+        check_at_least(
+            NAME,
+            "initial_accumulator_value",
+            config.initial_accumulator_value,
+            0.0,
+        )?;
         check_at_least(NAME, "eps", config.eps, 0.0)?;
         let slots = Slots::new(NAME, params.into_iter().collect(), &["sum"])?;
         Ok(Adagrad { config, slots })
@@ -90,11 +95,11 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
             p.update(|w| {
                 let mut d = if c.maximize { g.mapv(|x| -x) } else { g.clone() };
                 if c.weight_decay != 0.0 {
-                    Zip::from(&mut d).and(&*w).for_each(|d, &w| *d = *d + wd * w);
+                    Zip::from(&mut d).and(&*w).for_each(|d, &w| *d += wd * w);
                 }
                 Zip::from(w).and(&mut *sum).and(&d).for_each(|w, s, &d| {
-                    *s = *s + d * d;
-                    *w = *w + (-clr) * d / (s.sqrt() + eps);
+                    *s += d * d;
+                    *w += (-clr) * d / (s.sqrt() + eps);
                 });
             });
         }

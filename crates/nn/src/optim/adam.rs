@@ -113,16 +113,13 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                     if c.decoupled_weight_decay {
                         w.mapv_inplace(|x| x * decay);
                     } else {
-                        Zip::from(&mut d).and(&*w).for_each(|d, &w| *d = *d + wd * w);
+                        Zip::from(&mut d).and(&*w).for_each(|d, &w| *d += wd * w);
                     }
                 }
-                Zip::from(&mut *m)
-                    .and(&mut *v)
-                    .and(&d)
-                    .for_each(|m, v, &d| {
-                        *m = lerp(*m, d, one_minus_b1);
-                        *v = *v * F::of(b2) + one_minus_b2 * d * d;
-                    });
+                Zip::from(&mut *m).and(&mut *v).and(&d).for_each(|m, v, &d| {
+                    *m = lerp(*m, d, one_minus_b1);
+                    *v = *v * F::of(b2) + one_minus_b2 * d * d;
+                });
                 let second = if c.amsgrad {
                     let vmax = vmax.get_or_insert_with(|| ArrayD::zeros(shape.clone()));
                     Zip::from(&mut *vmax).and(&*v).for_each(|a, &b| *a = a.max(b));
@@ -132,7 +129,7 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                 };
                 Zip::from(w).and(&*m).and(second).for_each(|w, &m, &s| {
                     let denom = s.sqrt() / bc2_sqrt + eps;
-                    *w = *w + (-step_size) * m / denom;
+                    *w += (-step_size) * m / denom;
                 });
             });
         }

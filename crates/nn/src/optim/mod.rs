@@ -178,7 +178,9 @@ impl<F: Float> Slots<F> {
             state.scalars.insert(format!("{i}.step"), *step as f64);
             for (name, b) in self.names.iter().zip(bufs) {
                 if let Some(b) = b {
-                    state.buffers.insert(format!("{i}.{name}"), b.mapv(|v| v.as_f64()));
+                    state
+                        .buffers
+                        .insert(format!("{i}.{name}"), b.mapv(|v| v.as_f64()));
                 }
             }
         }
@@ -192,7 +194,10 @@ impl<F: Float> Slots<F> {
         if state.optimizer != optimizer {
             return Err(Error::invalid(
                 op,
-                format!("a state of {:?} cannot be loaded into {optimizer}", state.optimizer),
+                format!(
+                    "a state of {:?} cannot be loaded into {optimizer}",
+                    state.optimizer
+                ),
             ));
         }
         let lr = *state
@@ -224,7 +229,10 @@ impl<F: Float> Slots<F> {
                 return Err(Error::shape(
                     op,
                     &[&shape, b.shape()],
-                    format!("buffer {key:?} does not fit parameter {:?}", self.params[i].name()),
+                    format!(
+                        "buffer {key:?} does not fit parameter {:?}",
+                        self.params[i].name()
+                    ),
                 ));
             }
             bufs[i][k] = Some(b.mapv(F::of));
@@ -257,7 +265,10 @@ pub(crate) fn check_at_least(op: &str, name: &str, v: f64, min: f64) -> Result<(
     if v.is_finite() && v >= min {
         Ok(())
     } else {
-        Err(Error::invalid(op, format!("{name} must be finite and >= {min}, got {v}")))
+        Err(Error::invalid(
+            op,
+            format!("{name} must be finite and >= {min}, got {v}"),
+        ))
     }
 }
 

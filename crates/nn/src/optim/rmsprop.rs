@@ -101,7 +101,7 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
             p.update(|w| {
                 let mut d = if c.maximize { g.mapv(|x| -x) } else { g.clone() };
                 if c.weight_decay != 0.0 {
-                    Zip::from(&mut d).and(&*w).for_each(|d, &w| *d = *d + wd * w);
+                    Zip::from(&mut d).and(&*w).for_each(|d, &w| *d += wd * w);
                 }
                 Zip::from(&mut *sq)
                     .and(&d)
@@ -112,7 +112,7 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
                     let ga = ga.get_or_insert_with(|| ArrayD::zeros(shape.clone()));
                     Zip::from(&mut avg).and(&mut *ga).and(&d).for_each(|a, ga, &d| {
                         *ga = lerp(*ga, d, one_minus_alpha);
-                        *a = *a + -*ga * *ga;
+                        *a += -*ga * *ga;
                     });
                 }
                 avg.mapv_inplace(|a| a.sqrt() + eps);
@@ -122,12 +122,12 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
                         .and(&d)
                         .and(&avg)
                         .for_each(|b, &d, &a| *b = *b * mu + d / a);
-                    Zip::from(w).and(&*buf).for_each(|w, &b| *w = *w + (-lr) * b);
+                    Zip::from(w).and(&*buf).for_each(|w, &b| *w += (-lr) * b);
                 } else {
                     Zip::from(w)
                         .and(&d)
                         .and(&avg)
-                        .for_each(|w, &d, &a| *w = *w + (-lr) * d / a);
+                        .for_each(|w, &d, &a| *w += (-lr) * d / a);
                 }
             });
         }

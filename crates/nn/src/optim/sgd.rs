@@ -82,7 +82,12 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
     fn step(&mut self, grads: &Grads<F>) -> Result<StepReport> {
         let (found, report) = self.slots.gather(NAME, grads)?;
         let c = self.config;
-        let (lr, mu, damp, wd) = (F::of(c.lr), F::of(c.momentum), F::of(c.dampening), F::of(c.weight_decay));
+        let (lr, mu, damp, wd) = (
+            F::of(c.lr),
+            F::of(c.momentum),
+            F::of(c.dampening),
+            F::of(c.weight_decay),
+        );
         for (i, g) in found.into_iter().enumerate() {
             let Some(g) = g else { continue };
             let p = &self.slots.params[i];
@@ -92,7 +97,7 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                 // d = the (decayed, possibly negated) gradient.
                 let mut d = if c.maximize { g.mapv(|v| -v) } else { g.clone() };
                 if c.weight_decay != 0.0 {
-                    Zip::from(&mut d).and(&*w).for_each(|d, &w| *d = *d + wd * w);
+                    Zip::from(&mut d).and(&*w).for_each(|d, &w| *d += wd * w);
                 }
                 if c.momentum != 0.0 {
                     match buf {
@@ -103,12 +108,12 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                     }
                     let b = buf.as_ref().expect("set above");
                     if c.nesterov {
-                        Zip::from(&mut d).and(b).for_each(|d, &b| *d = *d + mu * b);
+                        Zip::from(&mut d).and(b).for_each(|d, &b| *d += mu * b);
                     } else {
                         d.assign(b);
                     }
                 }
-                Zip::from(w).and(&d).for_each(|w, &d| *w = *w + (-lr) * d);
+                Zip::from(w).and(&d).for_each(|w, &d| *w += (-lr) * d);
             });
         }
         Ok(report)
