@@ -15,6 +15,7 @@ mod module;
 pub mod optim;
 pub mod parity;
 mod recurrent;
+pub mod schedule;
 
 pub use cell::{Cell, RecurrentState};
 pub use cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
