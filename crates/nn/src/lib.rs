@@ -7,6 +7,7 @@
 
 mod cell;
 pub mod cells;
+pub mod clip;
 pub mod init;
 pub mod io;
 mod layers;
