@@ -7,12 +7,16 @@
 
 mod cell;
 pub mod cells;
+pub mod clip;
 pub mod init;
 pub mod io;
 mod layers;
+pub mod loss;
 mod module;
+pub mod optim;
 pub mod parity;
 mod recurrent;
+pub mod schedule;
 
 pub use cell::{Cell, RecurrentState};
 pub use cells::{GruCell, LstmCell, Nonlinearity, RnnCell};

@@ -1,0 +1,293 @@
+//! PyTorch parity of the optimizers: every trajectory in `fixtures/torch/optim` (made by
+//! `tools/torch_optim_fixtures.py`) is replayed and each step compared within 1e-10.
+
+use eddy_nn::optim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
+    SgdConfig,
+};
+use eddy_tape::{Float, Grads, Param};
+use ndarray::{ArrayD, IxDyn};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const TOL: f64 = 1e-10;
+
+struct Fixture {
+    name: String,
+    optimizer: String,
+    steps: usize,
+    hparams: Map<String, Value>,
+    tensors: HashMap<String, ArrayD<f64>>,
+}
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/torch/optim")
+}
+
+fn load(path: &Path) -> Fixture {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().expect("fixture metadata");
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), Dtype::F64, "{name}");
+            let data: Vec<f64> = view
+                .data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, ArrayD::from_shape_vec(IxDyn(view.shape()), data).unwrap())
+        })
+        .collect();
+    let Value::Object(hparams) = serde_json::from_str(&meta["hparams"]).unwrap() else {
+        panic!("hparams of {path:?} is not an object")
+    };
+    Fixture {
+        name: path.file_stem().unwrap().to_string_lossy().into_owned(),
+        optimizer: meta["optimizer"].clone(),
+        steps: meta["steps"].parse().unwrap(),
+        hparams,
+        tensors,
+    }
+}
+
+/// Reads the hyper-parameters, failing on any key this test does not map (so a new torch
+/// option in a regenerated fixture cannot be silently ignored).
+struct Hparams<'a> {
+    map: &'a Map<String, Value>,
+    used: Vec<&'static str>,
+}
+
+impl<'a> Hparams<'a> {
+    fn f(&mut self, key: &'static str) -> f64 {
+        self.used.push(key);
+        self.map[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number"))
+    }
+    fn b(&mut self, key: &'static str) -> bool {
+        self.used.push(key);
+        self.map[key]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{key} is not a bool"))
+    }
+    fn betas(&mut self) -> (f64, f64) {
+        self.used.push("betas");
+        let b = self.map["betas"].as_array().unwrap();
+        (b[0].as_f64().unwrap(), b[1].as_f64().unwrap())
+    }
+    fn finish(mut self) {
+        // `foreach` picks torch's kernel, not the arithmetic.
+        self.used.push("foreach");
+        let unused: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !self.used.contains(&k.as_str()))
+            .collect();
+        assert!(unused.is_empty(), "unmapped hyper-parameters {unused:?}");
+    }
+}
+
+fn build<F: Float>(fx: &Fixture, params: Vec<Param<F>>) -> Box<dyn Optimizer<F>> {
+    let mut h = Hparams {
+        map: &fx.hparams,
+        used: Vec::new(),
+    };
+    let opt: Box<dyn Optimizer<F>> = match fx.optimizer.as_str() {
+        "SGD" => Box::new(
+            Sgd::new(
+                params,
+                SgdConfig {
+                    lr: h.f("lr"),
+                    momentum: h.f("momentum"),
+                    dampening: h.f("dampening"),
+                    weight_decay: h.f("weight_decay"),
+                    nesterov: h.b("nesterov"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "Adam" => Box::new(
+            Adam::new(
+                params,
+                AdamConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    amsgrad: h.b("amsgrad"),
+                    decoupled_weight_decay: h.b("decoupled_weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "AdamW" => Box::new(
+            AdamW::new(
+                params,
+                AdamWConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    amsgrad: h.b("amsgrad"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "RMSprop" => Box::new(
+            RmsProp::new(
+                params,
+                RmsPropConfig {
+                    lr: h.f("lr"),
+                    alpha: h.f("alpha"),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    momentum: h.f("momentum"),
+                    centered: h.b("centered"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "Adagrad" => Box::new(
+            Adagrad::new(
+                params,
+                AdagradConfig {
+                    lr: h.f("lr"),
+                    lr_decay: h.f("lr_decay"),
+                    weight_decay: h.f("weight_decay"),
+                    initial_accumulator_value: h.f("initial_accumulator_value"),
+                    eps: h.f("eps"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        other => panic!("{}: unknown optimizer {other}", fx.name),
+    };
+    h.finish();
+    opt
+}
+
+fn params(fx: &Fixture) -> Vec<Param<f64>> {
+    ["w", "b"]
+        .iter()
+        .map(|k| Param::new(*k, fx.tensors[&format!("param.{k}")].clone()))
+        .collect()
+}
+
+fn grads(fx: &Fixture, params: &[Param<f64>], step: usize) -> Grads<f64> {
+    let mut g = Grads::default();
+    for p in params {
+        g.set_param(p, fx.tensors[&format!("grad.{step}.{}", p.name())].clone());
+    }
+    g
+}
+
+fn check(fx: &Fixture, params: &[Param<f64>], step: usize) {
+    for p in params {
+        let want = &fx.tensors[&format!("expected.{step}.{}", p.name())];
+        let got = p.value();
+        let err = (&*got - want).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+        assert!(
+            err <= TOL,
+            "{}: step {step}, param {}: max error {err:e}",
+            fx.name,
+            p.name()
+        );
+    }
+}
+
+fn fixtures() -> Vec<Fixture> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| load(p)).collect()
+}
+
+#[test]
+fn every_optimizer_fixture_matches_pytorch() {
+    let all = fixtures();
+    assert_eq!(all.len(), 16, "expected the 16 committed fixtures");
+    for fx in &all {
+        let params = params(fx);
+        let mut opt = build(fx, params.clone());
+        for k in 0..fx.steps {
+            let report = opt.step(&grads(fx, &params, k)).unwrap();
+            assert!(report.no_grad.is_empty());
+            check(fx, &params, k);
+        }
+    }
+}
+
+#[test]
+fn a_restored_state_continues_bit_identically() {
+    for fx in &fixtures() {
+        let params = params(fx);
+        let mut opt = build(fx, params.clone());
+        let half = fx.steps / 2;
+        for k in 0..half {
+            opt.step(&grads(fx, &params, k)).unwrap();
+        }
+        // A fresh optimizer over copies of the parameters, restored from the saved state.
+        let copies: Vec<Param<f64>> = params
+            .iter()
+            .map(|p| Param::new(p.name(), (*p.value()).clone()))
+            .collect();
+        let mut fresh = build(fx, copies.clone());
+        fresh.set_lr(123.0);
+        fresh.load_state(opt.state()).unwrap();
+        assert_eq!(fresh.lr(), opt.lr());
+        assert_eq!(fresh.state(), opt.state());
+        for k in half..fx.steps {
+            opt.step(&grads(fx, &params, k)).unwrap();
+            fresh.step(&grads(fx, &copies, k)).unwrap();
+            for (a, b) in params.iter().zip(&copies) {
+                assert_eq!(a.value(), b.value(), "{}: step {k}, param {}", fx.name, a.name());
+            }
+        }
+        check(fx, &copies, fx.steps - 1);
+    }
+}
+
+#[test]
+fn f32_parameters_follow_the_f64_trajectory() {
+    for fx in &fixtures() {
+        let params32: Vec<Param<f32>> = ["w", "b"]
+            .iter()
+            .map(|k| Param::new(*k, fx.tensors[&format!("param.{k}")].mapv(|v| v as f32)))
+            .collect();
+        let mut opt32 = build(fx, params32.clone());
+        for k in 0..fx.steps {
+            let mut g = Grads::default();
+            for p in &params32 {
+                g.set_param(
+                    p,
+                    fx.tensors[&format!("grad.{k}.{}", p.name())].mapv(|v| v as f32),
+                );
+            }
+            opt32.step(&g).unwrap();
+            for p in &params32 {
+                let want = &fx.tensors[&format!("expected.{k}.{}", p.name())];
+                for (a, b) in p.value().iter().zip(want) {
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "{}: f32 step {k}: {a} vs {b}",
+                        fx.name
+                    );
+                }
+            }
+        }
+    }
+}
