@@ -19,7 +19,7 @@ mod recurrent;
 pub mod schedule;
 
 pub use cell::{Cell, RecurrentState};
-pub use cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
+pub use cells::{GruCell, LayerNormLstmCell, LstmCell, MinGruCell, Nonlinearity, PeepholeLstmCell, RnnCell};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};

@@ -2,11 +2,17 @@
 //! built-in also tests the custom-cell path.
 
 mod gru;
+mod layer_norm_lstm;
 mod lstm;
+mod min_gru;
+mod peephole;
 mod rnn;
 
 pub use gru::GruCell;
+pub use layer_norm_lstm::LayerNormLstmCell;
 pub use lstm::LstmCell;
+pub use min_gru::MinGruCell;
+pub use peephole::PeepholeLstmCell;
 pub use rnn::{Nonlinearity, RnnCell};
 
 use crate::init;
@@ -32,4 +38,42 @@ pub(crate) fn named<F: Float>(
         out.push(("bias_hh".into(), bh.clone()));
     }
     out
+}
+
+/// Helpers of the cells' reference tests: parameters and random values as plain `Array2`s.
+#[cfg(test)]
+pub(crate) mod reference {
+    use eddy_tape::{Param, Rng};
+    use ndarray::{Array1, Array2, ArrayD};
+
+    pub fn mat(p: &Param<f64>) -> Array2<f64> {
+        p.value()
+            .as_ref()
+            .clone()
+            .into_dimensionality()
+            .expect("a matrix")
+    }
+
+    pub fn vec(p: &Param<f64>) -> Array1<f64> {
+        p.value()
+            .as_ref()
+            .clone()
+            .into_dimensionality()
+            .expect("a vector")
+    }
+
+    pub fn random(rows: usize, cols: usize, rng: &mut Rng) -> Array2<f64> {
+        Array2::from_shape_simple_fn((rows, cols), || rng.uniform_in(-1.0, 1.0))
+    }
+
+    pub fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    pub fn assert_close(got: &ArrayD<f64>, want: &Array2<f64>) {
+        assert_eq!(got.shape(), want.shape());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "got {got}, want {want}");
+        }
+    }
 }
