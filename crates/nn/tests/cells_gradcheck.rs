@@ -2,9 +2,13 @@
 //! full generic layer: 2 layers, bidirectional, ragged lengths, initial states as inputs. With
 //! respect to the input, the initial states and every parameter. Tiny sizes, f64.
 
-use eddy_nn::{Cell, LayerNormLstmCell, MinGruCell, Module, PeepholeLstmCell, Recurrent, RecurrentConfig};
+use eddy_nn::{
+    Cell, LayerNormLstmCell, MinGruCell, Module, Nonlinearity, PeepholeLstmCell, Recurrent, RecurrentConfig,
+    RnnCell,
+};
 use eddy_ops::prelude::*;
 use ndarray::ArrayD;
+use std::rc::Rc;
 
 const T: usize = 3;
 const B: usize = 2;
@@ -52,6 +56,88 @@ fn check<C: Cell<f64>>(layer: &Recurrent<f64, C>, with_initial: bool, seed: u64)
     gradcheck(f, &inputs, &opts.clone().params(layer.param_list()))?;
     gradgradcheck(f, &inputs, &opts)?;
     gradgradcheck(f, &inputs, &opts.params(layer.param_list()).fast())
+}
+
+// ---- The built-in cells (PyTorch's). ----
+
+#[test]
+fn rnn_tanh() -> Result<()> {
+    check(&config().rnn(Nonlinearity::Tanh, &mut Rng::seed(20)), true, 21)
+}
+
+/// An Elman relu cell that records the smallest `|pre-activation|` it sees, to prove the
+/// gradcheck's points stay off relu's kink (the step `1e-6` cannot cross it).
+struct KinkWatch {
+    cell: RnnCell<f64>,
+    closest: Rc<std::cell::Cell<f64>>,
+}
+
+impl Module<f64> for KinkWatch {
+    fn params(&self) -> Vec<(String, Param<f64>)> {
+        self.cell.params()
+    }
+}
+
+impl Cell<f64> for KinkWatch {
+    type State = Var<f64>;
+    fn input_size(&self) -> usize {
+        self.cell.input_size()
+    }
+    fn state_sizes(&self) -> Vec<usize> {
+        self.cell.state_sizes()
+    }
+    fn project(&self, x: &Var<f64>) -> Result<Var<f64>> {
+        self.cell.project(x)
+    }
+    fn step(&self, xw: &Var<f64>, h: &Var<f64>) -> Result<Var<f64>> {
+        let t = xw.tape();
+        let (_, b) = self.cell.biases.as_ref().expect("biases");
+        let pre = (xw + h.linear(&t.param(&self.cell.weight_hh), Some(&t.param(b)))?)?;
+        let closest = pre.value().iter().fold(f64::INFINITY, |m, v| m.min(v.abs()));
+        self.closest.set(self.closest.get().min(closest));
+        self.cell.step(xw, h)
+    }
+}
+
+#[test]
+fn rnn_relu_away_from_the_kink() -> Result<()> {
+    let closest = Rc::new(std::cell::Cell::new(f64::INFINITY));
+    let make = |i, h, r: &mut Rng| KinkWatch {
+        cell: RnnCell::new(i, h, Nonlinearity::Relu, true, r),
+        closest: closest.clone(),
+    };
+    let layer = config().build(make, &mut Rng::seed(22));
+    check(&layer, true, 23)?;
+    // Every point evaluated (the unperturbed ones and those 1e-6 away) kept clear of 0.
+    assert!(
+        closest.get() > 1e-4,
+        "a pre-activation came within {} of 0",
+        closest.get()
+    );
+    Ok(())
+}
+
+#[test]
+fn lstm() -> Result<()> {
+    check(&config().lstm(&mut Rng::seed(24)), true, 25)
+}
+
+#[test]
+fn lstm_with_projection() -> Result<()> {
+    let layer = config().proj_size(2).lstm(&mut Rng::seed(26));
+    assert_eq!(layer.cells[0].state_sizes(), [2, H]);
+    check(&layer, true, 27)
+}
+
+#[test]
+fn gru() -> Result<()> {
+    check(&config().gru(&mut Rng::seed(28)), true, 29)
+}
+
+#[test]
+fn built_ins_without_biases() -> Result<()> {
+    check(&config().bias(false).lstm(&mut Rng::seed(30)), true, 31)?;
+    check(&config().bias(false).gru(&mut Rng::seed(32)), true, 33)
 }
 
 // ---- The zoo: cells beyond PyTorch's. ----
