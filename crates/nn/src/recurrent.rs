@@ -386,13 +386,16 @@ fn step_masks(name: &str, lengths: &[usize], steps: usize, batch: usize) -> Resu
         return Err(Error::shape(
             name,
             &[&[lengths.len()], &[batch]],
-            "need one length per sequence",
+            format!(
+                "need one length per sequence: got {} lengths for a batch of {batch}",
+                lengths.len()
+            ),
         ));
     }
-    if let Some(&bad) = lengths.iter().find(|&&l| l == 0 || l > steps) {
+    if let Some((b, &bad)) = lengths.iter().enumerate().find(|(_, &l)| l == 0 || l > steps) {
         return Err(Error::invalid(
             name,
-            format!("length {bad} is outside 1..={steps} (the sequence length)"),
+            format!("length {bad} of sequence {b} is outside 1..={steps} (the sequence length)"),
         ));
     }
     Ok((0..steps)
@@ -419,7 +422,10 @@ fn check_initial<F: Float>(
             return Err(Error::shape(
                 name,
                 &[&want, s.shape()],
-                format!("initial state part {p} must be [layers·directions, B, size] (expected, got)"),
+                format!(
+                    "initial state part {p} must be [layers·directions, B, size] = {want:?}, got {:?}",
+                    s.shape()
+                ),
             ));
         }
     }
