@@ -205,6 +205,12 @@ pub fn load_params<F: Float>(module: &dyn Module<F>, file: &TensorFile, strict: 
     let params = module.params();
     let mut values = Vec::with_capacity(params.len());
     for (name, p) in &params {
+        if !file.tensors.contains_key(name) {
+            return Err(Error::file(
+                &file.path,
+                format!("missing tensor {name:?}: the model expects shape {:?}", p.shape()),
+            ));
+        }
         let v = file.float::<F>(name)?;
         if v.shape() != p.shape().as_slice() {
             return Err(Error::file(
