@@ -23,3 +23,8 @@ pub use cells::{GruCell, LayerNormLstmCell, LstmCell, MinGruCell, Nonlinearity, 
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
+
+/// The walk-through `docs/custom-cells.md`, compiled so that its code blocks run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/custom-cells.md")]
+pub struct CustomCellsDoc;
