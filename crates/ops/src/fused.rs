@@ -113,8 +113,125 @@ pub fn linear_add<F: Float>(
     )
 }
 
-fn two<F: Float>(x: &ArrayD<F>) -> ndarray::ArrayView2<'_, F> {
-    x.view().into_dimensionality::<Ix2>().expect("2-D")
+/// The elements in row-major order, borrowed when the array is already laid out that way.
+fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
+    match x.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+/// One row of the LSTM forward. Separate functions, so each slice is a distinct noalias
+/// argument and the loops vectorise.
+#[inline(never)]
+fn lstm_row_forward<F: Float>(g: [&[F]; 4], cp: &[F], acts: [&mut [F]; 5], cn: &mut [F], hn: &mut [F]) {
+    let h = cp.len();
+    let [gi, gf, gg, go] = g;
+    let (gi, gf, gg, go) = (&gi[..h], &gf[..h], &gg[..h], &go[..h]);
+    let [si, sf, tg, so, tc] = acts;
+    let (si, sf, tg, so, tc) = (
+        &mut si[..h],
+        &mut sf[..h],
+        &mut tg[..h],
+        &mut so[..h],
+        &mut tc[..h],
+    );
+    let (cn, hn) = (&mut cn[..h], &mut hn[..h]);
+    for j in 0..h {
+        si[j] = gi[j].fast_sigmoid();
+        sf[j] = gf[j].fast_sigmoid();
+        tg[j] = gg[j].fast_tanh();
+        so[j] = go[j].fast_sigmoid();
+    }
+    for j in 0..h {
+        let c1 = sf[j] * cp[j] + si[j] * tg[j];
+        cn[j] = c1;
+        tc[j] = c1.fast_tanh();
+        hn[j] = so[j] * tc[j];
+    }
+}
+
+/// One row of the LSTM backward from the saved activations.
+#[inline(never)]
+fn lstm_row_backward<F: Float>(
+    acts: [&[F]; 5],
+    cp: &[F],
+    dh: &[F],
+    dc: &[F],
+    d: [&mut [F]; 4],
+    dcp: &mut [F],
+) {
+    let h = cp.len();
+    let one = F::one();
+    let [si, sf, tg, so, tc] = acts;
+    let (si, sf, tg, so, tc) = (&si[..h], &sf[..h], &tg[..h], &so[..h], &tc[..h]);
+    let (dh, dc, dcp) = (&dh[..h], &dc[..h], &mut dcp[..h]);
+    let [di, df, dg, d_o] = d;
+    let (di, df, dg, d_o) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut d_o[..h]);
+    for j in 0..h {
+        let dct = dc[j] + dh[j] * so[j] * (one - tc[j] * tc[j]);
+        di[j] = dct * tg[j] * si[j] * (one - si[j]);
+        df[j] = dct * cp[j] * sf[j] * (one - sf[j]);
+        dg[j] = dct * si[j] * (one - tg[j] * tg[j]);
+        d_o[j] = dh[j] * tc[j] * so[j] * (one - so[j]);
+        dcp[j] = dct * sf[j];
+    }
+}
+
+/// One row of the GRU forward (a separate function so the slices are noalias and it vectorises).
+#[inline(never)]
+fn gru_row_forward<F: Float>(x: [&[F]; 3], y: [&[F]; 3], hp: &[F], out: &mut [F]) {
+    let h = hp.len();
+    let ([xr, xz, xn], [yr, yz, yn]) = (x, y);
+    let (xr, xz, xn, yr, yz, yn) = (&xr[..h], &xz[..h], &xn[..h], &yr[..h], &yz[..h], &yn[..h]);
+    let out = &mut out[..h];
+    for j in 0..h {
+        let rg = (xr[j] + yr[j]).fast_sigmoid();
+        let z = (xz[j] + yz[j]).fast_sigmoid();
+        let n = (xn[j] + rg * yn[j]).fast_tanh();
+        out[j] = n + z * (hp[j] - n);
+    }
+}
+
+/// One row of the GRU backward: `x`, `y` are the row's `[3H]` projections.
+#[inline(never)]
+fn gru_row_backward<F: Float>(x: &[F], y: &[F], hp: &[F], g: &[F], dx: &mut [F], dy: &mut [F], dh: &mut [F]) {
+    let h = hp.len();
+    let one = F::one();
+    let (xr, xz, xn) = (&x[..h], &x[h..2 * h], &x[2 * h..3 * h]);
+    let (yr, yz, yn) = (&y[..h], &y[h..2 * h], &y[2 * h..3 * h]);
+    let (dxr, rest) = dx.split_at_mut(h);
+    let (dxz, dxn) = rest.split_at_mut(h);
+    let (dyr, rest) = dy.split_at_mut(h);
+    let (dyz, dyn_) = rest.split_at_mut(h);
+    let (dxr, dxz, dxn, dyr, dyz, dyn_) = (
+        &mut dxr[..h],
+        &mut dxz[..h],
+        &mut dxn[..h],
+        &mut dyr[..h],
+        &mut dyz[..h],
+        &mut dyn_[..h],
+    );
+    let (g, dh) = (&g[..h], &mut dh[..h]);
+    for j in 0..h {
+        let rg = (xr[j] + yr[j]).fast_sigmoid();
+        let z = (xz[j] + yz[j]).fast_sigmoid();
+        let n = (xn[j] + rg * yn[j]).fast_tanh();
+        let dn = g[j] * (one - z) * (one - n * n);
+        let dz = g[j] * (hp[j] - n) * z * (one - z);
+        let dr = dn * yn[j] * rg * (one - rg);
+        dxr[j] = dr;
+        dxz[j] = dz;
+        dxn[j] = dn;
+        dyr[j] = dr;
+        dyz[j] = dz;
+        dyn_[j] = dn * rg;
+        dh[j] = g[j] * z;
+    }
+}
+
+fn shaped<F: Float>(v: Vec<F>, shape: &[usize]) -> ArrayD<F> {
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("the length is the shape's product")
 }
 
 /// The LSTM gate math after the matrix products, fused: from the pre-activations `gates`
@@ -127,6 +244,10 @@ fn two<F: Float>(x: &ArrayD<F>) -> ndarray::ArrayView2<'_, F> {
 /// Gradient (with `dc̃ = dc' + dh' ⊙ σ(o) ⊙ (1 − tanh²c')`): `do = dh' ⊙ tanh c' ⊙ σ'(o)`,
 /// `di = dc̃ ⊙ tanh g ⊙ σ'(i)`, `df = dc̃ ⊙ c ⊙ σ'(f)`, `dg = dc̃ ⊙ σ(i) ⊙ (1 − tanh²g)`,
 /// `dc = dc̃ ⊙ σ(f)`.
+///
+/// A third output holds the activations `[σ(i), σ(f), tanh(g), σ(o), tanh(c')]` (`[B, 5H]`):
+/// the fast backward reads them instead of recomputing, and they are there to inspect (gate
+/// activations over time). No gradient flows into it.
 pub struct LstmPointwise;
 
 impl<F: Float> MultiOp<F> for LstmPointwise {
@@ -142,32 +263,33 @@ impl<F: Float> MultiOp<F> for LstmPointwise {
                 "expected gates [B, 4H] and c [B, H]",
             ));
         }
-        Ok(vec![c.to_vec(), c.to_vec()])
+        Ok(vec![c.to_vec(), c.to_vec(), vec![c[0], 5 * c[1]]])
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
-        let (g, c) = (two(inputs[0]), two(inputs[1]));
-        let (b, h) = (c.nrows(), c.ncols());
-        let mut h_out = ArrayD::zeros(IxDyn(&[b, h]));
-        let mut c_out = ArrayD::zeros(IxDyn(&[b, h]));
-        {
-            let mut ho = h_out.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            let mut co = c_out.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            for r in 0..b {
-                let gr = g.row(r);
-                for j in 0..h {
-                    let (si, sf, tg, so) = (
-                        gr[j].fast_sigmoid(),
-                        gr[h + j].fast_sigmoid(),
-                        gr[2 * h + j].fast_tanh(),
-                        gr[3 * h + j].fast_sigmoid(),
-                    );
-                    let c1 = sf * c[[r, j]] + si * tg;
-                    co[[r, j]] = c1;
-                    ho[[r, j]] = so * c1.fast_tanh();
-                }
-            }
+        let (b, h) = (inputs[1].shape()[0], inputs[1].shape()[1]);
+        let (g, c) = (flat(inputs[0]), flat(inputs[1]));
+        let (mut ho, mut co) = (vec![F::zero(); b * h], vec![F::zero(); b * h]);
+        let mut acts = vec![F::zero(); b * 5 * h];
+        for r in 0..b {
+            let gr = &g[r * 4 * h..(r + 1) * 4 * h];
+            let (gi, gf, gg, go) = (&gr[..h], &gr[h..2 * h], &gr[2 * h..3 * h], &gr[3 * h..4 * h]);
+            let (cp, hn, cn) = (
+                &c[r * h..(r + 1) * h],
+                &mut ho[r * h..(r + 1) * h],
+                &mut co[r * h..(r + 1) * h],
+            );
+            let a = &mut acts[r * 5 * h..(r + 1) * 5 * h];
+            let (si, rest) = a.split_at_mut(h);
+            let (sf, rest) = rest.split_at_mut(h);
+            let (tg, rest) = rest.split_at_mut(h);
+            let (so, tc) = rest.split_at_mut(h);
+            lstm_row_forward([gi, gf, gg, go], cp, [si, sf, tg, so, tc], cn, hn);
         }
-        Ok(vec![h_out, c_out])
+        Ok(vec![
+            shaped(ho, &[b, h]),
+            shaped(co, &[b, h]),
+            shaped(acts, &[b, 5 * h]),
+        ])
     }
     fn backward(
         &self,
@@ -195,35 +317,35 @@ impl<F: Float> MultiOp<F> for LstmPointwise {
             let dgates = concat(&[&d_i, &d_f, &d_g, &d_o], 1)?;
             return Ok(vec![Some(dgates), Some((&dct * &sf)?)]);
         }
-        let (gv, cv, c1) = (two(gates.value()), two(c.value()), two(outputs[1].value()));
-        let (dhv, dcv) = (two(dh.value()), two(dc.value()));
-        let (b, h) = (cv.nrows(), cv.ncols());
-        let mut dg = ArrayD::<F>::zeros(IxDyn(&[b, 4 * h]));
-        let mut dcp = ArrayD::<F>::zeros(IxDyn(&[b, h]));
-        {
-            let mut dg2 = dg.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            let mut dc2 = dcp.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            let one = F::one();
-            for r in 0..b {
-                let (g, mut d) = (gv.row(r), dg2.row_mut(r));
-                for j in 0..h {
-                    let (si, sf, tg, so) = (
-                        g[j].fast_sigmoid(),
-                        g[h + j].fast_sigmoid(),
-                        g[2 * h + j].fast_tanh(),
-                        g[3 * h + j].fast_sigmoid(),
-                    );
-                    let tc = c1[[r, j]].fast_tanh();
-                    let dhj = dhv[[r, j]];
-                    let dct = dcv[[r, j]] + dhj * so * (one - tc * tc);
-                    d[j] = dct * tg * si * (one - si);
-                    d[h + j] = dct * cv[[r, j]] * sf * (one - sf);
-                    d[2 * h + j] = dct * si * (one - tg * tg);
-                    d[3 * h + j] = dhj * tc * so * (one - so);
-                    dc2[[r, j]] = dct * sf;
-                }
-            }
+        let (b, h) = (c.shape()[0], c.shape()[1]);
+        let (cv, acts) = (flat(c.value()), flat(outputs[2].value()));
+        let (dhv, dcv) = (flat(dh.value()), flat(dc.value()));
+        let (mut dg, mut dcp) = (vec![F::zero(); b * 4 * h], vec![F::zero(); b * h]);
+        for r in 0..b {
+            let a = &acts[r * 5 * h..(r + 1) * 5 * h];
+            let (si, sf, tg, so, tc) = (
+                &a[..h],
+                &a[h..2 * h],
+                &a[2 * h..3 * h],
+                &a[3 * h..4 * h],
+                &a[4 * h..5 * h],
+            );
+            let d = &mut dg[r * 4 * h..(r + 1) * 4 * h];
+            let (di, rest) = d.split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (dgg, d_o) = rest.split_at_mut(h);
+            let rows = r * h..(r + 1) * h;
+            let (cp, dhr, dcr) = (&cv[rows.clone()], &dhv[rows.clone()], &dcv[rows.clone()]);
+            lstm_row_backward(
+                [si, sf, tg, so, tc],
+                cp,
+                dhr,
+                dcr,
+                [di, df, dgg, d_o],
+                &mut dcp[rows],
+            );
         }
+        let (dg, dcp) = (shaped(dg, &[b, 4 * h]), shaped(dcp, &[b, h]));
         Ok(vec![Some(tape.constant(dg)), Some(tape.constant(dcp))])
     }
 }
@@ -255,20 +377,17 @@ impl<F: Float> Op<F> for GruPointwise {
         Ok(h.to_vec())
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let (xw, hw, hp) = (two(inputs[0]), two(inputs[1]), two(inputs[2]));
-        let (b, h) = (hp.nrows(), hp.ncols());
-        let mut out = ArrayD::zeros(IxDyn(&[b, h]));
-        let mut o = out.view_mut().into_dimensionality::<Ix2>().expect("2-D");
+        let (b, h) = (inputs[2].shape()[0], inputs[2].shape()[1]);
+        let (xw, hw, hp) = (flat(inputs[0]), flat(inputs[1]), flat(inputs[2]));
+        let mut out = vec![F::zero(); b * h];
         for r in 0..b {
-            let (x, y) = (xw.row(r), hw.row(r));
-            for j in 0..h {
-                let rg = (x[j] + y[j]).fast_sigmoid();
-                let z = (x[h + j] + y[h + j]).fast_sigmoid();
-                let n = (x[2 * h + j] + rg * y[2 * h + j]).fast_tanh();
-                o[[r, j]] = n + z * (hp[[r, j]] - n);
-            }
+            let (x, y) = (&xw[r * 3 * h..(r + 1) * 3 * h], &hw[r * 3 * h..(r + 1) * 3 * h]);
+            let (xr, xz, xn) = (&x[..h], &x[h..2 * h], &x[2 * h..3 * h]);
+            let (yr, yz, yn) = (&y[..h], &y[h..2 * h], &y[2 * h..3 * h]);
+            let (hr, o) = (&hp[r * h..(r + 1) * h], &mut out[r * h..(r + 1) * h]);
+            gru_row_forward([xr, xz, xn], [yr, yz, yn], hr, o);
         }
-        Ok(out)
+        Ok(shaped(out, &[b, h]))
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let (xw, hw, hp) = (&inputs[0], &inputs[1], &inputs[2]);
@@ -287,36 +406,30 @@ impl<F: Float> Op<F> for GruPointwise {
             let dhw = concat(&[&dr, &dz, &(&dn * &r)?], 1)?;
             return Ok(vec![Some(dxw), Some(dhw), Some((g * &z)?)]);
         }
-        let (x, y, hv, gv) = (two(xw.value()), two(hw.value()), two(hp.value()), two(g.value()));
-        let (b, h) = (hv.nrows(), hv.ncols());
-        let mut dxw = ArrayD::<F>::zeros(IxDyn(&[b, 3 * h]));
-        let mut dhw = ArrayD::<F>::zeros(IxDyn(&[b, 3 * h]));
-        let mut dh = ArrayD::<F>::zeros(IxDyn(&[b, h]));
-        {
-            let mut dx2 = dxw.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            let mut dy2 = dhw.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            let mut dh2 = dh.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            let one = F::one();
-            for r in 0..b {
-                for j in 0..h {
-                    let rg = (x[[r, j]] + y[[r, j]]).fast_sigmoid();
-                    let z = (x[[r, h + j]] + y[[r, h + j]]).fast_sigmoid();
-                    let hn = y[[r, 2 * h + j]];
-                    let n = (x[[r, 2 * h + j]] + rg * hn).fast_tanh();
-                    let gj = gv[[r, j]];
-                    let dn = gj * (one - z) * (one - n * n);
-                    let dz = gj * (hv[[r, j]] - n) * z * (one - z);
-                    let dr = dn * hn * rg * (one - rg);
-                    dx2[[r, j]] = dr;
-                    dx2[[r, h + j]] = dz;
-                    dx2[[r, 2 * h + j]] = dn;
-                    dy2[[r, j]] = dr;
-                    dy2[[r, h + j]] = dz;
-                    dy2[[r, 2 * h + j]] = dn * rg;
-                    dh2[[r, j]] = gj * z;
-                }
-            }
+        let (b, h) = (hp.shape()[0], hp.shape()[1]);
+        let (xv, yv, hv, gv) = (
+            flat(xw.value()),
+            flat(hw.value()),
+            flat(hp.value()),
+            flat(g.value()),
+        );
+        let (mut dxw, mut dhw, mut dh) = (
+            vec![F::zero(); b * 3 * h],
+            vec![F::zero(); b * 3 * h],
+            vec![F::zero(); b * h],
+        );
+        for r in 0..b {
+            let wide = r * 3 * h..(r + 1) * 3 * h;
+            let (x, y) = (&xv[wide.clone()], &yv[wide.clone()]);
+            let (dx, dy) = (&mut dxw[wide.clone()], &mut dhw[wide]);
+            let rows = r * h..(r + 1) * h;
+            gru_row_backward(x, y, &hv[rows.clone()], &gv[rows.clone()], dx, dy, &mut dh[rows]);
         }
+        let (dxw, dhw, dh) = (
+            shaped(dxw, &[b, 3 * h]),
+            shaped(dhw, &[b, 3 * h]),
+            shaped(dh, &[b, h]),
+        );
         let need = |v: &Var<F>, a: ArrayD<F>| v.requires_grad().then(|| tape.constant(a));
         Ok(vec![need(xw, dxw), need(hw, dhw), need(hp, dh)])
     }

@@ -40,6 +40,7 @@ pub trait Float:
     /// (within a few ulp) that vectorises, since libm's `tanhf` dominates recurrent kernels.
     fn fast_tanh(self) -> Self;
     /// The kernels' logistic sigmoid, `(1 + tanh(x/2)) / 2`: stable for any `x`, no overflow.
+    #[inline]
     fn fast_sigmoid(self) -> Self {
         let half = Self::of(0.5);
         half + half * (self * half).fast_tanh()
@@ -48,12 +49,15 @@ pub trait Float:
 
 impl Float for f32 {
     const NAME: &'static str = "f32";
+    #[inline]
     fn of(x: f64) -> Self {
         x as f32
     }
+    #[inline]
     fn as_f64(self) -> f64 {
         self as f64
     }
+    #[inline]
     fn fast_tanh(self) -> Self {
         tanh_f32(self)
     }
@@ -82,15 +86,19 @@ fn tanh_f32(x: f32) -> f32 {
 
 impl Float for f64 {
     const NAME: &'static str = "f64";
+    #[inline]
     fn of(x: f64) -> Self {
         x
     }
+    #[inline]
     fn as_f64(self) -> f64 {
         self
     }
+    #[inline]
     fn fast_tanh(self) -> Self {
         self.tanh()
     }
+    #[inline]
     fn fast_sigmoid(self) -> Self {
         if self >= 0.0 {
             1.0 / (1.0 + (-self).exp())

@@ -85,10 +85,11 @@ impl<F: Float> Cell<F> for LstmCell<F> {
         let t = xw.tape();
         let b = self.biases.as_ref().map(|(_, b)| t.param(b));
         let gates = linear_add(h, &t.param(&self.weight_hh), b.as_ref(), Some(xw))?;
-        let [h, c]: [Var<F>; 2] = t
+        // The third output holds the gate activations (for the fast backward, and to inspect).
+        let [h, c, _acts]: [Var<F>; 3] = t
             .apply_multi(LstmPointwise, &[&gates, c])?
             .try_into()
-            .expect("two outputs");
+            .expect("three outputs");
         let h = match &self.weight_hr {
             Some(w) => h.matmul_t(&t.param(w))?,
             None => h,
