@@ -28,3 +28,8 @@ pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOut
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/custom-cells.md")]
 pub struct CustomCellsDoc;
+
+/// The guide's page on porting PyTorch models; its code blocks run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/porting-pytorch.md")]
+pub struct PortingPytorchDoc;

@@ -7,7 +7,6 @@
 use crate::matmul::MatMul;
 use crate::{concat, VarExt};
 use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayD, Ix2, IxDyn};
 
 /// `y = x · wᵀ (+ b) (+ add)` in one GEMM: the bias and the addend are written into the output
@@ -70,7 +69,7 @@ impl<F: Float> Op<F> for Linear {
         let x2 = x.view().into_dimensionality::<Ix2>().expect("2-D");
         let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
         let mut y2 = y.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-        general_mat_mul(F::one(), &x2, &w2.t(), F::one(), &mut y2);
+        crate::gemm::gemm(F::one(), &x2, &w2.t(), F::one(), &mut y2);
         Ok(y)
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {

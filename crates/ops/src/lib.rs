@@ -10,6 +10,7 @@ pub mod axis;
 pub mod elementwise;
 mod ext;
 pub mod fused;
+pub mod gemm;
 pub mod matmul;
 pub mod random;
 pub mod reduce;

@@ -2,7 +2,6 @@
 //! operands passed as strided views: no transposed copies, in the forward or the backward.
 
 use eddy_tape::{Error, Float, Op, Result, Var};
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn};
 
 /// `op(a) · op(b)` where `op` transposes the last two axes when its flag is set.
@@ -52,7 +51,7 @@ fn view2<'a, F: Float>(x: &'a ArrayD<F>, batch: Option<usize>, t: bool) -> Array
 
 /// `c = a · b` into a 2-D view, through matrixmultiply.
 fn gemm<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>, c: &mut ArrayViewMut2<F>) {
-    general_mat_mul(F::one(), a, b, F::zero(), c);
+    crate::gemm::gemm(F::one(), a, b, F::zero(), c);
 }
 
 impl<F: Float> Op<F> for MatMul {
