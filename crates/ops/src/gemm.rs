@@ -59,7 +59,7 @@ fn rows<'a, F: Float>(x: &ArrayView2<'a, F>) -> Option<Vec<&'a [F]>> {
         return None;
     }
     (0..x.nrows())
-        .map(|i| x.clone().index_axis_move(Axis(0), i).to_slice())
+        .map(|i| (*x).index_axis_move(Axis(0), i).to_slice())
         .collect()
 }
 
