@@ -33,3 +33,8 @@ pub mod prelude {
     };
     pub use eddy_ops::prelude::*;
 }
+
+/// The guide's getting-started page; its code blocks run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/getting-started.md")]
+pub struct GettingStartedDoc;
