@@ -14,6 +14,7 @@ mod layers;
 pub mod loss;
 mod module;
 pub mod optim;
+pub mod parallel;
 pub mod parity;
 mod recurrent;
 pub mod schedule;
