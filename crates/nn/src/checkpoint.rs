@@ -71,7 +71,12 @@ pub fn training_bytes<F: Float>(module: &dyn Module<F>, state: &TrainingState) -
         .optimizer
         .scalars
         .iter()
-        .map(|(k, v)| (format!("{TRAIN_PREFIX}optim_scalar.{k}"), ArrayD::from_elem(vec![], *v)))
+        .map(|(k, v)| {
+            (
+                format!("{TRAIN_PREFIX}optim_scalar.{k}"),
+                ArrayD::from_elem(vec![], *v),
+            )
+        })
         .collect();
     let rng = ArrayD::from_shape_vec(vec![4], state.rng.iter().map(|&s| s as i64).collect())
         .expect("four elements");
@@ -118,7 +123,12 @@ pub fn read_training_state(file: &TensorFile) -> Result<TrainingState> {
     let rng = file.int(&format!("{TRAIN_PREFIX}rng"))?;
     let rng: [u64; 4] = match rng.as_slice() {
         Some(&[a, b, c, d]) if rng.ndim() == 1 => [a as u64, b as u64, c as u64, d as u64],
-        _ => return Err(bad(format!("tensor \"train.rng\" must hold 4 values, has shape {:?}", rng.shape()))),
+        _ => {
+            return Err(bad(format!(
+                "tensor \"train.rng\" must hold 4 values, has shape {:?}",
+                rng.shape()
+            )))
+        }
     };
     let mut optimizer = OptimState {
         optimizer: file.meta("optimizer")?.to_string(),
@@ -140,7 +150,10 @@ pub fn read_training_state(file: &TensorFile) -> Result<TrainingState> {
         } else if let Some(k) = key.strip_prefix("optim_scalar.") {
             let v = float()?;
             if v.len() != 1 {
-                return Err(bad(format!("tensor {name:?} must hold one value, has shape {:?}", v.shape())));
+                return Err(bad(format!(
+                    "tensor {name:?} must hold one value, has shape {:?}",
+                    v.shape()
+                )));
             }
             optimizer
                 .scalars
@@ -226,7 +239,11 @@ impl<F: Float> Model<F> {
 
     /// [`Model::save_checkpoint`] with an injected crash after `fail_after` bytes (tests).
     #[doc(hidden)]
-    pub fn save_checkpoint_with_fault(&self, path: impl AsRef<Path>, fail_after: Option<usize>) -> Result<()> {
+    pub fn save_checkpoint_with_fault(
+        &self,
+        path: impl AsRef<Path>,
+        fail_after: Option<usize>,
+    ) -> Result<()> {
         let bytes = training_bytes(self, &self.training_state()?)?;
         io::write_atomic(path.as_ref(), &bytes, fail_after)
     }

@@ -46,9 +46,17 @@ pub struct Window {
 /// Views a series as `[N, F]`: a 1-D series is one feature.
 fn as_2d<F: Float>(op: &str, series: &ArrayD<F>) -> Result<ndarray::Array2<F>> {
     match series.ndim() {
-        1 => Ok(series.clone().insert_axis(Axis(1)).into_dimensionality::<Ix2>().expect("2-d")),
+        1 => Ok(series
+            .clone()
+            .insert_axis(Axis(1))
+            .into_dimensionality::<Ix2>()
+            .expect("2-d")),
         2 => Ok(series.clone().into_dimensionality::<Ix2>().expect("2-d")),
-        _ => Err(Error::shape(op, &[series.shape()], "the series must be [N] or [N, F]")),
+        _ => Err(Error::shape(
+            op,
+            &[series.shape()],
+            "the series must be [N] or [N, F]",
+        )),
     }
 }
 
@@ -81,7 +89,8 @@ pub fn window<F: Float>(series: &ArrayD<F>, w: &Window) -> Result<(ArrayD<F>, Ar
     let m = n - need + 1;
     let mut x = ndarray::Array3::<F>::zeros((m, w.input_len, f));
     for i in 0..m {
-        x.slice_mut(s![i, .., ..]).assign(&s2.slice(s![i..i + w.input_len, ..]));
+        x.slice_mut(s![i, .., ..])
+            .assign(&s2.slice(s![i..i + w.input_len, ..]));
     }
     let y = match w.targets {
         Targets::Next => {
@@ -92,7 +101,8 @@ pub fn window<F: Float>(series: &ArrayD<F>, w: &Window) -> Result<(ArrayD<F>, Ar
             let mut y = ndarray::Array3::<F>::zeros((m, w.input_len, f));
             for i in 0..m {
                 let a = i + w.horizon;
-                y.slice_mut(s![i, .., ..]).assign(&s2.slice(s![a..a + w.input_len, ..]));
+                y.slice_mut(s![i, .., ..])
+                    .assign(&s2.slice(s![a..a + w.input_len, ..]));
             }
             y.into_dyn()
         }
@@ -140,7 +150,10 @@ pub struct Scaler {
 impl Scaler {
     fn fit<F: Float>(op: &str, data: &ArrayD<F>, stats: impl Fn(&[f64]) -> (f64, f64)) -> Result<Scaler> {
         if data.ndim() == 0 || data.is_empty() {
-            return Err(Error::invalid(op, format!("cannot fit on empty data of shape {:?}", data.shape())));
+            return Err(Error::invalid(
+                op,
+                format!("cannot fit on empty data of shape {:?}", data.shape()),
+            ));
         }
         let f = *data.shape().last().expect("ndim > 0");
         let f = if data.ndim() == 1 { 1 } else { f };
@@ -186,9 +199,18 @@ impl Scaler {
         })
     }
 
-    fn apply<F: Float>(&self, op: &str, a: &ArrayD<F>, f: impl Fn(f64, f64, f64) -> f64) -> Result<ArrayD<F>> {
+    fn apply<F: Float>(
+        &self,
+        op: &str,
+        a: &ArrayD<F>,
+        f: impl Fn(f64, f64, f64) -> f64,
+    ) -> Result<ArrayD<F>> {
         let n = self.shift.len();
-        let last = if a.ndim() <= 1 { 1 } else { *a.shape().last().expect("ndim > 1") };
+        let last = if a.ndim() <= 1 {
+            1
+        } else {
+            *a.shape().last().expect("ndim > 1")
+        };
         if last != n {
             return Err(Error::shape(
                 op,
@@ -283,7 +305,8 @@ pub fn pad_sequences<F: Float>(seqs: &[ArrayD<F>]) -> Result<Padded<F>> {
     let mut mask = ndarray::Array3::<F>::zeros((b, t, 1));
     for (i, s) in seqs.iter().enumerate() {
         let l = lengths[i];
-        x.slice_mut(s![i, ..l, ..]).assign(&s.view().into_dimensionality::<Ix2>().expect("2-d"));
+        x.slice_mut(s![i, ..l, ..])
+            .assign(&s.view().into_dimensionality::<Ix2>().expect("2-d"));
         mask.slice_mut(s![i, ..l, ..]).fill(F::one());
     }
     Ok(Padded {

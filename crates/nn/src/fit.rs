@@ -239,7 +239,10 @@ impl<F: Float> Model<F> {
     pub fn fit(&mut self, x: &ArrayD<F>, y: &ArrayD<F>, options: FitOptions<'_, F>) -> Result<History> {
         let op = "fit";
         if self.compiled.is_none() {
-            return Err(Error::invalid(op, "the model is not compiled (call compile first)"));
+            return Err(Error::invalid(
+                op,
+                "the model is not compiled (call compile first)",
+            ));
         }
         let n = self.check_data(op, x, Some(y))?;
         if options.batch_size == 0 {
@@ -520,11 +523,10 @@ fn progress_bar(show: bool, epoch: usize, batches: usize) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
-    let style = ProgressStyle::with_template(
-        "epoch {prefix:>4} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("epoch {prefix:>4} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(epoch.to_string());
     bar

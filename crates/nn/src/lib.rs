@@ -8,8 +8,8 @@
 //!   [`checkpoint`] files.
 
 mod cell;
-pub mod checkpoint;
 pub mod cells;
+pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod fit;
@@ -26,9 +26,9 @@ pub mod sequential;
 
 pub use cell::{Cell, RecurrentState};
 pub use cells::{GruCell, LayerNormLstmCell, LstmCell, MinGruCell, Nonlinearity, PeepholeLstmCell, RnnCell};
+pub use fit::{FitOptions, History};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
-pub use fit::{FitOptions, History};
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
 pub use sequential::{Model, Sequential};
 

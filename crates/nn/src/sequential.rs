@@ -121,7 +121,10 @@ impl LayerSpec {
 
     /// For a recurrent spec: variational recurrent dropout with rate `p`.
     pub fn recurrent_dropout(mut self, p: f64) -> Self {
-        if let LayerSpec::Recurrent { recurrent_dropout, .. } = &mut self {
+        if let LayerSpec::Recurrent {
+            recurrent_dropout, ..
+        } = &mut self
+        {
             *recurrent_dropout = p;
         }
         self
@@ -160,7 +163,13 @@ impl<F: Float> Layer<F> {
     }
 
     /// Applies the layer to `x` (`[B, T, F]` or `[B, F]`).
-    fn forward(&self, x: &Var<F>, lengths: Option<&[usize]>, rng: &mut Rng, training: bool) -> Result<Var<F>> {
+    fn forward(
+        &self,
+        x: &Var<F>,
+        lengths: Option<&[usize]>,
+        rng: &mut Rng,
+        training: bool,
+    ) -> Result<Var<F>> {
         fn last<F: Float>(h_n: &Var<F>) -> Result<Var<F>> {
             // h_n is [D, B, H] for one layer: the last output of each direction, concatenated.
             let parts = h_n.unstack(0)?;
@@ -178,9 +187,18 @@ impl<F: Float> Layer<F> {
             }};
         }
         match self {
-            Layer::Lstm { layer, return_sequences } => rec!(layer, *return_sequences),
-            Layer::Gru { layer, return_sequences } => rec!(layer, *return_sequences),
-            Layer::Rnn { layer, return_sequences } => rec!(layer, *return_sequences),
+            Layer::Lstm {
+                layer,
+                return_sequences,
+            } => rec!(layer, *return_sequences),
+            Layer::Gru {
+                layer,
+                return_sequences,
+            } => rec!(layer, *return_sequences),
+            Layer::Rnn {
+                layer,
+                return_sequences,
+            } => rec!(layer, *return_sequences),
             Layer::Dense(l) => l.forward(x),
             Layer::Dropout(d) => x.dropout(d.p, training && d.training, rng),
         }
@@ -277,7 +295,9 @@ impl Sequential {
                     features = units;
                     Layer::Dense(l)
                 }
-                LayerSpec::Dropout { rate } => Layer::Dropout(Dropout::new(rate).map_err(|e| at(e.to_string()))?),
+                LayerSpec::Dropout { rate } => {
+                    Layer::Dropout(Dropout::new(rate).map_err(|e| at(e.to_string()))?)
+                }
             };
             layers.push(layer);
         }
@@ -310,7 +330,12 @@ impl Loss {
     ///
     /// # Errors
     /// As [`loss::mse`]: the shapes differ, the mask does not broadcast.
-    pub fn apply<F: Float>(&self, pred: &Var<F>, target: &Var<F>, mask: Option<&ArrayD<F>>) -> Result<Var<F>> {
+    pub fn apply<F: Float>(
+        &self,
+        pred: &Var<F>,
+        target: &Var<F>,
+        mask: Option<&ArrayD<F>>,
+    ) -> Result<Var<F>> {
         match *self {
             Loss::Mse => loss::mse(pred, target, Reduction::Mean, mask),
             Loss::Mae => loss::l1(pred, target, Reduction::Mean, mask),
@@ -433,7 +458,11 @@ impl<F: Float> Model<F> {
     pub fn compile_with(&mut self, optimizer: Box<dyn Optimizer<F>>, loss: Loss) -> Result<()> {
         let mine = self.param_list();
         let same = optimizer.params().len() == mine.len()
-            && optimizer.params().iter().zip(&mine).all(|(a, b)| a.id() == b.id());
+            && optimizer
+                .params()
+                .iter()
+                .zip(&mine)
+                .all(|(a, b)| a.id() == b.id());
         if !same {
             return Err(Error::invalid(
                 "compile",
