@@ -4,10 +4,15 @@
 //! - [`Cell`]: the one trait a new recurrent cell implements; [`cells`] holds the built-ins.
 //! - [`Recurrent`]: one generic layer over any cell; [`Lstm`], [`Gru`], [`Rnn`].
 //! - [`Linear`], [`Embedding`], [`Dropout`], [`LayerNorm`]; [`init`]ializers.
+//! - [`sequential`]: a Keras-style `Sequential` model with [`fit`], [`data`] preparation and
+//!   [`checkpoint`] files.
 
 mod cell;
 pub mod cells;
+pub mod checkpoint;
 pub mod clip;
+pub mod data;
+pub mod fit;
 pub mod init;
 pub mod io;
 mod layers;
@@ -18,12 +23,15 @@ pub mod parallel;
 pub mod parity;
 mod recurrent;
 pub mod schedule;
+pub mod sequential;
 
 pub use cell::{Cell, RecurrentState};
 pub use cells::{GruCell, LayerNormLstmCell, LstmCell, MinGruCell, Nonlinearity, PeepholeLstmCell, RnnCell};
+pub use fit::{FitOptions, History};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
+pub use sequential::{Model, Sequential};
 
 /// The walk-through `docs/custom-cells.md`, compiled so that its code blocks run as doc tests.
 #[cfg(doctest)]

@@ -1,0 +1,533 @@
+//! Training a [`Model`]: [`Model::fit`] with its [`FitOptions`], [`Model::evaluate`] and
+//! [`Model::predict`].
+//!
+//! `fit` runs `epochs` more epochs. Each epoch shuffles the training rows with the model's own
+//! seeded RNG, then for each mini-batch makes a fresh [`Tape`], runs the model, takes the loss's
+//! gradients (summed over micro-batches if asked), clips them if asked, and steps the
+//! optimizer; at the epoch's end it steps the schedule, evaluates the validation data, records
+//! the [`History`], writes a checkpoint if one is due and applies early stopping. The RNG, the
+//! optimizer, the schedule and the epoch count all live in the model, so a training checkpoint
+//! ([`Model::save_checkpoint`]) resumes the run bit for bit.
+
+use crate::clip::{clip_grad_norm, GradAccumulator};
+use crate::sequential::{run_layers, Layer, Metric, Model};
+use crate::Module;
+use eddy_tape::{Error, Float, Grads, Result, Rng, Tape};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ndarray::{ArrayD, Axis};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The options of [`Model::fit`]. `Default`: 1 epoch, batches of 32, shuffled, no validation,
+/// a progress bar when stdout is a terminal, an error on a non-finite loss.
+#[derive(Debug, Clone)]
+pub struct FitOptions<'a, F: Float = f32> {
+    /// How many epochs to train (more), counting on from [`Model::epoch`].
+    pub epochs: usize,
+    /// Rows per optimizer step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Shuffle the training rows each epoch (with the model's RNG).
+    pub shuffle: bool,
+    /// Validation `(x, y)`; takes precedence over `validation_split`.
+    pub validation_data: Option<(&'a ArrayD<F>, &'a ArrayD<F>)>,
+    /// Hold out this last fraction of the rows (before shuffling, as Keras) for validation.
+    pub validation_split: f64,
+    /// Stop when the monitored loss stops improving.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Write a training checkpoint every N epochs.
+    pub checkpoint: Option<CheckpointEvery>,
+    /// Show a progress bar (only drawn when stdout is a terminal).
+    pub progress: bool,
+    /// What to do when a batch's loss (or clipped gradient norm) is NaN or infinite.
+    pub on_non_finite: OnNonFinite,
+    /// Gradient accumulation: process each batch in micro-batches of this many rows (one tape
+    /// each) and step with their size-weighted mean gradient, the full batch's gradient.
+    pub micro_batch_size: Option<usize>,
+    /// Clip the gradient to this joint L2 norm before each step.
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl<F: Float> Default for FitOptions<'_, F> {
+    fn default() -> Self {
+        FitOptions {
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            validation_data: None,
+            validation_split: 0.0,
+            early_stopping: None,
+            checkpoint: None,
+            progress: true,
+            on_non_finite: OnNonFinite::Error,
+            micro_batch_size: None,
+            clip_grad_norm: None,
+        }
+    }
+}
+
+/// What [`Model::fit`] does on a non-finite loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnNonFinite {
+    /// Stop with an error naming the epoch and batch.
+    #[default]
+    Error,
+    /// Skip the optimizer step and go on (counted in [`History::skipped_steps`]).
+    SkipStep,
+}
+
+/// Which value early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Monitor {
+    /// The validation loss (needs validation data).
+    #[default]
+    ValLoss,
+    /// The training loss.
+    Loss,
+}
+
+/// Early stopping, as Keras's `EarlyStopping`: stop once the monitored loss has not improved by
+/// more than `min_delta` for `patience` epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EarlyStopping {
+    pub monitor: Monitor,
+    pub patience: usize,
+    pub min_delta: f64,
+    /// At the end of `fit`, put back the parameters of the best epoch.
+    pub restore_best_weights: bool,
+}
+
+/// Write a training checkpoint to `path` after every `every` epochs; `{epoch}` in the path is
+/// replaced by the epoch number. Writes are atomic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointEvery {
+    pub path: PathBuf,
+    pub every: usize,
+}
+
+impl CheckpointEvery {
+    /// The path for epoch `epoch`.
+    pub fn path_for(&self, epoch: usize) -> PathBuf {
+        PathBuf::from(self.path.to_string_lossy().replace("{epoch}", &epoch.to_string()))
+    }
+}
+
+/// What [`Model::fit`] records, one entry per epoch run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    /// The epoch numbers (1-based, counting from the model's first epoch).
+    pub epoch: Vec<usize>,
+    /// The mean training loss over the epoch's batches (weighted by batch size).
+    pub loss: Vec<f64>,
+    /// The validation loss after each epoch (empty without validation data).
+    pub val_loss: Vec<f64>,
+    /// The metrics, by name: `"mae"` on training batches, `"val_mae"` on validation data.
+    pub metrics: BTreeMap<String, Vec<f64>>,
+    /// The learning rate used in each epoch.
+    pub lr: Vec<f64>,
+    /// Optimizer steps skipped for a non-finite loss ([`OnNonFinite::SkipStep`]).
+    pub skipped_steps: usize,
+    /// The epoch after which early stopping stopped the run.
+    pub stopped_epoch: Option<usize>,
+    /// The best epoch seen by early stopping.
+    pub best_epoch: Option<usize>,
+}
+
+/// The loss and metrics of [`Model::evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    /// By name (`"mae"`, …).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Sums for an epoch's mean loss and metrics.
+#[derive(Debug, Default)]
+struct Sums {
+    loss: f64,
+    rows: usize,
+    abs: f64,
+    sq: f64,
+    elems: usize,
+}
+
+impl Sums {
+    fn add<F: Float>(&mut self, loss: f64, pred: &ArrayD<F>, y: &ArrayD<F>) {
+        let rows = y.shape()[0];
+        self.loss += loss * rows as f64;
+        self.rows += rows;
+        for (p, t) in pred.iter().zip(y.iter()) {
+            let d = p.as_f64() - t.as_f64();
+            self.abs += d.abs();
+            self.sq += d * d;
+        }
+        self.elems += y.len();
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss / self.rows as f64
+    }
+
+    fn metric(&self, m: Metric) -> f64 {
+        let n = self.elems as f64;
+        match m {
+            Metric::Mae => self.abs / n,
+            Metric::Mse => self.sq / n,
+            Metric::Rmse => (self.sq / n).sqrt(),
+        }
+    }
+}
+
+const EVAL_BATCH: usize = 256;
+
+impl<F: Float> Model<F> {
+    /// Checks `x` (`[N, T, F]`) and `y` against the model; returns `N`.
+    fn check_data(&self, op: &str, x: &ArrayD<F>, y: Option<&ArrayD<F>>) -> Result<usize> {
+        let f = self.input_features();
+        if x.ndim() != 3 || x.shape()[2] != f {
+            return Err(Error::shape(
+                op,
+                &[x.shape()],
+                format!("x must be [N, T, F] with F = {f}"),
+            ));
+        }
+        let (n, t) = (x.shape()[0], x.shape()[1]);
+        if n == 0 || t == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("the dataset is empty (x has shape {:?})", x.shape()),
+            ));
+        }
+        if let Some(y) = y {
+            let out = self.output_features();
+            let want: Vec<usize> = if self.returns_sequences() {
+                vec![n, t, out]
+            } else {
+                vec![n, out]
+            };
+            if y.shape().first() != Some(&n) {
+                return Err(Error::shape(
+                    op,
+                    &[x.shape(), y.shape()],
+                    "x and y must have the same number of rows",
+                ));
+            }
+            if y.shape() != want.as_slice() {
+                return Err(Error::shape(
+                    op,
+                    &[y.shape(), &want],
+                    "y does not fit the model's output (got, expected)",
+                ));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Trains the model for `options.epochs` more epochs on `x` (`[N, T, F]`) and `y`
+    /// (`[N, T, out]` if the model returns sequences, else `[N, out]`).
+    ///
+    /// Returns the [`History`] of the epochs run.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the model is not compiled, for an empty dataset, a batch size or
+    /// micro-batch size of 0, a `validation_split` outside `[0, 1)` or one that leaves either
+    /// part empty, early stopping on `val_loss` without validation data, or (unless
+    /// [`OnNonFinite::SkipStep`]) a non-finite loss, naming the epoch and batch;
+    /// [`Error::Shape`] if `x` or `y` do not fit the model or each other; errors of the layers,
+    /// the optimizer and the checkpoint writes.
+    pub fn fit(&mut self, x: &ArrayD<F>, y: &ArrayD<F>, options: FitOptions<'_, F>) -> Result<History> {
+        let op = "fit";
+        if self.compiled.is_none() {
+            return Err(Error::invalid(
+                op,
+                "the model is not compiled (call compile first)",
+            ));
+        }
+        let n = self.check_data(op, x, Some(y))?;
+        if options.batch_size == 0 {
+            return Err(Error::invalid(op, "batch_size must be at least 1"));
+        }
+        if options.micro_batch_size == Some(0) {
+            return Err(Error::invalid(op, "micro_batch_size must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&options.validation_split) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "validation_split must be in [0, 1), got {}",
+                    options.validation_split
+                ),
+            ));
+        }
+        if let Some(c) = &options.checkpoint {
+            if c.every == 0 {
+                return Err(Error::invalid(op, "checkpoint every must be at least 1"));
+            }
+        }
+        // Training rows and validation data.
+        let split_owned;
+        let (n_train, val) = match options.validation_data {
+            Some((vx, vy)) => {
+                self.check_data("fit (validation_data)", vx, Some(vy))?;
+                (n, Some((vx, vy)))
+            }
+            None if options.validation_split > 0.0 => {
+                let cut = (n as f64 * (1.0 - options.validation_split)).floor() as usize;
+                if cut == 0 || cut == n {
+                    return Err(Error::invalid(
+                        op,
+                        format!(
+                            "validation_split {} of {n} rows leaves an empty training or validation set",
+                            options.validation_split
+                        ),
+                    ));
+                }
+                split_owned = (
+                    x.slice_axis(Axis(0), (cut..).into()).to_owned(),
+                    y.slice_axis(Axis(0), (cut..).into()).to_owned(),
+                );
+                (cut, Some((&split_owned.0, &split_owned.1)))
+            }
+            None => (n, None),
+        };
+        if let Some(es) = &options.early_stopping {
+            if es.monitor == Monitor::ValLoss && val.is_none() {
+                return Err(Error::invalid(
+                    op,
+                    "early stopping monitors val_loss but there is no validation data",
+                ));
+            }
+        }
+
+        let mut history = History::default();
+        let mut best = f64::INFINITY;
+        let mut wait = 0usize;
+        let mut best_weights: Option<Vec<Arc<ArrayD<F>>>> = None;
+        let show = options.progress && std::io::stdout().is_terminal();
+        self.set_training(true);
+        let batches = n_train.div_ceil(options.batch_size);
+
+        for _ in 0..options.epochs {
+            let epoch = self.epoch + 1;
+            let mut order: Vec<usize> = (0..n_train).collect();
+            if options.shuffle {
+                self.rng.shuffle(&mut order);
+            }
+            let bar = progress_bar(show, epoch, batches);
+            let lr = self.compiled.as_ref().expect("checked").optimizer.lr();
+            let mut sums = Sums::default();
+            for (b, rows) in order.chunks(options.batch_size).enumerate() {
+                let stepped = self.train_batch(x, y, rows, &options, &mut sums).map_err(|e| {
+                    bar.abandon();
+                    e.context(format!("epoch {epoch} batch {}", b + 1))
+                })?;
+                if !stepped {
+                    history.skipped_steps += 1;
+                }
+                bar.inc(1);
+                if show {
+                    bar.set_message(format!("loss {:.4}", sums.loss()));
+                }
+            }
+            let c = self.compiled.as_mut().expect("checked");
+            if let Some(s) = c.schedule.as_mut() {
+                s.seek(s.position() + 1);
+                c.optimizer.set_lr(s.lr());
+            }
+            let metrics = c.metrics.clone();
+            self.epoch += 1;
+            history.epoch.push(epoch);
+            history.loss.push(sums.loss());
+            history.lr.push(lr);
+            for m in &metrics {
+                history
+                    .metrics
+                    .entry(m.name().to_string())
+                    .or_default()
+                    .push(sums.metric(*m));
+            }
+            let mut message = format!("loss {:.4}", sums.loss());
+            if let Some((vx, vy)) = val {
+                let ev = self.evaluate(vx, vy)?;
+                message += &format!(" val_loss {:.4}", ev.loss);
+                history.val_loss.push(ev.loss);
+                for (k, v) in ev.metrics {
+                    history.metrics.entry(format!("val_{k}")).or_default().push(v);
+                }
+            }
+            bar.finish_with_message(message);
+            if let Some(c) = &options.checkpoint {
+                if self.epoch.checked_rem(c.every) == Some(0) {
+                    self.save_checkpoint(c.path_for(self.epoch))?;
+                }
+            }
+            if let Some(es) = &options.early_stopping {
+                let value = match es.monitor {
+                    Monitor::ValLoss => *history.val_loss.last().expect("validated"),
+                    Monitor::Loss => *history.loss.last().expect("pushed"),
+                };
+                if value < best - es.min_delta {
+                    best = value;
+                    wait = 0;
+                    history.best_epoch = Some(epoch);
+                    if es.restore_best_weights {
+                        best_weights = Some(self.param_list().iter().map(|p| p.value()).collect());
+                    }
+                } else {
+                    wait += 1;
+                    if wait >= es.patience {
+                        history.stopped_epoch = Some(epoch);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(w) = best_weights {
+            for (p, v) in self.param_list().iter().zip(w) {
+                p.set(ArrayD::clone(&v));
+            }
+        }
+        Ok(history)
+    }
+
+    /// One optimizer step on the rows `rows`; returns false if it was skipped.
+    fn train_batch(
+        &mut self,
+        x: &ArrayD<F>,
+        y: &ArrayD<F>,
+        rows: &[usize],
+        options: &FitOptions<'_, F>,
+        sums: &mut Sums,
+    ) -> Result<bool> {
+        let micro = options.micro_batch_size.unwrap_or(rows.len()).max(1);
+        let skip = options.on_non_finite == OnNonFinite::SkipStep;
+        let non_finite = |what: &str, v: f64| {
+            Error::invalid(
+                "fit",
+                format!("{what} is {v} (set on_non_finite: OnNonFinite::SkipStep to skip such steps)"),
+            )
+        };
+        let loss_fn = self.compiled.as_ref().expect("checked").loss;
+        let mut acc = GradAccumulator::new();
+        let mut single: Option<Grads<F>> = None;
+        let mut batch_sums = Sums::default();
+        let pieces = rows.len().div_ceil(micro);
+        for piece in rows.chunks(micro) {
+            let xb = x.select(Axis(0), piece);
+            let yb = y.select(Axis(0), piece);
+            let tape = Tape::new();
+            let training = self.is_training();
+            let out = run_layers(&self.layers, training, &tape.constant(xb), None, &mut self.rng)?;
+            let loss = loss_fn.apply(&out, &tape.constant(yb.clone()), None)?;
+            let v = loss.item()?.as_f64();
+            if !v.is_finite() {
+                if skip {
+                    return Ok(false);
+                }
+                return Err(non_finite("the loss", v));
+            }
+            batch_sums.add(v, out.value(), &yb);
+            let grads = loss.backward()?;
+            if pieces == 1 {
+                single = Some(grads);
+            } else {
+                acc.add_weighted(&grads, piece.len() as f64)?;
+            }
+        }
+        let mut grads = match single {
+            Some(g) => g,
+            None => acc.take_average().expect("at least one micro-batch"),
+        };
+        if let Some(max) = options.clip_grad_norm {
+            let norm = clip_grad_norm(&mut grads, max)?;
+            if !norm.is_finite() {
+                if skip {
+                    return Ok(false);
+                }
+                return Err(non_finite("the gradient norm", norm));
+            }
+        }
+        self.compiled.as_mut().expect("checked").optimizer.step(&grads)?;
+        sums.loss += batch_sums.loss;
+        sums.rows += batch_sums.rows;
+        sums.abs += batch_sums.abs;
+        sums.sq += batch_sums.sq;
+        sums.elems += batch_sums.elems;
+        Ok(true)
+    }
+
+    /// The model's outputs for `x` (`[N, T, F]`), in evaluation mode (no dropout), on no-grad
+    /// tapes in batches of 256 rows: `[N, T, out]` or `[N, out]`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `x` does not fit the model; [`Error::Invalid`] if it is empty.
+    pub fn predict(&self, x: &ArrayD<F>) -> Result<ArrayD<F>> {
+        self.check_data("predict", x, None)?;
+        let layers = self.eval_layers();
+        let mut outs = Vec::new();
+        for start in (0..x.shape()[0]).step_by(EVAL_BATCH) {
+            outs.push(predict_rows(&layers, x, start)?);
+        }
+        let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+        ndarray::concatenate(Axis(0), &views).map_err(|e| Error::invalid("predict", e.to_string()))
+    }
+
+    /// The compiled loss and the metrics on `(x, y)`, in evaluation mode.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the model is not compiled or the data is empty; [`Error::Shape`]
+    /// if `x` or `y` do not fit the model or each other.
+    pub fn evaluate(&self, x: &ArrayD<F>, y: &ArrayD<F>) -> Result<Evaluation> {
+        let c = self
+            .compiled
+            .as_ref()
+            .ok_or_else(|| Error::invalid("evaluate", "the model is not compiled (call compile first)"))?;
+        let n = self.check_data("evaluate", x, Some(y))?;
+        let layers = self.eval_layers();
+        let mut sums = Sums::default();
+        for start in (0..n).step_by(EVAL_BATCH) {
+            let pred = predict_rows(&layers, x, start)?;
+            let end = (start + EVAL_BATCH).min(n);
+            let yb = y.slice_axis(Axis(0), (start..end).into()).to_owned();
+            let tape = Tape::<F>::no_grad();
+            let loss = c
+                .loss
+                .apply(&tape.constant(pred.clone()), &tape.constant(yb.clone()), None)?
+                .item()?
+                .as_f64();
+            sums.add(loss, &pred, &yb);
+        }
+        Ok(Evaluation {
+            loss: sums.loss(),
+            metrics: c
+                .metrics
+                .iter()
+                .map(|m| (m.name().to_string(), sums.metric(*m)))
+                .collect(),
+        })
+    }
+}
+
+fn predict_rows<F: Float>(layers: &[Layer<F>], x: &ArrayD<F>, start: usize) -> Result<ArrayD<F>> {
+    let end = (start + EVAL_BATCH).min(x.shape()[0]);
+    let tape = Tape::no_grad();
+    let xb = tape.constant(x.slice_axis(Axis(0), (start..end).into()).to_owned());
+    // In evaluation mode nothing random is drawn; the RNG is a formality.
+    let out = run_layers(layers, false, &xb, None, &mut Rng::seed(0))?;
+    Ok(out.value().clone())
+}
+
+fn progress_bar(show: bool, epoch: usize, batches: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stdout());
+    let style =
+        ProgressStyle::with_template("epoch {prefix:>4} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(epoch.to_string());
+    bar
+}

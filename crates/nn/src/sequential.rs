@@ -1,0 +1,614 @@
+//! A Keras-style [`Sequential`] stack of sequence layers: layer specs that infer their input
+//! sizes, built into a [`Model`] that is compiled with an optimizer and a loss and trained with
+//! [`Model::fit`](crate::fit).
+//!
+//! Data is batch-first, as in Keras: `x` is `[N, T, F]`; the model returns `[N, T, out]` while
+//! the last recurrent layer returns sequences, `[N, out]` after one that does not.
+//!
+//! ```
+//! use eddy_nn::sequential::{dense, lstm, Loss, Optim, Sequential};
+//! use eddy_tape::Rng;
+//!
+//! let mut rng = Rng::seed(0);
+//! let mut model = Sequential::new()
+//!     .add(lstm(8).return_sequences(true))
+//!     .add(lstm(8).return_sequences(true))
+//!     .add(dense(1))
+//!     .build::<f32>(3, &mut rng)?;
+//! model.compile(Optim::adam(0.01), Loss::Mse)?;
+//! let names: Vec<String> = eddy_nn::Module::params(&model).into_iter().map(|(n, _)| n).collect();
+//! assert_eq!(names[0], "layers.0.weight_ih_l0");
+//! assert_eq!(names.last().unwrap(), "layers.2.bias");
+//! # Ok::<(), eddy_tape::Error>(())
+//! ```
+
+use crate::cells::Nonlinearity;
+use crate::loss::{self, Reduction};
+use crate::optim::{
+    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
+    SgdConfig,
+};
+use crate::schedule::Schedule;
+use crate::{prefixed, Dropout, Gru, Linear, Lstm, Module, RecurrentConfig, Rnn};
+use eddy_ops::{concat, VarExt};
+use eddy_tape::{Error, Float, Param, Result, Rng, Var};
+use ndarray::ArrayD;
+use std::fmt;
+
+/// The kind of a recurrent layer spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RecurrentKind {
+    /// `torch.nn.LSTM` / Keras `LSTM`.
+    Lstm,
+    /// `torch.nn.GRU` / Keras `GRU` (PyTorch's variant: `b_hn` inside the reset product).
+    Gru,
+    /// `torch.nn.RNN` / Keras `SimpleRNN`, with its nonlinearity.
+    SimpleRnn(Nonlinearity),
+}
+
+/// A layer before its input size is known; see [`lstm`], [`gru`], [`simple_rnn`], [`dense`],
+/// [`dropout`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayerSpec {
+    /// A one-layer recurrent network of `units` hidden units.
+    Recurrent {
+        kind: RecurrentKind,
+        units: usize,
+        /// Return the whole output sequence `[N, T, H]` (true) or the last output `[N, H]`.
+        return_sequences: bool,
+        bidirectional: bool,
+        /// Variational dropout on the recurrent input, in training.
+        recurrent_dropout: f64,
+    },
+    /// A [`Linear`] layer on the last axis: per time step on a sequence.
+    Dense { units: usize },
+    /// Inverted dropout with rate `rate`, in training.
+    Dropout { rate: f64 },
+}
+
+fn recurrent(kind: RecurrentKind, units: usize) -> LayerSpec {
+    LayerSpec::Recurrent {
+        kind,
+        units,
+        return_sequences: false,
+        bidirectional: false,
+        recurrent_dropout: 0.0,
+    }
+}
+
+/// An LSTM of `units` hidden units returning its last output (Keras's default).
+pub fn lstm(units: usize) -> LayerSpec {
+    recurrent(RecurrentKind::Lstm, units)
+}
+
+/// A GRU of `units` hidden units returning its last output.
+pub fn gru(units: usize) -> LayerSpec {
+    recurrent(RecurrentKind::Gru, units)
+}
+
+/// An Elman RNN (tanh) of `units` hidden units returning its last output.
+pub fn simple_rnn(units: usize) -> LayerSpec {
+    recurrent(RecurrentKind::SimpleRnn(Nonlinearity::Tanh), units)
+}
+
+/// A dense layer of `units` outputs.
+pub fn dense(units: usize) -> LayerSpec {
+    LayerSpec::Dense { units }
+}
+
+/// Dropout with rate `rate` (checked at build time).
+pub fn dropout(rate: f64) -> LayerSpec {
+    LayerSpec::Dropout { rate }
+}
+
+impl LayerSpec {
+    /// For a recurrent spec: return the whole sequence (true) or only the last output.
+    /// No effect on other specs.
+    pub fn return_sequences(mut self, yes: bool) -> Self {
+        if let LayerSpec::Recurrent { return_sequences, .. } = &mut self {
+            *return_sequences = yes;
+        }
+        self
+    }
+
+    /// For a recurrent spec: run both directions and concatenate the outputs.
+    pub fn bidirectional(mut self, yes: bool) -> Self {
+        if let LayerSpec::Recurrent { bidirectional, .. } = &mut self {
+            *bidirectional = yes;
+        }
+        self
+    }
+
+    /// For a recurrent spec: variational recurrent dropout with rate `p`.
+    pub fn recurrent_dropout(mut self, p: f64) -> Self {
+        if let LayerSpec::Recurrent {
+            recurrent_dropout, ..
+        } = &mut self
+        {
+            *recurrent_dropout = p;
+        }
+        self
+    }
+}
+
+/// A built layer of a [`Model`].
+#[derive(Debug, Clone)]
+pub enum Layer<F: Float = f32> {
+    Lstm { layer: Lstm<F>, return_sequences: bool },
+    Gru { layer: Gru<F>, return_sequences: bool },
+    Rnn { layer: Rnn<F>, return_sequences: bool },
+    Dense(Linear<F>),
+    Dropout(Dropout),
+}
+
+impl<F: Float> Layer<F> {
+    fn module(&self) -> &dyn Module<F> {
+        match self {
+            Layer::Lstm { layer, .. } => layer,
+            Layer::Gru { layer, .. } => layer,
+            Layer::Rnn { layer, .. } => layer,
+            Layer::Dense(l) => l,
+            Layer::Dropout(d) => d,
+        }
+    }
+
+    fn module_mut(&mut self) -> &mut dyn Module<F> {
+        match self {
+            Layer::Lstm { layer, .. } => layer,
+            Layer::Gru { layer, .. } => layer,
+            Layer::Rnn { layer, .. } => layer,
+            Layer::Dense(l) => l,
+            Layer::Dropout(d) => d,
+        }
+    }
+
+    /// Applies the layer to `x` (`[B, T, F]` or `[B, F]`).
+    fn forward(
+        &self,
+        x: &Var<F>,
+        lengths: Option<&[usize]>,
+        rng: &mut Rng,
+        training: bool,
+    ) -> Result<Var<F>> {
+        fn last<F: Float>(h_n: &Var<F>) -> Result<Var<F>> {
+            // h_n is [D, B, H] for one layer: the last output of each direction, concatenated.
+            let parts = h_n.unstack(0)?;
+            let refs: Vec<&Var<F>> = parts.iter().collect();
+            concat(&refs, 1)
+        }
+        macro_rules! rec {
+            ($layer:expr, $seq:expr) => {{
+                let out = $layer.forward_with(x, None, lengths, Some(rng))?;
+                if $seq {
+                    Ok(out.output)
+                } else {
+                    last(out.h_n())
+                }
+            }};
+        }
+        match self {
+            Layer::Lstm {
+                layer,
+                return_sequences,
+            } => rec!(layer, *return_sequences),
+            Layer::Gru {
+                layer,
+                return_sequences,
+            } => rec!(layer, *return_sequences),
+            Layer::Rnn {
+                layer,
+                return_sequences,
+            } => rec!(layer, *return_sequences),
+            Layer::Dense(l) => l.forward(x),
+            Layer::Dropout(d) => x.dropout(d.p, training && d.training, rng),
+        }
+    }
+}
+
+/// A list of [`LayerSpec`]s; [`Sequential::build`] makes the [`Model`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sequential {
+    pub specs: Vec<LayerSpec>,
+}
+
+impl Sequential {
+    /// An empty stack.
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+
+    /// Appends a layer (Keras's `model.add`).
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, spec: LayerSpec) -> Sequential {
+        self.specs.push(spec);
+        self
+    }
+
+    /// Builds the model for inputs of `input_features` features, initialising every layer from
+    /// `rng` in order (PyTorch's initialisers), and forks the model's own training RNG from it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for no layers, zero features or units, a dropout rate outside
+    /// `[0, 1)`, or a recurrent layer after one that returns only its last output.
+    pub fn build<F: Float>(&self, input_features: usize, rng: &mut Rng) -> Result<Model<F>> {
+        let op = "Sequential::build";
+        if self.specs.is_empty() {
+            return Err(Error::invalid(op, "the model has no layers"));
+        }
+        if input_features == 0 {
+            return Err(Error::invalid(op, "input_features must be at least 1"));
+        }
+        let mut features = input_features;
+        let mut sequence = true;
+        let mut layers = Vec::with_capacity(self.specs.len());
+        for (i, spec) in self.specs.iter().enumerate() {
+            let at = |r: String| Error::invalid(op, format!("layer {i}: {r}"));
+            let layer = match *spec {
+                LayerSpec::Recurrent {
+                    kind,
+                    units,
+                    return_sequences,
+                    bidirectional,
+                    recurrent_dropout,
+                } => {
+                    if units == 0 {
+                        return Err(at("units must be at least 1".into()));
+                    }
+                    if !sequence {
+                        return Err(at(
+                            "a recurrent layer needs a sequence, but the layer before returns only its \
+                             last output (set return_sequences(true) on it)"
+                                .into(),
+                        ));
+                    }
+                    if !(0.0..1.0).contains(&recurrent_dropout) {
+                        return Err(at(format!(
+                            "recurrent_dropout must be in [0, 1), got {recurrent_dropout}"
+                        )));
+                    }
+                    let cfg = RecurrentConfig::new(features, units)
+                        .batch_first(true)
+                        .bidirectional(bidirectional)
+                        .recurrent_dropout(recurrent_dropout);
+                    features = units * if bidirectional { 2 } else { 1 };
+                    sequence = return_sequences;
+                    match kind {
+                        RecurrentKind::Lstm => Layer::Lstm {
+                            layer: cfg.lstm(rng),
+                            return_sequences,
+                        },
+                        RecurrentKind::Gru => Layer::Gru {
+                            layer: cfg.gru(rng),
+                            return_sequences,
+                        },
+                        RecurrentKind::SimpleRnn(nl) => Layer::Rnn {
+                            layer: cfg.rnn(nl, rng),
+                            return_sequences,
+                        },
+                    }
+                }
+                LayerSpec::Dense { units } => {
+                    if units == 0 {
+                        return Err(at("units must be at least 1".into()));
+                    }
+                    let l = Linear::new(features, units, rng);
+                    features = units;
+                    Layer::Dense(l)
+                }
+                LayerSpec::Dropout { rate } => {
+                    Layer::Dropout(Dropout::new(rate).map_err(|e| at(e.to_string()))?)
+                }
+            };
+            layers.push(layer);
+        }
+        Ok(Model {
+            layers,
+            input_features,
+            output_features: features,
+            returns_sequences: sequence,
+            training: true,
+            rng: Rng::seed(rng.next_u64()),
+            compiled: None,
+            epoch: 0,
+        })
+    }
+}
+
+/// The loss a [`Model`] is trained with (mean over elements).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Loss {
+    /// Mean squared error.
+    Mse,
+    /// Mean absolute error.
+    Mae,
+    /// Huber loss with threshold `delta`.
+    Huber(f64),
+}
+
+impl Loss {
+    /// The loss of `pred` against `target`, with an optional 0/1 mask that broadcasts to them.
+    ///
+    /// # Errors
+    /// As [`loss::mse`]: the shapes differ, the mask does not broadcast.
+    pub fn apply<F: Float>(
+        &self,
+        pred: &Var<F>,
+        target: &Var<F>,
+        mask: Option<&ArrayD<F>>,
+    ) -> Result<Var<F>> {
+        match *self {
+            Loss::Mse => loss::mse(pred, target, Reduction::Mean, mask),
+            Loss::Mae => loss::l1(pred, target, Reduction::Mean, mask),
+            Loss::Huber(d) => loss::huber(pred, target, d, Reduction::Mean, mask),
+        }
+    }
+}
+
+/// A metric recorded in the [`History`](crate::fit::History) besides the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Mean absolute error, `"mae"`.
+    Mae,
+    /// Mean squared error, `"mse"`.
+    Mse,
+    /// Root mean squared error, `"rmse"`.
+    Rmse,
+}
+
+impl Metric {
+    /// Its key in the history: `"mae"`, `"mse"`, `"rmse"` (`"val_…"` on validation data).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::Mae => "mae",
+            Metric::Mse => "mse",
+            Metric::Rmse => "rmse",
+        }
+    }
+}
+
+/// An optimizer to be built over a model's parameters by [`Model::compile`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optim {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+    AdamW(AdamWConfig),
+    RmsProp(RmsPropConfig),
+    Adagrad(AdagradConfig),
+}
+
+impl Optim {
+    /// Adam with learning rate `lr` and PyTorch's other defaults.
+    pub fn adam(lr: f64) -> Optim {
+        Optim::Adam(AdamConfig {
+            lr,
+            ..AdamConfig::default()
+        })
+    }
+
+    /// Plain SGD with learning rate `lr`.
+    pub fn sgd(lr: f64) -> Optim {
+        Optim::Sgd(SgdConfig {
+            lr,
+            ..SgdConfig::default()
+        })
+    }
+
+    /// Builds it over `params`.
+    ///
+    /// # Errors
+    /// The optimizer's own check of its hyper-parameters.
+    pub fn build<F: Float>(self, params: Vec<Param<F>>) -> Result<Box<dyn Optimizer<F>>> {
+        Ok(match self {
+            Optim::Sgd(c) => Box::new(Sgd::new(params, c)?),
+            Optim::Adam(c) => Box::new(Adam::new(params, c)?),
+            Optim::AdamW(c) => Box::new(AdamW::new(params, c)?),
+            Optim::RmsProp(c) => Box::new(RmsProp::new(params, c)?),
+            Optim::Adagrad(c) => Box::new(Adagrad::new(params, c)?),
+        })
+    }
+}
+
+/// What [`Model::compile`] sets: the optimizer, the loss, the metrics and a schedule.
+pub(crate) struct Compiled<F: Float> {
+    pub(crate) optimizer: Box<dyn Optimizer<F>>,
+    pub(crate) loss: Loss,
+    pub(crate) metrics: Vec<Metric>,
+    pub(crate) schedule: Option<Box<dyn Schedule>>,
+}
+
+/// A built [`Sequential`] model: its layers, its own training RNG (shuffling, dropout), the
+/// number of epochs trained so far, and once compiled an optimizer and a loss.
+pub struct Model<F: Float = f32> {
+    pub layers: Vec<Layer<F>>,
+    input_features: usize,
+    output_features: usize,
+    returns_sequences: bool,
+    training: bool,
+    pub(crate) rng: Rng,
+    pub(crate) compiled: Option<Compiled<F>>,
+    pub(crate) epoch: usize,
+}
+
+impl<F: Float> fmt::Debug for Model<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("layers", &self.layers)
+            .field("input_features", &self.input_features)
+            .field("epoch", &self.epoch)
+            .field("compiled", &self.compiled.is_some())
+            .finish()
+    }
+}
+
+impl<F: Float> Model<F> {
+    /// Sets the optimizer (built over the parameters in [`Module::params`] order) and the loss;
+    /// the metrics start as `[Mae]`. Compiling again starts a fresh optimizer.
+    ///
+    /// # Errors
+    /// The optimizer's check of its hyper-parameters.
+    pub fn compile(&mut self, optimizer: Optim, loss: Loss) -> Result<()> {
+        let optimizer = optimizer.build(self.param_list())?;
+        self.compile_with(optimizer, loss)
+    }
+
+    /// Like [`Model::compile`] with an optimizer you built yourself over [`Module::param_list`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the optimizer's parameters are not this model's, in order.
+    pub fn compile_with(&mut self, optimizer: Box<dyn Optimizer<F>>, loss: Loss) -> Result<()> {
+        let mine = self.param_list();
+        let same = optimizer.params().len() == mine.len()
+            && optimizer
+                .params()
+                .iter()
+                .zip(&mine)
+                .all(|(a, b)| a.id() == b.id());
+        if !same {
+            return Err(Error::invalid(
+                "compile",
+                "the optimizer must be built over the model's param_list(), in order",
+            ));
+        }
+        self.compiled = Some(Compiled {
+            optimizer,
+            loss,
+            metrics: vec![Metric::Mae],
+            schedule: None,
+        });
+        Ok(())
+    }
+
+    /// Sets the metrics recorded besides the loss.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the model is not compiled.
+    pub fn set_metrics(&mut self, metrics: &[Metric]) -> Result<()> {
+        self.compiled_mut("set_metrics")?.metrics = metrics.to_vec();
+        Ok(())
+    }
+
+    /// Adds a learning-rate schedule, made from the compiled optimizer and stepped once per
+    /// epoch, e.g. `model.set_schedule(|opt| StepLr::new(opt, 10, 0.5))`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the model is not compiled; the schedule's own errors.
+    pub fn set_schedule<S: Schedule + 'static>(
+        &mut self,
+        make: impl FnOnce(&mut dyn Optimizer<F>) -> Result<S>,
+    ) -> Result<()> {
+        let c = self.compiled_mut("set_schedule")?;
+        let s = make(c.optimizer.as_mut())?;
+        c.schedule = Some(Box::new(s));
+        Ok(())
+    }
+
+    pub(crate) fn compiled_mut(&mut self, op: &str) -> Result<&mut Compiled<F>> {
+        self.compiled
+            .as_mut()
+            .ok_or_else(|| Error::invalid(op, "the model is not compiled (call compile first)"))
+    }
+
+    /// The compiled optimizer, if any.
+    pub fn optimizer(&self) -> Option<&dyn Optimizer<F>> {
+        self.compiled.as_ref().map(|c| c.optimizer.as_ref())
+    }
+
+    /// The compiled schedule, if any.
+    pub fn schedule(&self) -> Option<&dyn Schedule> {
+        self.compiled.as_ref().and_then(|c| c.schedule.as_deref())
+    }
+
+    /// The number of input features.
+    pub fn input_features(&self) -> usize {
+        self.input_features
+    }
+
+    /// The number of output features.
+    pub fn output_features(&self) -> usize {
+        self.output_features
+    }
+
+    /// Whether the output is a sequence `[N, T, out]` (else `[N, out]`).
+    pub fn returns_sequences(&self) -> bool {
+        self.returns_sequences
+    }
+
+    /// The number of epochs trained so far (restored from a training checkpoint).
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    /// The model's training RNG (shuffling and dropout).
+    pub fn rng(&self) -> &Rng {
+        &self.rng
+    }
+
+    /// Whether the model is in training mode (dropout active).
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Runs the model on a batch `x` (`[B, T, F]`), with optional per-sequence lengths for
+    /// padded batches (see [`data::pad_sequences`](crate::data::pad_sequences)); `rng` draws
+    /// the dropout masks in training mode.
+    ///
+    /// Returns `[B, T, out]` (outputs past each length are those of zero states' Dense: mask
+    /// them in the loss) or `[B, out]` (the output at each sequence's last valid step).
+    ///
+    /// # Errors
+    /// A shape error naming the layer (`layers.1: lstm layer 0 step 3: …`).
+    pub fn forward(&self, x: &Var<F>, lengths: Option<&[usize]>, rng: &mut Rng) -> Result<Var<F>> {
+        if x.ndim() != 3 || x.shape()[2] != self.input_features {
+            return Err(Error::shape(
+                "model",
+                &[x.shape()],
+                format!("expected input [B, T, F] with F = {}", self.input_features),
+            ));
+        }
+        run_layers(&self.layers, self.training, x, lengths, rng)
+    }
+
+    /// The layers switched to evaluation mode (cheap: parameters are shared handles).
+    pub(crate) fn eval_layers(&self) -> Vec<Layer<F>> {
+        let mut layers = self.layers.clone();
+        for l in &mut layers {
+            l.module_mut().set_training(false);
+        }
+        layers
+    }
+}
+
+/// Runs `layers` in order on `x`, naming the layer of an error.
+pub(crate) fn run_layers<F: Float>(
+    layers: &[Layer<F>],
+    training: bool,
+    x: &Var<F>,
+    lengths: Option<&[usize]>,
+    rng: &mut Rng,
+) -> Result<Var<F>> {
+    let mut h = x.clone();
+    for (i, layer) in layers.iter().enumerate() {
+        h = layer
+            .forward(&h, lengths, rng, training)
+            .map_err(|e| e.context(format!("layers.{i}")))?;
+    }
+    Ok(h)
+}
+
+impl<F: Float> Module<F> for Model<F> {
+    /// `layers.{i}.{name}` for each layer's parameters, in layer order.
+    fn params(&self) -> Vec<(String, Param<F>)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| prefixed(&format!("layers.{i}"), l.module().params()))
+            .collect()
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
+        for l in &mut self.layers {
+            l.module_mut().set_training(training);
+        }
+    }
+}
