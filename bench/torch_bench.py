@@ -43,6 +43,7 @@ GEMM_CASES = [
     (32, 50, 200, False, True, "W1 step: h·W_hhᵀ (H 50, 4 gates)"),
     (1600, 50, 200, False, True, "W1 layer 2 input projection x·W_ihᵀ, all T"),
     (64, 256, 1024, False, True, "W2/W7 step: h·W_hhᵀ"),
+    (64, 256, 1024, False, False, "W2 step, W_hh stored [H, 4H] (layout check)"),
     (64, 1024, 256, False, False, "W2 step backward: dh = dgates·W_hh"),
     (1024, 64, 256, True, False, "W2 step backward: dW_hh += dgatesᵀ·h"),
     (6400, 128, 1024, False, True, "W2 input projection x·W_ihᵀ, all T"),
