@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Run eddy's benchmark suite against PyTorch in one go and print a side-by-side table.
+
+Usage
+  python3 bench/run.py [--steps 10] [--warmup 3] [--threads 1,2] [--markdown] [--json FILE]
+                       [--no-build] [--no-torch] [W1 .. W7 gemm fma | all]
+
+For each thread count and each target it runs `eddy-bench --in-process TARGET` and
+`bench/torch_bench.py --in-process TARGET`, one process each (so each peak RSS is the
+workload's own), one right after the other, then prints:
+  - the machine (CPU model, AVX-512 flags, cores), the eddy commit, rustc and torch versions;
+  - workloads: median [min-max] ms of each, the ratio torch/eddy (> 1: eddy is faster), peak RSS;
+  - GEMM shapes: ms and GFLOP/s of each, ratio torch/eddy;
+  - the peak f32 FMA rate measured by eddy-bench, for reference.
+--markdown prints the tables as Markdown, ready to paste into docs/performance.md.
+
+The eddy binary is built with `cargo build --release -p eddy-bench` (honouring CARGO_TARGET_DIR)
+unless --no-build; --eddy-bin PATH uses another binary.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "gemm", "fma"]
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine_info():
+    info = {"cpu": platform.processor() or "?", "avx512": "", "cores": str(os.cpu_count())}
+    lscpu = sh(["lscpu"])
+    for line in lscpu.splitlines():
+        key, _, val = line.partition(":")
+        val = val.strip()
+        if key.strip() == "Model name":
+            info["cpu"] = val
+        elif key.strip() == "Flags":
+            flags = val.split()
+            info["avx512"] = " ".join(f for f in flags if f.startswith("avx512")) or "none"
+            info["fma"] = "yes" if "fma" in flags else "no"
+    info["commit"] = sh(["git", "rev-parse", "--short", "HEAD"])
+    info["rustc"] = sh(["rustc", "--version"])
+    return info
+
+
+def run_json(cmd, env=None):
+    """Runs cmd; returns its stdout's JSON lines. Its stderr passes through."""
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    lines = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                print(f"(unparsed) {line}", file=sys.stderr)
+    if proc.returncode != 0:
+        print(f"!! {' '.join(cmd)} exited with {proc.returncode}", file=sys.stderr)
+    return lines
+
+
+def build_eddy():
+    cmd = ["cargo", "build", "--release", "-p", "eddy-bench"]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release", "eddy-bench")
+
+
+def num(x):
+    """Three significant figures without scientific notation: 1234, 123, 12.3, 1.23, 0.123."""
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def fmt_ms(r):
+    if r is None:
+        return "—"
+    return f"{num(r['median_ms'])} [{num(r['min_ms'])}–{num(r['max_ms'])}]"
+
+
+def fmt_ratio(e, t):
+    if e is None or t is None or e["median_ms"] <= 0:
+        return "—"
+    return f"{t['median_ms'] / e['median_ms']:.2f}"
+
+
+def fmt_rss(r, delta=False):
+    if r is None or r.get("peak_rss_mib") is None:
+        return "—"
+    s = f"{r['peak_rss_mib']:.0f}"
+    if delta and r.get("base_rss_mib") is not None:
+        s += f" (+{r['peak_rss_mib'] - r['base_rss_mib']:.0f})"
+    return s
+
+
+def table(header, rows, markdown):
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    p.add_argument("--json", metavar="FILE", help="also save every raw JSON line to FILE")
+    p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
+    p.add_argument("--eddy-bin", help="the eddy-bench binary to run")
+    p.add_argument("--no-torch", action="store_true", help="run eddy only")
+    p.add_argument("targets", nargs="*")
+    a = p.parse_args(argv)
+
+    targets = []
+    for t in a.targets or ["all"]:
+        if t.lower() == "all":
+            targets += TARGETS
+        elif t.upper() in TARGETS:
+            targets.append(t.upper())
+        elif t.lower() in TARGETS:
+            targets.append(t.lower())
+        else:
+            p.error(f"unknown target {t}; expected one of {' '.join(TARGETS)} all")
+    threads = [int(x) for x in a.threads.split(",") if x.strip()]
+
+    eddy_bin = a.eddy_bin or (None if a.no_build else build_eddy())
+    if eddy_bin is None:
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        eddy_bin = os.path.join(target, "release", "eddy-bench")
+
+    common = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
+    results = []
+    torch_version = None
+    for n in threads:
+        for t in targets:
+            results += run_json([eddy_bin, *common, "--threads", str(n), "--in-process", t])
+            if not a.no_torch and t != "fma":
+                got = run_json([sys.executable, os.path.join(ROOT, "bench", "torch_bench.py"), *common,
+                                "--threads", str(n), "--in-process", t])
+                torch_version = torch_version or next((r.get("torch_version") for r in got), None)
+                results += got
+
+    if a.json:
+        with open(a.json, "w") as f:
+            for r in results:
+                f.write(json.dumps(r) + "\n")
+
+    by = {(r["impl"], r["kind"], r["id"], r["threads"]): r for r in results}
+    info = machine_info()
+    print()
+    print(f"machine: {info['cpu']}, {info['cores']} cores; AVX-512: {info['avx512']}; FMA: {info.get('fma', '?')}")
+    print(f"eddy {info['commit']} ({info['rustc']}); torch {torch_version or '—'}; "
+          f"{a.warmup} warm-up + {a.steps} timed steps; float32")
+    print()
+
+    rows = []
+    for t in [t for t in targets if t.startswith("W")]:
+        for n in threads:
+            e, q = by.get(("eddy", "workload", t, n)), by.get(("torch", "workload", t, n))
+            if e is None and q is None:
+                continue
+            rows.append([t, str(n), fmt_ms(e), fmt_ms(q), fmt_ratio(e, q), fmt_rss(e), fmt_rss(q, delta=True)])
+    if rows:
+        print("Workloads (ms per step; ratio = torch/eddy, > 1: eddy faster; RSS MiB, torch's "
+              "growth over its import in parentheses)")
+        print(table(["workload", "threads", "eddy median [min–max] ms", "torch median [min–max] ms",
+                     "torch/eddy", "eddy peak RSS", "torch peak RSS"], rows, a.markdown))
+        print()
+
+    if "gemm" in targets:
+        ids = []
+        for r in results:
+            if r["kind"] == "gemm" and r["id"] not in ids:
+                ids.append(r["id"])
+        rows = []
+        for gid in ids:
+            for n in threads:
+                e, q = by.get(("eddy", "gemm", gid, n)), by.get(("torch", "gemm", gid, n))
+                note = (e or q or {}).get("note", "")
+                rows.append([gid, str(n), f"{e['median_ms']:.4f}" if e else "—",
+                             f"{e['gflops']:.1f}" if e else "—", f"{q['median_ms']:.4f}" if q else "—",
+                             f"{q['gflops']:.1f}" if q else "—", fmt_ratio(e, q), note])
+        print("GEMM (ms per product, median; op(A)[m,k]·op(B)[k,n]; N/T: operand stored as is / transposed)")
+        print(table(["shape", "threads", "eddy ms", "eddy GFLOP/s", "torch ms", "torch GFLOP/s",
+                     "torch/eddy", "used for"], rows, a.markdown))
+        print()
+
+    fma = [r for r in results if r["kind"] == "fma"]
+    if fma:
+        rows = [[r["id"], str(r["threads"]), f"{r['gflops']:.1f}"] for r in fma]
+        print("Peak f32 FMA throughput (eddy-bench's FMA loop, 12 independent accumulators)")
+        print(table(["kernel", "threads", "GFLOP/s"], rows, a.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,271 @@
+//! eddy-bench: eddy's benchmark suite, the Rust half of `bench/run.py` (which runs this and
+//! `bench/torch_bench.py` and prints them side by side). See `docs/performance.md`.
+//!
+//! ```sh
+//! cargo run --release -p eddy-bench -- [--steps 10] [--warmup 3] [--threads 1] [W1 … W7 gemm fma | all]
+//! ```
+//!
+//! Prints one JSON object per line on stdout (a workload, a GEMM shape, or a peak FMA rate) and a
+//! human summary on stderr. Each workload runs in its own child process (this binary re-run with
+//! `--in-process`) so that its peak RSS (`VmHWM`) is its own.
+//!
+//! Threads: the steps run inside a rayon pool of `--threads` workers (`pool.install`). eddy's
+//! kernels are single-threaded today (matrixmultiply is built without its `threading` feature
+//! and no op uses rayon inside a kernel), so 2 threads are not expected to help yet.
+
+mod custom_cell;
+mod fma;
+mod gemm;
+mod stats;
+mod workloads;
+
+use serde_json::{json, Value};
+use stats::proc_status_mib;
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: eddy-bench [--steps N] [--warmup N] [--threads N] [--in-process] [--list] \
+[W1 .. W7 | gemm | fma | all]...";
+
+#[derive(Debug, Clone)]
+struct Args {
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+    in_process: bool,
+    list: bool,
+    targets: Vec<String>,
+}
+
+fn parse_args(raw: &[String]) -> Result<Args, String> {
+    let mut args = Args {
+        steps: 10,
+        warmup: 3,
+        threads: 1,
+        in_process: false,
+        list: false,
+        targets: Vec::new(),
+    };
+    let mut it = raw.iter();
+    while let Some(a) = it.next() {
+        let mut number = |name: &str| -> Result<usize, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--steps" => args.steps = number("--steps")?.max(1),
+            "--warmup" => args.warmup = number("--warmup")?,
+            "--threads" => args.threads = number("--threads")?.max(1),
+            "--in-process" => args.in_process = true,
+            "--list" => args.list = true,
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}\n{USAGE}")),
+            t => {
+                let t = t.to_ascii_lowercase();
+                let known = t == "all"
+                    || t == "gemm"
+                    || t == "fma"
+                    || workloads::WORKLOADS.iter().any(|w| w.id.eq_ignore_ascii_case(&t));
+                if !known {
+                    return Err(format!("unknown workload {t}\n{USAGE}"));
+                }
+                args.targets.push(t);
+            }
+        }
+    }
+    if args.targets.is_empty() || args.targets.iter().any(|t| t == "all") {
+        args.targets = workloads::WORKLOADS
+            .iter()
+            .map(|w| w.id.to_ascii_lowercase())
+            .chain(["gemm".into(), "fma".into()])
+            .collect();
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&raw) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.list {
+        for w in workloads::WORKLOADS {
+            println!("{}  {}", w.id, w.desc);
+        }
+        for c in gemm::GEMM_CASES {
+            println!("gemm {:<22} {}", c.id(), c.note);
+        }
+        println!("fma   peak f32 FMA GFLOP/s");
+        return ExitCode::SUCCESS;
+    }
+    if args.in_process || args.targets.len() == 1 {
+        return run_here(&args);
+    }
+    // One child process per target, so each one's peak RSS is its own.
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("eddy-bench: cannot find its own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ok = true;
+    for t in &args.targets {
+        let status = Command::new(&exe)
+            .args(["--steps", &args.steps.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .args(["--threads", &args.threads.to_string()])
+            .args(["--in-process", t])
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("eddy-bench: {t} failed ({s})");
+                ok = false;
+            }
+            Err(e) => {
+                eprintln!("eddy-bench: cannot run {t}: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs the targets in this process, inside a rayon pool of `args.threads` workers.
+fn run_here(args: &Args) -> ExitCode {
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(args.threads).build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("eddy-bench: cannot build a pool of {} threads: {e}", args.threads);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ok = true;
+    for t in &args.targets {
+        let base = proc_status_mib("VmRSS:");
+        let lines = pool.install(|| run_target(t, args));
+        match lines {
+            Ok(lines) => {
+                let peak = proc_status_mib("VmHWM:");
+                for mut line in lines {
+                    if line["kind"] == "workload" {
+                        line["base_rss_mib"] = json!(base);
+                        line["peak_rss_mib"] = json!(peak);
+                    }
+                    println!("{line}");
+                }
+            }
+            Err(e) => {
+                eprintln!("eddy-bench: {t}: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn common(kind: &str, id: &str, args: &Args) -> Value {
+    json!({
+        "impl": "eddy",
+        "kind": kind,
+        "id": id,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "steps": args.steps,
+    })
+}
+
+/// The JSON lines of one target.
+fn run_target(target: &str, args: &Args) -> Result<Vec<Value>, String> {
+    match target {
+        "gemm" => gemm::GEMM_CASES
+            .iter()
+            .map(|c| {
+                let id = c.id();
+                let s = gemm::run(c, args.warmup, args.steps).map_err(|e| format!("gemm {id}: {e}"))?;
+                let gflops = c.flops() / (s.median_ms * 1e-3) / 1e9;
+                eprintln!(
+                    "eddy gemm {id:<22} {:>9.4} ms  {gflops:>7.1} GFLOP/s  ({})",
+                    s.median_ms, c.note
+                );
+                let mut line = common("gemm", &id, args);
+                line["note"] = json!(c.note);
+                line["median_ms"] = json!(s.median_ms);
+                line["min_ms"] = json!(s.min_ms);
+                line["max_ms"] = json!(s.max_ms);
+                line["gflops"] = json!(gflops);
+                Ok(line)
+            })
+            .collect(),
+        "fma" => Ok(fma::peaks(args.threads, args.steps.min(5))
+            .into_iter()
+            .map(|p| {
+                eprintln!(
+                    "eddy fma {} ({} threads): {:.1} GFLOP/s",
+                    p.isa, args.threads, p.gflops
+                );
+                let mut line = common("fma", &format!("fma {}", p.isa), args);
+                line["lanes"] = json!(p.lanes);
+                line["gflops"] = json!(p.gflops);
+                line
+            })
+            .collect()),
+        w => {
+            let spec = workloads::WORKLOADS
+                .iter()
+                .find(|s| s.id.eq_ignore_ascii_case(w))
+                .ok_or_else(|| format!("unknown workload {w}"))?;
+            let s = workloads::run(spec.id, args.warmup, args.steps).map_err(|e| e.to_string())?;
+            eprintln!(
+                "eddy {} ({} threads): median {:.2} ms [{:.2}–{:.2}] over {} steps",
+                spec.id, args.threads, s.median_ms, s.min_ms, s.max_ms, args.steps
+            );
+            let mut line = common("workload", spec.id, args);
+            line["desc"] = json!(spec.desc);
+            line["median_ms"] = json!(s.median_ms);
+            line["min_ms"] = json!(s.min_ms);
+            line["max_ms"] = json!(s.max_ms);
+            line["times_ms"] = json!(s.times_ms);
+            Ok(vec![line])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_and_all() {
+        let a = parse_args(&[]).unwrap();
+        assert_eq!((a.steps, a.warmup, a.threads), (10, 3, 1));
+        assert_eq!(a.targets.len(), workloads::WORKLOADS.len() + 2);
+        let a = parse_args(&strings(&["--steps", "3", "--threads", "2", "W2", "gemm"])).unwrap();
+        assert_eq!((a.steps, a.threads), (3, 2));
+        assert_eq!(a.targets, strings(&["w2", "gemm"]));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(parse_args(&strings(&["W9"])).is_err());
+        assert!(parse_args(&strings(&["--steps"])).is_err());
+        assert!(parse_args(&strings(&["--bogus"])).is_err());
+    }
+}

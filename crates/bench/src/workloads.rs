@@ -1,0 +1,210 @@
+//! The workloads W1–W7: float32 training steps (forward over the whole sequence, a per-step
+//! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6).
+//!
+//! `bench/torch_bench.py` runs the same workloads in PyTorch; keep the two in step.
+
+use crate::custom_cell::UserLstm;
+use crate::stats::{measure, Stats};
+use eddy_nn::loss::{mse, Reduction};
+use eddy_nn::optim::{Adam, AdamConfig, Optimizer};
+use eddy_nn::{init, Cell, Linear, Module, Nonlinearity, Recurrent, RecurrentConfig};
+use eddy_tape::{Error, Result, Rng, Tape};
+use ndarray::ArrayD;
+use std::hint::black_box;
+
+/// A workload's id and what it runs.
+pub struct Workload {
+    pub id: &'static str,
+    pub desc: &'static str,
+}
+
+/// Every workload, in order.
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        id: "W1",
+        desc: "train: 2-layer LSTM(50), input 1, batch 32, T 50, Linear(50->1) per step, MSE, Adam(0.01)",
+    },
+    Workload {
+        id: "W2",
+        desc: "train: LSTM input 128, hidden 256, batch 64, T 100, Linear(256->1) per step, MSE, Adam",
+    },
+    Workload {
+        id: "W3",
+        desc: "train: GRU input 128, hidden 256, batch 64, T 100, Linear(256->1) per step, MSE, Adam",
+    },
+    Workload {
+        id: "W4",
+        desc: "train: LSTM input 512, hidden 1024, batch 64, T 50, Linear(1024->1) per step, MSE, Adam",
+    },
+    Workload {
+        id: "W5",
+        desc: "train: Elman RNN (tanh) input 64, hidden 128, batch 32, T 200, Linear(128->1) per step, MSE, Adam",
+    },
+    Workload {
+        id: "W6",
+        desc: "inference: LSTM input 128, hidden 256, batch 1, T 1000, forward only, no tape",
+    },
+    Workload {
+        id: "W7",
+        desc: "train: W2 with a user-written LSTM cell from primitive ops (no fused kernels)",
+    },
+];
+
+/// The sizes of a recurrent workload.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    input: usize,
+    hidden: usize,
+    layers: usize,
+    batch: usize,
+    steps: usize,
+}
+
+const W2_SHAPE: Shape = Shape {
+    input: 128,
+    hidden: 256,
+    layers: 1,
+    batch: 64,
+    steps: 100,
+};
+
+/// Runs workload `id` (`W1` … `W7`): `warmup` untimed steps, then `steps` timed ones.
+pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
+    let mut rng = Rng::seed(0);
+    match id {
+        "W1" => {
+            let s = Shape {
+                input: 1,
+                hidden: 50,
+                layers: 2,
+                batch: 32,
+                steps: 50,
+            };
+            let lstm = config(s).lstm(&mut rng);
+            train(lstm, s, 0.01, &mut rng, warmup, steps)
+        }
+        "W2" => train(
+            config(W2_SHAPE).lstm(&mut rng),
+            W2_SHAPE,
+            1e-3,
+            &mut rng,
+            warmup,
+            steps,
+        ),
+        "W3" => train(
+            config(W2_SHAPE).gru(&mut rng),
+            W2_SHAPE,
+            1e-3,
+            &mut rng,
+            warmup,
+            steps,
+        ),
+        "W4" => {
+            let s = Shape {
+                input: 512,
+                hidden: 1024,
+                layers: 1,
+                batch: 64,
+                steps: 50,
+            };
+            train(config(s).lstm(&mut rng), s, 1e-3, &mut rng, warmup, steps)
+        }
+        "W5" => {
+            let s = Shape {
+                input: 64,
+                hidden: 128,
+                layers: 1,
+                batch: 32,
+                steps: 200,
+            };
+            let rnn = config(s).rnn(Nonlinearity::Tanh, &mut rng);
+            train(rnn, s, 1e-3, &mut rng, warmup, steps)
+        }
+        "W6" => infer(&mut rng, warmup, steps),
+        "W7" => {
+            let user = config(W2_SHAPE).build(UserLstm::new, &mut rng);
+            train(user, W2_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        other => Err(Error::invalid("eddy-bench", format!("unknown workload {other}"))),
+    }
+}
+
+fn config(s: Shape) -> RecurrentConfig {
+    RecurrentConfig::new(s.input, s.hidden).num_layers(s.layers)
+}
+
+/// Train steps of `rnn` + a per-step `Linear(H→1)` head, MSE against a fixed random target, Adam.
+fn train<C: Cell<f32>>(
+    rnn: Recurrent<f32, C>,
+    s: Shape,
+    lr: f64,
+    rng: &mut Rng,
+    warmup: usize,
+    steps: usize,
+) -> Result<Stats> {
+    let head = Linear::<f32>::new(rnn.output_size(), 1, rng);
+    let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
+    let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, rng);
+    let mut params = rnn.param_list();
+    params.extend(head.param_list());
+    let mut opt = Adam::new(
+        params,
+        AdamConfig {
+            lr,
+            ..AdamConfig::default()
+        },
+    )?;
+    measure(warmup, steps, || -> Result<()> {
+        let tape = Tape::new();
+        let x = tape.constant(x.clone());
+        let y = tape.constant(target.clone());
+        let out = rnn.forward(&x)?;
+        let pred = head.forward(&out.output)?;
+        let loss = mse(&pred, &y, Reduction::Mean, None)?;
+        let grads = loss.backward()?;
+        opt.step(&grads)?;
+        if !loss.item()?.is_finite() {
+            return Err(Error::invalid("eddy-bench", "the loss is not finite"));
+        }
+        Ok(())
+    })
+}
+
+/// W6: forward passes of an LSTM on a tape that records nothing.
+fn infer(rng: &mut Rng, warmup: usize, steps: usize) -> Result<Stats> {
+    let s = Shape {
+        input: 128,
+        hidden: 256,
+        layers: 1,
+        batch: 1,
+        steps: 1000,
+    };
+    let lstm = config(s).lstm::<f32>(rng);
+    let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
+    measure(warmup, steps, || -> Result<()> {
+        let tape = Tape::no_grad();
+        let x = tape.constant(x.clone());
+        let out = lstm.forward(&x)?;
+        black_box(out.output.value());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_workload_runs_one_step() {
+        for w in WORKLOADS {
+            // W4 is large; one step of each still proves the plumbing.
+            let s = run(w.id, 0, 1).unwrap_or_else(|e| panic!("{}: {e}", w.id));
+            assert_eq!(s.times_ms.len(), 1);
+        }
+    }
+
+    #[test]
+    fn unknown_workload_is_an_error() {
+        assert!(run("W99", 0, 1).is_err());
+    }
+}
