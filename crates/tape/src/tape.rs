@@ -56,7 +56,9 @@ pub(crate) struct Inner<F: Float> {
     /// Whether ops are recorded right now: the option, switched off during a first-order reverse pass.
     pub(crate) recording: Cell<bool>,
     pub(crate) options: TapeOptions,
-    params: RefCell<HashMap<ParamId, Var<F>>>,
+    /// Bound parameters: their slot and value. Not `Var`s, which would hold the tape itself
+    /// (a reference cycle that would leak every tape).
+    params: RefCell<HashMap<ParamId, (Option<usize>, Arc<ArrayD<F>>)>>,
 }
 
 /// A value saved for the reverse pass: its slot (if it needs a gradient) and its array.
@@ -194,12 +196,15 @@ impl<F: Float> Tape<F> {
     /// Binds a parameter to this tape, sharing its array (no copy). Binding the same parameter
     /// again returns the same `Var`, so its gradient is collected in one place.
     pub fn param(&self, param: &Param<F>) -> Var<F> {
-        if let Some(v) = self.inner.params.borrow().get(&param.id()) {
-            return v.clone();
+        if let Some((slot, value)) = self.inner.params.borrow().get(&param.id()) {
+            return Var::new(self.clone(), *slot, Arc::clone(value));
         }
         let node = self.push_if_recording(1, || NodeKind::Param(param.id()));
         let var = Var::new(self.clone(), node, param.value());
-        self.inner.params.borrow_mut().insert(param.id(), var.clone());
+        self.inner
+            .params
+            .borrow_mut()
+            .insert(param.id(), (node, Arc::clone(var.value_arc())));
         var
     }
 
@@ -286,5 +291,28 @@ impl<F: Float> Tape<F> {
             .enumerate()
             .map(|(k, v)| Var::new(self.clone(), first.map(|f| f + k), v))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tape_that_bound_a_param_is_freed_with_its_values() {
+        let p = Param::new("w", ArrayD::<f32>::zeros(vec![3]));
+        let weak = {
+            let tape = Tape::new();
+            let w = tape.param(&p);
+            let y = (&w * &w).unwrap();
+            let _ = y.sum_all().unwrap().backward().unwrap();
+            Rc::downgrade(&tape.inner)
+        };
+        assert!(weak.upgrade().is_none(), "the tape leaked");
+        assert_eq!(
+            Arc::strong_count(&p.value()),
+            2,
+            "only the param (and this probe) hold its value"
+        );
     }
 }
