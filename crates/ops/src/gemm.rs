@@ -4,7 +4,7 @@
 
 use eddy_tape::Float;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Up to this many rows of `a`, products use the row kernels below.
 const SMALL_ROWS: usize = 4;
@@ -14,73 +14,121 @@ const LANES: usize = 16;
 
 /// `c = α·a·b + β·c`. Transposed operands are strided views; nothing is copied.
 pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
-    if a.nrows() <= SMALL_ROWS && a.ncols() > 0 {
-        if let Some(a_rows) = rows(a) {
-            // b = Wᵀ with W row-major: c[m, n] = a[m, :] · W[n, :], contiguous dot products.
-            if let (Some(w), true) = (rows(&b.t()), c.ncols() > 0) {
-                for (m, ar) in a_rows.iter().enumerate() {
-                    for (n, wr) in w.iter().enumerate() {
-                        let v = alpha * dot(ar, wr);
-                        let cv = &mut c[[m, n]];
-                        *cv = if beta == F::zero() { v } else { beta * *cv + v };
+    if a.nrows() <= SMALL_ROWS && a.ncols() > 0 && c.ncols() > 0 {
+        let k = a.ncols();
+        // b = Wᵀ with W row-major `[N, K]`: c[m, n] = a[m, :] · W[n, :], contiguous dot products.
+        let wt = b.t();
+        if let Some(w) = wt.as_slice() {
+            for m in 0..a.nrows() {
+                let ar = a.row(m);
+                let ar = ar.as_slice().map_or_else(
+                    || std::borrow::Cow::Owned(ar.to_vec()),
+                    std::borrow::Cow::Borrowed,
+                );
+                let mut crow = c.row_mut(m);
+                match crow.as_slice_mut() {
+                    Some(cs) => gemv_rows(&ar, w, k, cs, alpha, beta),
+                    None => {
+                        let mut tmp = crow.to_vec();
+                        gemv_rows(&ar, w, k, &mut tmp, alpha, beta);
+                        crow.iter_mut().zip(tmp).for_each(|(d, v)| *d = v);
                     }
                 }
-                return;
             }
-            // b row-major: c[m, :] = Σ_k a[m, k] · b[k, :], contiguous row updates.
-            if let Some(b_rows) = rows(b) {
-                for (m, ar) in a_rows.iter().enumerate() {
-                    let mut crow = c.index_axis_mut(Axis(0), m);
-                    if let Some(cs) = crow.as_slice_mut() {
-                        if beta == F::zero() {
-                            cs.fill(F::zero());
-                        } else if beta != F::one() {
-                            cs.iter_mut().for_each(|v| *v *= beta);
-                        }
-                        for (&s, br) in ar.iter().zip(&b_rows) {
-                            axpy(alpha * s, br, cs);
-                        }
-                        continue;
-                    }
-                    // A strided output row: fall back for the whole product.
-                    general_mat_mul(alpha, a, b, beta, c);
-                    return;
+            return;
+        }
+        // b row-major `[K, N]`: c[m, :] = Σ_k a[m, k] · b[k, :], contiguous row updates.
+        if let (Some(bs), true) = (b.as_slice(), c.is_standard_layout()) {
+            let n = b.ncols();
+            for m in 0..a.nrows() {
+                let mut crow = c.row_mut(m);
+                let cs = crow
+                    .as_slice_mut()
+                    .expect("rows of a standard-layout matrix are contiguous");
+                if beta == F::zero() {
+                    cs.fill(F::zero());
+                } else if beta != F::one() {
+                    cs.iter_mut().for_each(|v| *v *= beta);
                 }
-                return;
+                for (&s, br) in a.row(m).iter().zip(bs.chunks_exact(n)) {
+                    axpy(alpha * s, br, cs);
+                }
             }
+            return;
         }
     }
     general_mat_mul(alpha, a, b, beta, c);
 }
 
-/// The rows of a matrix as contiguous slices, if each row is contiguous.
-fn rows<'a, F: Float>(x: &ArrayView2<'a, F>) -> Option<Vec<&'a [F]>> {
-    if x.ncols() > 1 && x.strides()[1] != 1 {
-        return None;
-    }
-    (0..x.nrows())
-        .map(|i| (*x).index_axis_move(Axis(0), i).to_slice())
-        .collect()
-}
-
-/// `a · b` with `LANES` independent partial sums, so the loop vectorises without reassociating.
+/// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`, four
+/// rows at a time so each load of `x` feeds four accumulators.
 #[inline(never)]
-fn dot<F: Float>(a: &[F], b: &[F]) -> F {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [F::zero(); LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
+fn gemv_rows<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+    let x = &x[..k];
+    let mut rows = w.chunks_exact(k);
+    let mut outs = out.chunks_exact_mut(4);
+    for o in &mut outs {
+        let (r0, r1, r2, r3) = (rows.next(), rows.next(), rows.next(), rows.next());
+        let (Some(r0), Some(r1), Some(r2), Some(r3)) = (r0, r1, r2, r3) else {
+            return;
+        };
+        let d = dot4(x, [r0, r1, r2, r3]);
+        for (o, d) in o.iter_mut().zip(d) {
+            *o = if beta == F::zero() {
+                alpha * d
+            } else {
+                beta * *o + alpha * d
+            };
         }
     }
-    let mut s = F::zero();
-    for (x, y) in ar.iter().zip(br) {
-        s += *x * *y;
+    for (o, r) in outs.into_remainder().iter_mut().zip(rows) {
+        let d = dot4(x, [r, r, r, r])[0];
+        *o = if beta == F::zero() {
+            alpha * d
+        } else {
+            beta * *o + alpha * d
+        };
     }
-    acc.iter().fold(s, |t, &v| t + v)
+}
+
+/// Four dot products of `x` with rows `w`, each with `LANES` partial sums reduced as a tree.
+#[inline(always)]
+fn dot4<F: Float>(x: &[F], w: [&[F]; 4]) -> [F; 4] {
+    let k = x.len();
+    let [w0, w1, w2, w3] = w;
+    let (w0, w1, w2, w3) = (&w0[..k], &w1[..k], &w2[..k], &w3[..k]);
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        [F::zero(); LANES],
+        [F::zero(); LANES],
+        [F::zero(); LANES],
+        [F::zero(); LANES],
+    );
+    let chunks = x
+        .chunks_exact(LANES)
+        .zip(w0.chunks_exact(LANES))
+        .zip(w1.chunks_exact(LANES))
+        .zip(w2.chunks_exact(LANES))
+        .zip(w3.chunks_exact(LANES));
+    for ((((xc, c0), c1), c2), c3) in chunks {
+        for l in 0..LANES {
+            a0[l] = xc[l].mul_add(c0[l], a0[l]);
+            a1[l] = xc[l].mul_add(c1[l], a1[l]);
+            a2[l] = xc[l].mul_add(c2[l], a2[l]);
+            a3[l] = xc[l].mul_add(c3[l], a3[l]);
+        }
+    }
+    let full = k / LANES * LANES;
+    let finish = |mut a: [F; LANES], wr: &[F]| {
+        let mut width = LANES / 2;
+        while width > 0 {
+            for l in 0..width {
+                a[l] = a[l] + a[l + width];
+            }
+            width /= 2;
+        }
+        (full..k).fold(a[0], |s, i| s + x[i] * wr[i])
+    };
+    [finish(a0, w0), finish(a1, w1), finish(a2, w2), finish(a3, w3)]
 }
 
 /// `y += s · x`.
