@@ -58,8 +58,11 @@ pub(crate) struct Inner<F: Float> {
     pub(crate) options: TapeOptions,
     /// Bound parameters: their slot and value. Not `Var`s, which would hold the tape itself
     /// (a reference cycle that would leak every tape).
-    params: RefCell<HashMap<ParamId, (Option<usize>, Arc<ArrayD<F>>)>>,
+    params: RefCell<HashMap<ParamId, Bound<F>>>,
 }
+
+/// A bound parameter: its slot on the tape and its shared value.
+type Bound<F> = (Option<usize>, Arc<ArrayD<F>>);
 
 /// A value saved for the reverse pass: its slot (if it needs a gradient) and its array.
 pub(crate) struct Saved<F: Float> {
