@@ -122,7 +122,7 @@ fn dot4<F: Float>(x: &[F], w: [&[F]; 4]) -> [F; 4] {
         let mut width = LANES / 2;
         while width > 0 {
             for l in 0..width {
-                a[l] = a[l] + a[l + width];
+                a[l] += a[l + width];
             }
             width /= 2;
         }
