@@ -42,3 +42,8 @@ pub struct CustomCellsDoc;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/porting-pytorch.md")]
 pub struct PortingPytorchDoc;
+
+/// The guide's page on training and checkpoints; its code blocks run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/training.md")]
+pub struct TrainingDoc;
