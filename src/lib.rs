@@ -38,3 +38,8 @@ pub mod prelude {
 #[cfg(doctest)]
 #[doc = include_str!("../docs/getting-started.md")]
 pub struct GettingStartedDoc;
+
+/// The README; its code block runs as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoc;
