@@ -1,15 +1,17 @@
 //! The workloads W1–W7: float32 training steps (forward over the whole sequence, a per-step
 //! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6).
 //!
-//! `bench/torch_bench.py` runs the same workloads in PyTorch; keep the two in step.
+//! `bench/torch_bench.py` runs the same workloads in PyTorch; keep the two in step. With more
+//! than one thread, a train step splits the batch into one shard per thread (data parallelism).
 
 use crate::custom_cell::UserLstm;
 use crate::stats::{measure, Stats};
 use eddy_nn::loss::{mse, Reduction};
 use eddy_nn::optim::{Adam, AdamConfig, Optimizer};
+use eddy_nn::parallel::data_parallel;
 use eddy_nn::{init, Cell, Linear, Module, Nonlinearity, Recurrent, RecurrentConfig};
 use eddy_tape::{Error, Result, Rng, Tape};
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Axis, Slice};
 use std::hint::black_box;
 
 /// A workload's id and what it runs.
@@ -134,7 +136,7 @@ fn config(s: Shape) -> RecurrentConfig {
 }
 
 /// Train steps of `rnn` + a per-step `Linear(H→1)` head, MSE against a fixed random target, Adam.
-fn train<C: Cell<f32>>(
+fn train<C: Cell<f32> + Sync>(
     rnn: Recurrent<f32, C>,
     s: Shape,
     lr: f64,
@@ -154,16 +156,21 @@ fn train<C: Cell<f32>>(
             ..AdamConfig::default()
         },
     )?;
+    // One shard of the batch per thread of the pool, one tape each, gradients summed in shard
+    // order (eddy_nn::parallel): with one thread this is the plain single-tape step.
+    let shards = rayon::current_num_threads().min(s.batch);
     measure(warmup, steps, || -> Result<()> {
-        let tape = Tape::new();
-        let x = tape.constant(x.clone());
-        let y = tape.constant(target.clone());
-        let out = rnn.forward(&x)?;
-        let pred = head.forward(&out.output)?;
-        let loss = mse(&pred, &y, Reduction::Mean, None)?;
-        let grads = loss.backward()?;
+        let (loss, grads) = data_parallel(s.batch, shards, |rows, weight| {
+            let tape = Tape::new();
+            let xs = x.slice_axis(Axis(1), Slice::from(rows.clone())).to_owned();
+            let ys = target.slice_axis(Axis(1), Slice::from(rows)).to_owned();
+            let out = rnn.forward(&tape.constant(xs))?;
+            let pred = head.forward(&out.output)?;
+            let loss = mse(&pred, &tape.constant(ys), Reduction::Mean, None)?.scale(weight)?;
+            Ok((loss.item()? as f64, loss.backward()?))
+        })?;
         opt.step(&grads)?;
-        if !loss.item()?.is_finite() {
+        if !loss.is_finite() {
             return Err(Error::invalid("eddy-bench", "the loss is not finite"));
         }
         Ok(())
