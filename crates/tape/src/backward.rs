@@ -161,7 +161,8 @@ impl<F: Float> Tape<F> {
     ///
     /// # Errors
     /// [`Error::NotScalar`] for a non-scalar output without a weight; a weight of another shape
-    /// than its output; any error of a backward rule.
+    /// than its output; [`Error::TapeMismatch`] if a `Var` belongs to another tape; any error of
+    /// a backward rule.
     pub fn grad(
         &self,
         outputs: &[&Var<F>],
@@ -169,6 +170,16 @@ impl<F: Float> Tape<F> {
         inputs: &[&Var<F>],
         options: GradOptions,
     ) -> Result<Vec<Option<Var<F>>>> {
+        // Slot indices mean nothing on another tape: a foreign Var would silently read the
+        // gradient of whichever slot of this tape has its index.
+        let foreign = outputs
+            .iter()
+            .chain(inputs)
+            .chain(grad_outputs.unwrap_or_default())
+            .any(|v| !v.tape().same(self));
+        if foreign {
+            return Err(Error::TapeMismatch { op: "grad".into() });
+        }
         let mut seeds = Vec::new();
         for (k, y) in outputs.iter().enumerate() {
             let seed = match grad_outputs {
@@ -342,7 +353,16 @@ impl<F: Float> Tape<F> {
                     .enumerate()
                     .map(|(k, v)| Var::new(self.clone(), Some(first + k), v))
                     .collect();
-                let gi = op.backward(&in_vars, &out_vars, &gs)?;
+                // Under anomaly detection an op applied inside the rule may find the non-finite
+                // value first; the error names the op whose backward rule it is.
+                let gi = op.backward(&in_vars, &out_vars, &gs).map_err(|e| match e {
+                    Error::NonFinite { shape, .. } => Error::NonFinite {
+                        op: op.name().to_string(),
+                        phase: "backward",
+                        shape,
+                    },
+                    e => e,
+                })?;
                 if gi.len() != inputs.len() {
                     return Err(Error::BadGradient {
                         op: op.name().to_string(),
