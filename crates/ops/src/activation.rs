@@ -28,6 +28,7 @@ impl<F: Float> Op<F> for Softmax {
         "softmax"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("softmax", inputs, 1)?;
         crate::axis::resolve("softmax", self.0 as isize, inputs[0])?;
         Ok(inputs[0].to_vec())
     }
@@ -54,6 +55,7 @@ impl<F: Float> Op<F> for LogSoftmax {
         "log_softmax"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("log_softmax", inputs, 1)?;
         crate::axis::resolve("log_softmax", self.0 as isize, inputs[0])?;
         Ok(inputs[0].to_vec())
     }

@@ -36,6 +36,7 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
         self.0.name()
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity(self.0.name(), inputs, 1)?;
         Ok(inputs[0].to_vec())
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {

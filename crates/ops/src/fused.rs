@@ -254,6 +254,7 @@ impl<F: Float> MultiOp<F> for LstmPointwise {
         "lstm_pointwise"
     }
     fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        crate::arity("lstm_pointwise", inputs, 2)?;
         let (g, c) = (inputs[0], inputs[1]);
         if g.len() != 2 || c.len() != 2 || g[0] != c[0] || g[1] != 4 * c[1] {
             return Err(Error::shape(
@@ -365,6 +366,7 @@ impl<F: Float> Op<F> for GruPointwise {
         "gru_pointwise"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("gru_pointwise", inputs, 3)?;
         let (xw, hw, h) = (inputs[0], inputs[1], inputs[2]);
         if xw != hw || h.len() != 2 || xw.len() != 2 || xw[0] != h[0] || xw[1] != 3 * h[1] {
             return Err(Error::shape(

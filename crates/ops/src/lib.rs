@@ -22,6 +22,20 @@ pub use fused::{linear_add, GruPointwise, LstmPointwise};
 pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
 
+/// The arity check every built-in shape rule starts with, so that applying a public op struct
+/// to the wrong number of inputs (`tape.apply(MatMul { .. }, &[&x])`) is an error, not a panic.
+pub(crate) fn arity(op: &str, inputs: &[&[usize]], expected: usize) -> eddy_tape::Result<()> {
+    if inputs.len() == expected {
+        Ok(())
+    } else {
+        Err(eddy_tape::Error::Arity {
+            op: op.to_string(),
+            expected,
+            got: inputs.len(),
+        })
+    }
+}
+
 /// What a user of ops imports: the engine's types and the op methods.
 pub mod prelude {
     pub use crate::{concat, stack, where_, VarExt};

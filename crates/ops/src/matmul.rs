@@ -60,6 +60,7 @@ impl<F: Float> Op<F> for MatMul {
     }
 
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("matmul", inputs, 2)?;
         let (a, b) = (inputs[0], inputs[1]);
         let ranks_ok = (2..=3).contains(&a.len()) && (2..=3).contains(&b.len());
         if !ranks_ok {

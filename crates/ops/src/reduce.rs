@@ -39,6 +39,7 @@ impl<F: Float> Op<F> for Sum {
         "sum"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("sum", inputs, 1)?;
         check_axis("sum", self.axis, inputs[0])?;
         Ok(reduced(inputs[0], self.axis, self.keepdim))
     }
@@ -73,6 +74,7 @@ impl<F: Float> Op<F> for Max {
         "max"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("max", inputs, 1)?;
         check_axis("max", self.axis, inputs[0])?;
         if inputs[0][self.axis] == 0 {
             return Err(Error::shape(

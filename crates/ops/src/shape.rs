@@ -15,11 +15,10 @@ impl<F: Float> Op<F> for Reshape {
         "reshape"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
-        let (from, to) = (
-            inputs[0].iter().product::<usize>(),
-            self.0.iter().product::<usize>(),
-        );
-        if from != to {
+        crate::arity("reshape", inputs, 1)?;
+        // Checked products: a huge target must not wrap around to the input's count.
+        let count = |s: &[usize]| s.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if count(inputs[0]) != count(&self.0) || count(&self.0).is_none() {
             return Err(Error::shape(
                 "reshape",
                 &[inputs[0], &self.0],
@@ -50,6 +49,7 @@ impl<F: Float> Op<F> for Permute {
         "permute"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("permute", inputs, 1)?;
         let x = inputs[0];
         let mut seen = vec![false; x.len()];
         let ok = self.0.len() == x.len()
@@ -96,6 +96,7 @@ impl<F: Float> Op<F> for Narrow {
         "narrow"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("narrow", inputs, 1)?;
         let x = inputs[0];
         if self.axis >= x.len() {
             return Err(Error::Axis {
@@ -104,14 +105,19 @@ impl<F: Float> Op<F> for Narrow {
                 shape: x.to_vec(),
             });
         }
-        if self.start + self.len > x[self.axis] {
+        // Checked: a start near usize::MAX must not wrap around into range.
+        if self
+            .start
+            .checked_add(self.len)
+            .is_none_or(|end| end > x[self.axis])
+        {
             return Err(Error::shape(
                 "narrow",
                 &[x],
                 format!(
                     "slice {}..{} is out of range for axis {} of size {}",
                     self.start,
-                    self.start + self.len,
+                    self.start.saturating_add(self.len),
                     self.axis,
                     x[self.axis]
                 ),
@@ -149,8 +155,10 @@ impl<F: Float> Op<F> for Pad {
         "pad"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("pad", inputs, 1)?;
         let x = inputs[0];
-        if self.axis >= x.len() || self.start + x[self.axis] > self.total {
+        let fits = |d: usize| self.start.checked_add(d).is_some_and(|end| end <= self.total);
+        if self.axis >= x.len() || !fits(x[self.axis]) {
             return Err(Error::shape(
                 "pad",
                 &[x],
@@ -261,6 +269,7 @@ impl<F: Float> Op<F> for IndexSelect {
         "index_select"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("index_select", inputs, 1)?;
         let x = inputs[0];
         if self.axis >= x.len() {
             return Err(Error::Axis {
@@ -310,6 +319,7 @@ impl<F: Float> Op<F> for IndexAdd {
         "index_add"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("index_add", inputs, 1)?;
         let x = inputs[0];
         if self.axis >= x.len()
             || x[self.axis] != self.indices.len()
@@ -351,6 +361,7 @@ impl<F: Float> Op<F> for Where {
         "where"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("where", inputs, 2)?;
         let err = || {
             Error::shape(
                 "where",
@@ -436,8 +447,9 @@ impl<F: Float> MultiOp<F> for Split {
         }
     }
     fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
-        let x = inputs[0];
         let name = <Self as MultiOp<F>>::name(self);
+        crate::arity(name, inputs, 1)?;
+        let x = inputs[0];
         if self.axis >= x.len() {
             return Err(Error::Axis {
                 op: name.into(),
@@ -445,9 +457,8 @@ impl<F: Float> MultiOp<F> for Split {
                 shape: x.to_vec(),
             });
         }
-        if self.sizes.iter().sum::<usize>() != x[self.axis]
-            || (self.squeeze && self.sizes.iter().any(|&n| n != 1))
-        {
+        let total = self.sizes.iter().try_fold(0usize, |n, &d| n.checked_add(d));
+        if total != Some(x[self.axis]) || (self.squeeze && self.sizes.iter().any(|&n| n != 1)) {
             return Err(Error::shape(
                 name,
                 &[x],
