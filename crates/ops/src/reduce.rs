@@ -121,3 +121,120 @@ impl<F: Float> Op<F> for Max {
         Ok(vec![Some((kept * &g.tape().constant(mask))?)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The kernels against slow references that walk each lane by index.
+    use super::*;
+    use ndarray::Dimension;
+
+    fn seq(shape: &[usize]) -> ArrayD<f64> {
+        let mut k = 0u32;
+        // Distinct values in a scrambled order, so that maxima sit anywhere in a lane.
+        ArrayD::from_shape_simple_fn(shape, || {
+            k += 1;
+            ((k * 7919) % 97) as f64 * 0.25 - 10.0
+        })
+    }
+
+    /// For each output index (the axis removed), the input indices of its lane.
+    fn lanes(shape: &[usize], axis: usize) -> Vec<(Vec<usize>, Vec<Vec<usize>>)> {
+        let mut out_shape = shape.to_vec();
+        out_shape.remove(axis);
+        ArrayD::<u8>::zeros(IxDyn(&out_shape))
+            .indexed_iter()
+            .map(|(o, _)| {
+                let lane = (0..shape[axis])
+                    .map(|k| {
+                        let mut i = o.slice().to_vec();
+                        i.insert(axis, k);
+                        i
+                    })
+                    .collect();
+                (o.slice().to_vec(), lane)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sum_and_max_match_loops_along_every_axis() {
+        let x = seq(&[3, 4, 2]);
+        for axis in 0..3 {
+            for keepdim in [false, true] {
+                let s = Sum { axis, keepdim };
+                let m = Max { axis, keepdim };
+                let ys = <Sum as Op<f64>>::forward(&s, &[&x]).unwrap();
+                let ym = <Max as Op<f64>>::forward(&m, &[&x]).unwrap();
+                let want_shape = <Sum as Op<f64>>::shape(&s, &[x.shape()]).unwrap();
+                assert_eq!(ys.shape(), want_shape.as_slice());
+                assert_eq!(ym.shape(), want_shape.as_slice());
+                for (o, lane) in lanes(x.shape(), axis) {
+                    let mut oi = o.clone();
+                    if keepdim {
+                        oi.insert(axis, 0);
+                    }
+                    let sum: f64 = lane.iter().map(|i| x[IxDyn(i)]).sum();
+                    let max = lane.iter().map(|i| x[IxDyn(i)]).fold(f64::NEG_INFINITY, f64::max);
+                    assert!((ys[IxDyn(&oi)] - sum).abs() < 1e-12);
+                    assert_eq!(ym[IxDyn(&oi)], max);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_gradient_goes_to_the_first_maximum() -> Result<()> {
+        use eddy_tape::Tape;
+        let t = Tape::<f64>::new();
+        // Ties in every lane along axis 1: [1, 3, 3] and [2, 2, 0].
+        let x = t.input(ndarray::arr2(&[[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]]).into_dyn());
+        let y = t.apply(
+            Max {
+                axis: 1,
+                keepdim: false,
+            },
+            &[&x],
+        )?;
+        assert_eq!(y.value().as_slice().unwrap(), &[3.0, 2.0]);
+        let g = y.sum_all()?.backward()?;
+        let want = ndarray::arr2(&[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]).into_dyn();
+        assert_eq!(g.var(&x).unwrap(), &want);
+        Ok(())
+    }
+
+    #[test]
+    fn sum_gradient_is_the_broadcast_of_g() -> Result<()> {
+        use eddy_tape::Tape;
+        let t = Tape::<f32>::new();
+        let x = t.input(ArrayD::zeros(IxDyn(&[2, 3])));
+        let w = t.constant(ndarray::arr1(&[1.0f32, 2.0]).into_dyn());
+        let y = (t.apply(
+            Sum {
+                axis: 1,
+                keepdim: false,
+            },
+            &[&x],
+        )? * &w)?
+            .sum_all()?;
+        let g = y.backward()?;
+        let want = ndarray::arr2(&[[1.0f32, 1.0, 1.0], [2.0, 2.0, 2.0]]).into_dyn();
+        assert_eq!(g.var(&x).unwrap(), &want);
+        Ok(())
+    }
+
+    #[test]
+    fn max_propagates_nan_and_handles_infinities() {
+        let x =
+            ndarray::arr2(&[[1.0f32, f32::NAN, 0.0], [f32::NEG_INFINITY, -1.0, f32::INFINITY]]).into_dyn();
+        let y = <Max as Op<f32>>::forward(
+            &Max {
+                axis: 1,
+                keepdim: false,
+            },
+            &[&x],
+        )
+        .unwrap();
+        assert!(y[[0]].is_nan());
+        assert_eq!(y[[1]], f32::INFINITY);
+    }
+}

@@ -558,3 +558,204 @@ impl<F: Float> Op<F> for Stack {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each kernel against a slow reference that moves one element at a time by its index.
+    use super::*;
+    use ndarray::Dimension;
+
+    fn seq(shape: &[usize]) -> ArrayD<f64> {
+        let mut k = 0.0;
+        ArrayD::from_shape_simple_fn(shape, || {
+            k += 1.0;
+            k * 0.5 - 3.0
+        })
+    }
+
+    fn run<O: Op<f64>>(op: O, xs: &[&ArrayD<f64>]) -> ArrayD<f64> {
+        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
+        let out = op.forward(xs).unwrap();
+        assert_eq!(out.shape(), op.shape(&shapes).unwrap().as_slice());
+        out
+    }
+
+    /// The row-major linear index of `idx` in `shape`, and back.
+    fn linear(idx: &[usize], shape: &[usize]) -> usize {
+        idx.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i)
+    }
+    fn unlinear(mut k: usize, shape: &[usize]) -> Vec<usize> {
+        let mut idx = vec![0; shape.len()];
+        for (i, &d) in shape.iter().enumerate().rev() {
+            idx[i] = k % d;
+            k /= d;
+        }
+        idx
+    }
+
+    #[test]
+    fn reshape_keeps_row_major_order() {
+        let x = seq(&[2, 3, 4]);
+        for to in [vec![24], vec![4, 6], vec![3, 1, 8], vec![2, 12, 1]] {
+            let y = run(Reshape(to.clone()), &[&x]);
+            for (idx, &v) in y.indexed_iter() {
+                let k = linear(idx.slice(), &to);
+                assert_eq!(v, x[IxDyn(&unlinear(k, x.shape()))]);
+            }
+        }
+        // A non-standard layout is read in logical order.
+        let t = x.clone().reversed_axes();
+        let y = run(Reshape(vec![24]), &[&t]);
+        for (k, &v) in y.iter().enumerate() {
+            assert_eq!(v, t[IxDyn(&unlinear(k, t.shape()))]);
+        }
+    }
+
+    #[test]
+    fn permute_moves_each_element_to_its_permuted_index() {
+        let x = seq(&[2, 3, 4]);
+        for axes in [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
+            let y = run(Permute(axes.to_vec()), &[&x]);
+            for (idx, &v) in y.indexed_iter() {
+                let mut src = [0; 3];
+                for (i, &a) in axes.iter().enumerate() {
+                    src[a] = idx[i];
+                }
+                assert_eq!(v, x[IxDyn(&src)]);
+            }
+            assert!(y.is_standard_layout());
+        }
+    }
+
+    #[test]
+    fn narrow_and_pad_are_adjoint_slices() {
+        let x = seq(&[3, 5]);
+        let y = run(
+            Narrow {
+                axis: 1,
+                start: 1,
+                len: 3,
+            },
+            &[&x],
+        );
+        for (idx, &v) in y.indexed_iter() {
+            assert_eq!(v, x[[idx[0], idx[1] + 1]]);
+        }
+        let p = run(
+            Pad {
+                axis: 1,
+                start: 1,
+                total: 5,
+            },
+            &[&y],
+        );
+        for (idx, &v) in p.indexed_iter() {
+            let inside = (1..4).contains(&idx[1]);
+            assert_eq!(v, if inside { x[[idx[0], idx[1]]] } else { 0.0 });
+        }
+        // Empty slices.
+        assert_eq!(
+            run(
+                Narrow {
+                    axis: 0,
+                    start: 3,
+                    len: 0
+                },
+                &[&x]
+            )
+            .shape(),
+            &[0, 5]
+        );
+    }
+
+    #[test]
+    fn concat_places_each_input_after_the_previous() {
+        let (a, b, c) = (
+            seq(&[2, 1, 3]),
+            seq(&[2, 4, 3]).mapv(|v| v + 100.0),
+            seq(&[2, 2, 3]),
+        );
+        let y = run(Concat(1), &[&a, &b, &c]);
+        assert_eq!(y.shape(), &[2, 7, 3]);
+        for (idx, &v) in y.indexed_iter() {
+            let (i, j, k) = (idx[0], idx[1], idx[2]);
+            let want = match j {
+                0 => a[[i, 0, k]],
+                1..=4 => b[[i, j - 1, k]],
+                _ => c[[i, j - 5, k]],
+            };
+            assert_eq!(v, want);
+        }
+    }
+
+    #[test]
+    fn index_select_and_index_add_with_repeats() {
+        let x = seq(&[4, 3]);
+        let indices = vec![2, 0, 2, 3, 2];
+        let y = run(
+            IndexSelect {
+                axis: 0,
+                indices: indices.clone(),
+            },
+            &[&x],
+        );
+        for (idx, &v) in y.indexed_iter() {
+            assert_eq!(v, x[[indices[idx[0]], idx[1]]]);
+        }
+        let y1 = run(
+            IndexSelect {
+                axis: 1,
+                indices: vec![1, 1],
+            },
+            &[&x],
+        );
+        for (idx, &v) in y1.indexed_iter() {
+            assert_eq!(v, x[[idx[0], 1]]);
+        }
+        // index_add: the naive scatter-add.
+        let s = run(
+            IndexAdd {
+                axis: 0,
+                indices: indices.clone(),
+                size: 4,
+            },
+            &[&y],
+        );
+        let mut want = ArrayD::<f64>::zeros(IxDyn(&[4, 3]));
+        for (k, &i) in indices.iter().enumerate() {
+            for j in 0..3 {
+                want[[i, j]] += y[[k, j]];
+            }
+        }
+        assert_eq!(s, want);
+        assert!(
+            s.index_axis(Axis(0), 1).iter().all(|&v| v == 0.0),
+            "row 1 is never picked"
+        );
+    }
+
+    #[test]
+    fn where_picks_elementwise_with_broadcasting() {
+        let mask = ArrayD::from_shape_vec(vec![2, 1], vec![true, false]).unwrap();
+        let a = seq(&[2, 3]);
+        let b = seq(&[3]).mapv(|v| v * 10.0);
+        let y = run(Where(mask.clone()), &[&a, &b]);
+        for (idx, &v) in y.indexed_iter() {
+            let want = if mask[[idx[0], 0]] {
+                a[[idx[0], idx[1]]]
+            } else {
+                b[[idx[1]]]
+            };
+            assert_eq!(v, want);
+        }
+    }
+
+    #[test]
+    fn kernels_work_in_f32() {
+        let x = ArrayD::from_shape_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let y = Permute(vec![1, 0]).forward(&[&x]).unwrap();
+        assert_eq!(y.into_raw_vec_and_offset().0, vec![1.0, 3.0, 2.0, 4.0]);
+        let z = Concat(0).forward(&[&x, &x]).unwrap();
+        assert_eq!(z.shape(), &[4, 2]);
+    }
+}
