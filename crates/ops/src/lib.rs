@@ -22,6 +22,21 @@ pub use fused::{linear_add, GruPointwise, LstmPointwise};
 pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
 
+/// `docs/autodiff.md`: its code blocks run as doc tests.
+#[doc = include_str!("../../../docs/autodiff.md")]
+#[cfg(doctest)]
+pub struct AutodiffDocs;
+
+/// `docs/ops.md`: its code blocks run as doc tests.
+#[doc = include_str!("../../../docs/ops.md")]
+#[cfg(doctest)]
+pub struct OpsDocs;
+
+/// `docs/design.md`: its code blocks run as doc tests.
+#[doc = include_str!("../../../docs/design.md")]
+#[cfg(doctest)]
+pub struct DesignDocs;
+
 /// The arity check every built-in shape rule starts with, so that applying a public op struct
 /// to the wrong number of inputs (`tape.apply(MatMul { .. }, &[&x])`) is an error, not a panic.
 pub(crate) fn arity(op: &str, inputs: &[&[usize]], expected: usize) -> eddy_tape::Result<()> {
