@@ -202,6 +202,15 @@ pub fn tick(v: f64) -> String {
     }
 }
 
+/// `0.0010` → `0.001`, `20.0` → `20`; leaves scientific notation alone.
+pub fn trim_zeros(s: String) -> String {
+    if s.contains('.') && !s.contains('e') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// Mean and (population) standard deviation.
 pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len().max(1) as f64;
@@ -373,7 +382,7 @@ where
         }
     };
     let digits = if plot.log_y { 2 } else { 3 };
-    let y_fmt = move |v: &f64| sig(*v, digits);
+    let y_fmt = move |v: &f64| trim_zeros(sig(*v, digits));
     let x_fmt = |v: &f64| tick(*v);
     let mut mesh = chart.configure_mesh();
     mesh.x_desc(&plot.x_label)
