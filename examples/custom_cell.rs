@@ -294,7 +294,8 @@ fn main() -> AnyResult {
     let mut val_plot = LinePlot::new("Validation error", "training step", "validation RMSE (sunspots)");
     for (c, r) in runs.iter().enumerate() {
         train_plot = train_plot.series(Series::new(r.name, c, r.train.clone()));
-        val_plot = val_plot.series(Series::new(r.name, c, r.val.clone()));
+        // From the first evaluation on: the untrained model at step 0 would flatten the scale.
+        val_plot = val_plot.series(Series::new(r.name, c, r.val[1..].to_vec()));
     }
     let end = steps as f64;
     val_plot = val_plot.series(
