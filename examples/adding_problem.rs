@@ -28,6 +28,7 @@ use eddy::nn::clip::clip_grad_norm;
 use eddy::nn::loss::{mse, Reduction};
 use eddy::nn::optim::{Adam, AdamConfig, Optimizer};
 use eddy::prelude::*;
+use plotters::prelude::SeriesLabelPosition;
 use rayon::prelude::*;
 
 const USAGE: &str = "adding_problem: Elman RNN vs LSTM vs GRU on the adding problem
@@ -197,7 +198,8 @@ fn main() -> AnyResult {
             "training step",
             "test MSE (log scale)",
         )
-        .log_y();
+        .log_y()
+        .legend_at(SeriesLabelPosition::MiddleRight);
         for kind in &kinds {
             let c = Kind::ALL.iter().position(|k| k == kind).unwrap_or(0);
             let r = runs
