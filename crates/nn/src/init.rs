@@ -103,3 +103,54 @@ mod tests {
         assert!(p.iter().all(|v| v.abs() <= 0.25));
     }
 }
+
+/// Keras's `LSTM` initialisation applied to an eddy LSTM cell: the input kernel Glorot-uniform,
+/// the recurrent kernel orthogonal (per gate block, as Keras's `[H, 4H]` recurrent kernel is one
+/// orthogonal matrix seen transposed), `bias_ih` zero except a forget-gate bias of 1
+/// (`unit_forget_bias`), and `bias_hh` zero (Keras has one bias; eddy's two are summed).
+pub fn keras_lstm<F: Float>(cell: &crate::LstmCell<F>, rng: &mut Rng) {
+    let w_ih = cell.weight_ih.shape();
+    cell.weight_ih.set(xavier_uniform(&w_ih, 1.0, rng));
+    let w_hh = cell.weight_hh.shape();
+    // Keras: recurrent_kernel [units, 4·units] orthogonal; eddy/PyTorch store its transpose.
+    let q: ArrayD<F> = orthogonal(w_hh[1], w_hh[0], 1.0, rng);
+    cell.weight_hh
+        .set(q.reversed_axes().as_standard_layout().into_owned());
+    if let Some((b_ih, b_hh)) = &cell.biases {
+        let h = cell.hidden_size();
+        let mut b = ArrayD::<F>::zeros(vec![4 * h]);
+        b.slice_mut(ndarray::s![h..2 * h]).fill(F::one());
+        b_ih.set(b);
+        b_hh.set(ArrayD::zeros(vec![4 * h]));
+    }
+}
+
+#[cfg(test)]
+mod keras_tests {
+    use super::*;
+
+    #[test]
+    fn keras_lstm_preset_has_unit_forget_bias_and_an_orthogonal_recurrent_kernel() {
+        let mut rng = Rng::seed(4);
+        let cell = crate::LstmCell::<f64>::new(3, 5, true, &mut rng);
+        keras_lstm(&cell, &mut rng);
+        let (b_ih, b_hh) = cell.biases.as_ref().unwrap();
+        let b = b_ih.value();
+        assert!(b
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == if (5..10).contains(&i) { 1.0 } else { 0.0 }));
+        assert!(b_hh.value().iter().all(|&v| v == 0.0));
+        // weight_hh is [4H, H]: its columns are orthonormal (it is the transpose of Keras's kernel).
+        let w = (*cell.weight_hh.value())
+            .clone()
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let g = w.t().dot(&w);
+        for ((i, j), v) in g.indexed_iter() {
+            assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-10);
+        }
+        let bound = (6.0f64 / (3.0 + 20.0)).sqrt();
+        assert!(cell.weight_ih.value().iter().all(|v| v.abs() <= bound));
+    }
+}
