@@ -58,14 +58,18 @@ impl<F: Float> Op<F> for Linear {
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let (x, w) = (inputs[0], inputs[1]);
         let (rows, n) = (x.shape()[0], w.shape()[0]);
-        let mut y = if self.add {
-            inputs[inputs.len() - 1].as_standard_layout().into_owned()
-        } else {
-            ArrayD::zeros(IxDyn(&[rows, n]))
+        // y starts as add + b, row by row over contiguous slices, then the GEMM accumulates onto it.
+        let mut out = match self.add {
+            true => flat(inputs[inputs.len() - 1]).into_owned(),
+            false => vec![F::zero(); rows * n],
         };
         if self.bias {
-            y += inputs[2];
+            let b = flat(inputs[2]);
+            for row in out.chunks_exact_mut(n.max(1)) {
+                add_row(row, &b);
+            }
         }
+        let mut y = shaped(out, &[rows, n]);
         let x2 = x.view().into_dimensionality::<Ix2>().expect("2-D");
         let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
         let mut y2 = y.view_mut().into_dimensionality::<Ix2>().expect("2-D");
@@ -117,6 +121,16 @@ fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
     match x.as_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+/// `row += b`, elementwise (a separate function so the slices are noalias and it vectorises).
+#[inline(never)]
+fn add_row<F: Float>(row: &mut [F], b: &[F]) {
+    let n = row.len().min(b.len());
+    let (row, b) = (&mut row[..n], &b[..n]);
+    for j in 0..n {
+        row[j] += b[j];
     }
 }
 

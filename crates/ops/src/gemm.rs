@@ -27,7 +27,7 @@ pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c
                 );
                 let mut crow = c.row_mut(m);
                 match crow.as_slice_mut() {
-                    Some(cs) => gemv_rows(&ar, w, k, cs, alpha, beta),
+                    Some(cs) => gemv_rows_par(&ar, w, k, cs, alpha, beta),
                     None => {
                         let mut tmp = crow.to_vec();
                         gemv_rows(&ar, w, k, &mut tmp, alpha, beta);
@@ -58,6 +58,25 @@ pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c
         }
     }
     general_mat_mul(alpha, a, b, beta, c);
+}
+
+/// Below this many weights a few-row product stays on one thread.
+const PAR_MIN_WEIGHTS: usize = 1 << 16;
+
+/// [`gemv_rows`] split across the current rayon pool's threads when the weight matrix is large
+/// enough to pay for it: each thread streams its own block of rows, which then stays in its
+/// core's cache from one time step to the next.
+fn gemv_rows_par<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || w.len() < PAR_MIN_WEIGHTS || out.len() < 8 * threads {
+        return gemv_rows(x, w, k, out, alpha, beta);
+    }
+    use rayon::prelude::*;
+    // Blocks of rows, a multiple of 4 for the four-row kernel.
+    let block = out.len().div_ceil(threads).next_multiple_of(4);
+    out.par_chunks_mut(block)
+        .zip(w.par_chunks(block * k))
+        .for_each(|(o, wb)| gemv_rows(x, wb, k, o, alpha, beta));
 }
 
 /// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`, four
@@ -148,6 +167,25 @@ mod tests {
 
     fn m(r: usize, c: usize, seed: f64) -> Array2<f64> {
         Array2::from_shape_fn((r, c), |(i, j)| ((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
+    }
+
+    #[test]
+    fn the_threaded_row_kernel_matches_on_one_and_two_threads() {
+        let (k, n) = (300, 301); // above PAR_MIN_WEIGHTS, and n not a multiple of the blocks
+        let a = m(1, k, 0.5);
+        let w = m(n, k, 0.6);
+        let mut slow = Array2::<f64>::zeros((1, n));
+        general_mat_mul(1.0, &a.view(), &w.t(), 0.0, &mut slow.view_mut());
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut fast = Array2::<f64>::zeros((1, n));
+            pool.install(|| gemm(1.0, &a.view(), &w.t(), 0.0, &mut fast.view_mut()));
+            let err = (&fast - &slow).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+            assert!(err < 1e-12, "{threads} threads: {err}");
+        }
     }
 
     #[test]
