@@ -26,6 +26,12 @@ pub trait Elementwise<F: Float>: 'static {
     fn value(&self, x: F) -> F;
     /// `f'(x)` for every element, written with differentiable ops (so it can be differentiated again).
     fn derivative(&self, x: &Var<F>, y: &Var<F>) -> Result<Var<F>>;
+    /// `f'(x)` at one point from `x` and `y = f(x)`, for the fast first-order backward (one
+    /// pass, no intermediate arrays). `None` (the default) uses [`Elementwise::derivative`].
+    /// It must agree with `derivative`.
+    fn derivative_at(&self, _x: F, _y: F) -> Option<F> {
+        None
+    }
 }
 
 /// The [`Op`] of an [`Elementwise`] function: same shape out, `dx = g · f'(x)`.
@@ -43,6 +49,22 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
         Ok(inputs[0].mapv(|x| self.0.value(x)))
     }
     fn backward(&self, inputs: &[Var<F>], output: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let (x, y) = (inputs[0].value(), output.value());
+        let fast =
+            !g.tape().is_recording() && x.first().is_none_or(|&v| self.0.derivative_at(v, v).is_some());
+        if fast {
+            // First order: g · f'(x) in one pass.
+            let d = ndarray::Zip::from(g.value())
+                .and(x)
+                .and(y)
+                .map_collect(|&g, &x, &y| {
+                    g * self
+                        .0
+                        .derivative_at(x, y)
+                        .expect("derivative_at is Some for this op")
+                });
+            return Ok(vec![Some(g.tape().constant(d))]);
+        }
         Ok(vec![Some((g * self.0.derivative(&inputs[0], output)?)?)])
     }
 }
@@ -59,6 +81,9 @@ impl<F: Float> Elementwise<F> for Exp {
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         Ok(y.clone())
     }
+    fn derivative_at(&self, _x: F, y: F) -> Option<F> {
+        Some(y)
+    }
 }
 
 /// `ln x`.
@@ -73,6 +98,9 @@ impl<F: Float> Elementwise<F> for Log {
     fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
         x.powi(-1)
     }
+    fn derivative_at(&self, x: F, _y: F) -> Option<F> {
+        Some(F::one() / x)
+    }
 }
 
 /// `√x`.
@@ -86,6 +114,9 @@ impl<F: Float> Elementwise<F> for Sqrt {
     }
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         y.powi(-1)?.scale(F::of(0.5))
+    }
+    fn derivative_at(&self, _x: F, y: F) -> Option<F> {
+        Some(F::of(0.5) / y)
     }
 }
 
@@ -105,6 +136,12 @@ impl<F: Float> Elementwise<F> for Powi {
             n => x.powi(n - 1)?.scale(F::of(n as f64)),
         }
     }
+    fn derivative_at(&self, x: F, _y: F) -> Option<F> {
+        Some(match self.0 {
+            0 => F::zero(),
+            n => F::of(n as f64) * x.powi(n - 1),
+        })
+    }
 }
 
 /// `tanh x`.
@@ -118,6 +155,9 @@ impl<F: Float> Elementwise<F> for Tanh {
     }
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         (y * y)?.affine(-F::one(), F::one(), "one_minus")
+    }
+    fn derivative_at(&self, _x: F, y: F) -> Option<F> {
+        Some(F::one() - y * y)
     }
 }
 
@@ -139,6 +179,9 @@ impl<F: Float> Elementwise<F> for Sigmoid {
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         y * y.affine(-F::one(), F::one(), "one_minus")?
     }
+    fn derivative_at(&self, _x: F, y: F) -> Option<F> {
+        Some(y * (F::one() - y))
+    }
 }
 
 /// `max(x, 0)`; its derivative `[x > 0]` is a constant mask.
@@ -156,6 +199,9 @@ impl<F: Float> Elementwise<F> for Relu {
             .mapv(|v| if v > F::zero() { F::one() } else { F::zero() });
         Ok(x.tape().constant(mask))
     }
+    fn derivative_at(&self, x: F, _y: F) -> Option<F> {
+        Some(if x > F::zero() { F::one() } else { F::zero() })
+    }
 }
 
 /// `ln(1 + eˣ)`, stable for large `|x|`.
@@ -169,6 +215,9 @@ impl<F: Float> Elementwise<F> for Softplus {
     }
     fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
         x.sigmoid()
+    }
+    fn derivative_at(&self, x: F, _y: F) -> Option<F> {
+        Some(x.fast_sigmoid())
     }
 }
 
@@ -192,6 +241,15 @@ impl<F: Float> Elementwise<F> for Abs {
             }
         });
         Ok(x.tape().constant(sign))
+    }
+    fn derivative_at(&self, x: F, _y: F) -> Option<F> {
+        Some(if x > F::zero() {
+            F::one()
+        } else if x < F::zero() {
+            -F::one()
+        } else {
+            F::zero()
+        })
     }
 }
 
@@ -221,6 +279,42 @@ mod tests {
         let p = t.constant(arr1(&[0.5, 2.0]).into_dyn());
         assert!((p.log().unwrap().value()[1] - 2f64.ln()).abs() < 1e-15);
         assert!((p.sqrt().unwrap().value()[1] - 2f64.sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn the_fast_first_order_backward_agrees_with_the_recorded_rule() {
+        use eddy_tape::GradOptions;
+        let xs = arr1(&[0.3, 1.7, 0.9, 2.5]).into_dyn();
+        let ops: Vec<(&str, fn(&Var<f64>) -> Result<Var<f64>>)> = vec![
+            ("exp", |x| x.exp()),
+            ("log", |x| x.log()),
+            ("sqrt", |x| x.sqrt()),
+            ("powi", |x| x.powi(3)),
+            ("tanh", |x| x.tanh()),
+            ("sigmoid", |x| x.sigmoid()),
+            ("relu", |x| x.shift(-1.0)?.relu()),
+            ("softplus", |x| x.softplus()),
+            ("abs", |x| x.shift(-1.0)?.abs()),
+        ];
+        for (name, f) in ops {
+            let grad = |create_graph: bool| {
+                let t = Tape::<f64>::new();
+                let x = t.input(xs.clone());
+                let y = f(&x).unwrap().sum_all().unwrap();
+                let opts = GradOptions {
+                    create_graph,
+                    retain_graph: true,
+                };
+                t.grad(&[&y], None, &[&x], opts).unwrap()[0]
+                    .as_ref()
+                    .unwrap()
+                    .value()
+                    .clone()
+            };
+            let (fast, recorded) = (grad(false), grad(true));
+            let err = (&fast - &recorded).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+            assert!(err < 1e-12, "{name}: {err}");
+        }
     }
 
     #[test]
