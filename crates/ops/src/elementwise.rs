@@ -285,7 +285,8 @@ mod tests {
     fn the_fast_first_order_backward_agrees_with_the_recorded_rule() {
         use eddy_tape::GradOptions;
         let xs = arr1(&[0.3, 1.7, 0.9, 2.5]).into_dyn();
-        let ops: Vec<(&str, fn(&Var<f64>) -> Result<Var<f64>>)> = vec![
+        type UnaryFn = fn(&Var<f64>) -> Result<Var<f64>>;
+        let ops: Vec<(&str, UnaryFn)> = vec![
             ("exp", |x| x.exp()),
             ("log", |x| x.log()),
             ("sqrt", |x| x.sqrt()),
