@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::{linear_add, GruPointwise, VarExt};
+use eddy_ops::{linear_add, GruPointwise};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The GRU cell (gates in PyTorch's order r, z, n):
@@ -57,9 +57,7 @@ impl<F: Float> Cell<F> for GruCell<F> {
 
     /// `W_ih x + b_ih` for all time steps at once.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
-        let t = x.tape();
-        let b = self.biases.as_ref().map(|(b, _)| t.param(b));
-        x.linear(&t.param(&self.weight_ih), b.as_ref())
+        super::project_input(x, &self.weight_ih, &self.biases)
     }
 
     fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {

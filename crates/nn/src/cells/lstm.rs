@@ -76,9 +76,7 @@ impl<F: Float> Cell<F> for LstmCell<F> {
 
     /// `W_ih x + b_ih` for all time steps at once.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
-        let t = x.tape();
-        let b = self.biases.as_ref().map(|(b, _)| t.param(b));
-        x.linear(&t.param(&self.weight_ih), b.as_ref())
+        super::project_input(x, &self.weight_ih, &self.biases)
     }
 
     fn step(&self, xw: &Var<F>, (h, c): &(Var<F>, Var<F>)) -> Result<(Var<F>, Var<F>)> {

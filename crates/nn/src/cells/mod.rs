@@ -16,11 +16,24 @@ pub use peephole::PeepholeLstmCell;
 pub use rnn::{Nonlinearity, RnnCell};
 
 use crate::init;
-use eddy_tape::{Float, Param, Rng};
+use eddy_ops::VarExt;
+use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// A PyTorch-initialised parameter `U(-1/√hidden, 1/√hidden)`.
 pub(crate) fn param<F: Float>(name: &str, shape: &[usize], hidden: usize, rng: &mut Rng) -> Param<F> {
     Param::new(name, init::pytorch_default(shape, hidden, rng))
+}
+
+/// `W_ih x + b_ih` for every time step at once: the `project` of the cells with PyTorch's two
+/// biases (`biases` is `(bias_ih, bias_hh)`).
+pub(crate) fn project_input<F: Float>(
+    x: &Var<F>,
+    weight_ih: &Param<F>,
+    biases: &Option<(Param<F>, Param<F>)>,
+) -> Result<Var<F>> {
+    let t = x.tape();
+    let b = biases.as_ref().map(|(b, _)| t.param(b));
+    x.linear(&t.param(weight_ih), b.as_ref())
 }
 
 /// The `(name, param)` list of a cell with PyTorch's order: weight_ih, weight_hh, bias_ih, bias_hh.
