@@ -13,6 +13,12 @@
 //! kernels are single-threaded today (matrixmultiply is built without its `threading` feature
 //! and no op uses rayon inside a kernel), so 2 threads are not expected to help yet.
 
+/// A caching allocator for the whole benchmark, as an application would choose one (build with
+/// `--no-default-features` for the system allocator).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod custom_cell;
 mod fma;
 mod gemm;

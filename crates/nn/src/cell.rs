@@ -122,6 +122,23 @@ pub trait Cell<F: Float>: Module<F> {
     /// One time step: the projected input `x` (`[B, p]`) and the state → the next state.
     fn step(&self, x: &Var<F>, state: &Self::State) -> Result<Self::State>;
 
+    /// Optional: the whole projected sequence in one op instead of the layer's loop of
+    /// [`Cell::step`] (a fused kernel over time, such as [`eddy_ops::LstmSequence`]). `xp` is
+    /// `[T, B, p]` from [`Cell::project`]; the result is every step's output (`[T, B, out]`,
+    /// indexed by time in both directions) and the final state. Default: `None`, the loop.
+    ///
+    /// The layer calls it only when no step needs a mask (no per-sequence lengths, no recurrent
+    /// dropout). It must give the values and gradients of the loop of `step`: test it so.
+    fn unroll(
+        &self,
+        xp: &Var<F>,
+        state: &Self::State,
+        reverse: bool,
+    ) -> Option<Result<(Var<F>, Self::State)>> {
+        let _ = (xp, state, reverse);
+        None
+    }
+
     /// The output size (the first state part's size).
     fn output_size(&self) -> usize {
         self.state_sizes()[0]

@@ -289,15 +289,26 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
                     move |e: Error| e.context(format!("{name} layer {l}{dir} step {t}"))
                 };
                 let xp = cell.project(&input).map_err(ctx(0))?;
-                let (out, last) = unroll(
-                    cell,
-                    &xp,
-                    state,
-                    dir == 1,
-                    masks.as_deref(),
-                    rec_mask.as_ref(),
-                    ctx,
-                )?;
+                // The cell's own op for the whole sequence when no step needs a mask.
+                let fused = match (&masks, &rec_mask) {
+                    (None, None) => cell.unroll(&xp, &state, dir == 1),
+                    _ => None,
+                };
+                let (out, last) = match fused {
+                    Some(result) => {
+                        let reverse = if dir == 1 { " reverse" } else { "" };
+                        result.map_err(|e| e.context(format!("{name} layer {l}{reverse}")))?
+                    }
+                    None => unroll(
+                        cell,
+                        &xp,
+                        state,
+                        dir == 1,
+                        masks.as_deref(),
+                        rec_mask.as_ref(),
+                        ctx,
+                    )?,
+                };
                 for (p, s) in last.parts().into_iter().enumerate() {
                     finals[p].push(s);
                 }

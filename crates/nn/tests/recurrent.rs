@@ -43,6 +43,54 @@ fn the_layer_equals_a_hand_written_loop_of_step() -> Result<()> {
     Ok(())
 }
 
+/// The built-in cells' whole-sequence ops (`Cell::unroll`) against the layer's loop of `step`,
+/// which the layer takes when it is given per-sequence lengths (here all full): outputs, final
+/// states and every gradient, stacked and bidirectional, from random initial states.
+#[test]
+fn the_fused_sequence_ops_equal_the_loop_of_steps() -> Result<()> {
+    fn compare<C: Cell<f64>>(layer: &eddy_nn::Recurrent<f64, C>, parts: usize, rng: &mut Rng) -> Result<()> {
+        let (steps, batch) = (4, 5);
+        let x = uniform(&[steps, batch, 3], rng);
+        let init: Vec<ArrayD<f64>> = (0..parts).map(|_| uniform(&[4, batch, 4], rng)).collect();
+        let run = |lengths: Option<&[usize]>| -> Result<Vec<ArrayD<f64>>> {
+            let tape = Tape::new();
+            let x = tape.input(x.clone());
+            let init: Vec<Var<f64>> = init.iter().map(|s| tape.input(s.clone())).collect();
+            let out = layer.forward_with(&x, Some(&init), lengths, None)?;
+            let mut loss = out.output.tanh()?.sum_all()?;
+            for s in &out.states {
+                loss = (&loss + &(s * s)?.sum_all()?)?;
+            }
+            let grads = loss.backward()?;
+            let mut values = vec![out.output.value().clone()];
+            values.extend(out.states.iter().map(|s| s.value().clone()));
+            values.extend(init.iter().chain([&x]).map(|v| grads.var(v).unwrap().clone()));
+            values.extend(layer.param_list().iter().map(|p| grads.param(p).unwrap().clone()));
+            Ok(values)
+        };
+        let (fused, looped) = (run(None)?, run(Some(&[steps; 5]))?);
+        assert_eq!(fused.len(), looped.len());
+        for (a, b) in fused.iter().zip(&looped) {
+            assert_close(a, b, 1e-12);
+        }
+        Ok(())
+    }
+    let mut rng = Rng::seed(7);
+    let config = RecurrentConfig::new(3, 4).num_layers(2).bidirectional(true);
+    compare(&config.lstm(&mut rng), 2, &mut rng)?;
+    compare(&config.gru(&mut rng), 1, &mut rng)?;
+    compare(&config.rnn(eddy_nn::Nonlinearity::Tanh, &mut rng), 1, &mut rng)?;
+    compare(
+        &config
+            .clone()
+            .bias(false)
+            .rnn(eddy_nn::Nonlinearity::Relu, &mut rng),
+        1,
+        &mut rng,
+    )?;
+    compare(&config.bias(false).lstm(&mut rng), 2, &mut rng)
+}
+
 #[test]
 fn batch_rows_are_independent() -> Result<()> {
     let mut rng = Rng::seed(2);
@@ -282,7 +330,15 @@ fn an_error_inside_a_step_names_the_layer_and_step() {
     let mut layer = config.lstm::<f64>(&mut Rng::seed(0)).named("encoder");
     layer.cells[1].weight_hh = Param::new("weight_hh", ArrayD::zeros(vec![8, 3]));
     let tape = Tape::new();
-    let e = err(layer.forward(&tape.input(ArrayD::zeros(vec![3, 2, 2]))));
+    let x = tape.input(ArrayD::zeros(vec![3, 2, 2]));
+    // The whole-sequence op names the layer, the direction and the shapes…
+    let e = err(layer.forward(&x));
+    assert_mentions(
+        &e,
+        &["encoder layer 0 reverse", "lstm_sequence", "[8, 3]", "[3, 2, 12]"],
+    );
+    // … and the loop of steps (taken with per-sequence lengths) names the step too.
+    let e = err(layer.forward_with(&x, None, Some(&[3, 2]), None));
     assert_mentions(&e, &["encoder layer 0 reverse step 2", "[8, 3]", "[2, 12]"]);
 }
 

@@ -137,7 +137,13 @@ fn add_row<F: Float>(row: &mut [F], b: &[F]) {
 /// One row of the LSTM forward. Separate functions, so each slice is a distinct noalias
 /// argument and the loops vectorise.
 #[inline(never)]
-fn lstm_row_forward<F: Float>(g: [&[F]; 4], cp: &[F], acts: [&mut [F]; 5], cn: &mut [F], hn: &mut [F]) {
+pub(crate) fn lstm_row_forward<F: Float>(
+    g: [&[F]; 4],
+    cp: &[F],
+    acts: [&mut [F]; 5],
+    cn: &mut [F],
+    hn: &mut [F],
+) {
     let h = cp.len();
     let [gi, gf, gg, go] = g;
     let (gi, gf, gg, go) = (&gi[..h], &gf[..h], &gg[..h], &go[..h]);
@@ -166,7 +172,7 @@ fn lstm_row_forward<F: Float>(g: [&[F]; 4], cp: &[F], acts: [&mut [F]; 5], cn: &
 
 /// One row of the LSTM backward from the saved activations.
 #[inline(never)]
-fn lstm_row_backward<F: Float>(
+pub(crate) fn lstm_row_backward<F: Float>(
     acts: [&[F]; 5],
     cp: &[F],
     dh: &[F],
@@ -193,7 +199,7 @@ fn lstm_row_backward<F: Float>(
 
 /// One row of the GRU forward (a separate function so the slices are noalias and it vectorises).
 #[inline(never)]
-fn gru_row_forward<F: Float>(x: [&[F]; 3], y: [&[F]; 3], hp: &[F], out: &mut [F]) {
+pub(crate) fn gru_row_forward<F: Float>(x: [&[F]; 3], y: [&[F]; 3], hp: &[F], out: &mut [F]) {
     let h = hp.len();
     let ([xr, xz, xn], [yr, yz, yn]) = (x, y);
     let (xr, xz, xn, yr, yz, yn) = (&xr[..h], &xz[..h], &xn[..h], &yr[..h], &yz[..h], &yn[..h]);
@@ -208,7 +214,15 @@ fn gru_row_forward<F: Float>(x: [&[F]; 3], y: [&[F]; 3], hp: &[F], out: &mut [F]
 
 /// One row of the GRU backward: `x`, `y` are the row's `[3H]` projections.
 #[inline(never)]
-fn gru_row_backward<F: Float>(x: &[F], y: &[F], hp: &[F], g: &[F], dx: &mut [F], dy: &mut [F], dh: &mut [F]) {
+pub(crate) fn gru_row_backward<F: Float>(
+    x: &[F],
+    y: &[F],
+    hp: &[F],
+    g: &[F],
+    dx: &mut [F],
+    dy: &mut [F],
+    dh: &mut [F],
+) {
     let h = hp.len();
     let one = F::one();
     let (xr, xz, xn) = (&x[..h], &x[h..2 * h], &x[2 * h..3 * h]);

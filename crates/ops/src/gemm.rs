@@ -7,7 +7,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 /// Up to this many rows of `a`, products use the row kernels below.
-const SMALL_ROWS: usize = 4;
+pub(crate) const SMALL_ROWS: usize = 4;
 
 /// Lanes of the partial sums in a dot product (a multiple of every SIMD width we target).
 const LANES: usize = 16;

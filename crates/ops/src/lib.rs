@@ -14,6 +14,7 @@ pub mod gemm;
 pub mod matmul;
 pub mod random;
 pub mod reduce;
+pub mod sequence;
 pub mod shape;
 
 pub use elementwise::{sigmoid, Elementwise};
@@ -21,6 +22,7 @@ pub use ext::{concat, stack, where_, VarExt};
 pub use fused::{linear_add, GruPointwise, LstmPointwise};
 pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
+pub use sequence::{GruSequence, LstmSequence, RnnActivation, RnnSequence};
 
 /// `docs/autodiff.md`: its code blocks run as doc tests.
 #[doc = include_str!("../../../docs/autodiff.md")]

@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::{linear_add, GruPointwise};
+use eddy_ops::{linear_add, GruPointwise, GruSequence};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The GRU cell (gates in PyTorch's order r, z, n):
@@ -58,6 +58,20 @@ impl<F: Float> Cell<F> for GruCell<F> {
     /// `W_ih x + b_ih` for all time steps at once.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
         super::project_input(x, &self.weight_ih, &self.biases)
+    }
+
+    /// The whole sequence as one [`GruSequence`] op.
+    fn unroll(&self, xp: &Var<F>, h: &Var<F>, reverse: bool) -> Option<Result<(Var<F>, Var<F>)>> {
+        let op = GruSequence {
+            reverse,
+            bias: self.biases.is_some(),
+            keep_activations: xp.tape().is_recording(),
+        };
+        let run = || {
+            let out = super::apply_sequence(op, xp, &self.weight_hh, &self.biases, &[h])?;
+            Ok((out[0].clone(), super::last_step(&out[0], reverse)?))
+        };
+        Some(run())
     }
 
     fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {

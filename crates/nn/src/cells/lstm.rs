@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::{linear_add, LstmPointwise, VarExt};
+use eddy_ops::{linear_add, LstmPointwise, LstmSequence, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The LSTM cell (gates in PyTorch's order i, f, g, o):
@@ -77,6 +77,32 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     /// `W_ih x + b_ih` for all time steps at once.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
         super::project_input(x, &self.weight_ih, &self.biases)
+    }
+
+    /// The whole sequence as one [`LstmSequence`] op (without a projection, which it lacks).
+    fn unroll(
+        &self,
+        xp: &Var<F>,
+        (h, c): &(Var<F>, Var<F>),
+        reverse: bool,
+    ) -> Option<Result<(Var<F>, (Var<F>, Var<F>))>> {
+        if self.weight_hr.is_some() {
+            return None;
+        }
+        let op = LstmSequence {
+            reverse,
+            bias: self.biases.is_some(),
+            keep_activations: xp.tape().is_recording(),
+        };
+        let run = || {
+            let out = super::apply_sequence(op, xp, &self.weight_hh, &self.biases, &[h, c])?;
+            let state = (
+                super::last_step(&out[0], reverse)?,
+                super::last_step(&out[1], reverse)?,
+            );
+            Ok((out[0].clone(), state))
+        };
+        Some(run())
     }
 
     fn step(&self, xw: &Var<F>, (h, c): &(Var<F>, Var<F>)) -> Result<(Var<F>, Var<F>)> {

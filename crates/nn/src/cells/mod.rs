@@ -17,7 +17,7 @@ pub use rnn::{Nonlinearity, RnnCell};
 
 use crate::init;
 use eddy_ops::VarExt;
-use eddy_tape::{Float, Param, Result, Rng, Var};
+use eddy_tape::{Float, MultiOp, Param, Result, Rng, Var};
 
 /// A PyTorch-initialised parameter `U(-1/√hidden, 1/√hidden)`.
 pub(crate) fn param<F: Float>(name: &str, shape: &[usize], hidden: usize, rng: &mut Rng) -> Param<F> {
@@ -34,6 +34,30 @@ pub(crate) fn project_input<F: Float>(
     let t = x.tape();
     let b = biases.as_ref().map(|(b, _)| t.param(b));
     x.linear(&t.param(weight_ih), b.as_ref())
+}
+
+/// Applies a whole-sequence op (`eddy_ops::sequence`) to `[xp, weight_hh, states…, bias_hh]`:
+/// the [`Cell::unroll`](crate::Cell::unroll) of the built-in cells.
+pub(crate) fn apply_sequence<F: Float>(
+    op: impl MultiOp<F>,
+    xp: &Var<F>,
+    weight_hh: &Param<F>,
+    biases: &Option<(Param<F>, Param<F>)>,
+    states: &[&Var<F>],
+) -> Result<Vec<Var<F>>> {
+    let t = xp.tape();
+    let w = t.param(weight_hh);
+    let b = biases.as_ref().map(|(_, b)| t.param(b));
+    let mut inputs = vec![xp, &w];
+    inputs.extend(states);
+    inputs.extend(b.as_ref());
+    t.apply_multi(op, &inputs)
+}
+
+/// The final step's entry of a `[T, B, H]` sequence output: step `T − 1`, or step 0 reversed.
+pub(crate) fn last_step<F: Float>(all: &Var<F>, reverse: bool) -> Result<Var<F>> {
+    let last = if reverse { 0 } else { all.shape()[0] - 1 };
+    all.select(0, last)
 }
 
 /// The `(name, param)` list of a cell with PyTorch's order: weight_ih, weight_hh, bias_ih, bias_hh.

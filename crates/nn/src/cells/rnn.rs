@@ -2,7 +2,7 @@
 
 use super::{named, param};
 use crate::{Cell, Module};
-use eddy_ops::{linear_add, VarExt};
+use eddy_ops::{linear_add, RnnActivation, RnnSequence, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Var};
 
 /// The nonlinearity `f` of an Elman cell.
@@ -59,6 +59,23 @@ impl<F: Float> Cell<F> for RnnCell<F> {
     /// `W_ih x + b_ih` for all time steps at once.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
         super::project_input(x, &self.weight_ih, &self.biases)
+    }
+
+    /// The whole sequence as one [`RnnSequence`] op.
+    fn unroll(&self, xp: &Var<F>, h: &Var<F>, reverse: bool) -> Option<Result<(Var<F>, Var<F>)>> {
+        let op = RnnSequence {
+            activation: match self.nonlinearity {
+                Nonlinearity::Tanh => RnnActivation::Tanh,
+                Nonlinearity::Relu => RnnActivation::Relu,
+            },
+            reverse,
+            bias: self.biases.is_some(),
+        };
+        let run = || {
+            let out = super::apply_sequence(op, xp, &self.weight_hh, &self.biases, &[h])?;
+            Ok((out[0].clone(), super::last_step(&out[0], reverse)?))
+        };
+        Some(run())
     }
 
     fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {

@@ -1,0 +1,206 @@
+//! The GRU recurrence over a whole sequence.
+
+use super::lstm::add_opt;
+use super::*;
+use crate::fused::{gru_row_backward, gru_row_forward, GruPointwise};
+use crate::{linear_add, stack, MatMul, VarExt};
+use eddy_tape::{MultiOp, Op, Var};
+
+/// The GRU over a whole sequence after the input projection: from `xp` `[T, B, 3H]`
+/// (`W_ih xₜ + b_ih` for every step, gates r, z, n), the recurrent weight `weight_hh` `[3H, H]`,
+/// the initial `h0` `[B, H]` and optionally `bias_hh` `[3H]`, every step of
+///
+/// ```text
+/// hw = W_hh hₜ₋₁ + b_hh
+/// r = σ(xpr + hwr),  z = σ(xpz + hwz),  n = tanh(xpn + r ⊙ hwn),  hₜ = (1 − z) ⊙ n + z ⊙ hₜ₋₁
+/// ```
+///
+/// in time order (or backwards when `reverse`). Inputs `[xp, weight_hh, h0]`, then `bias_hh`
+/// when `bias`. Outputs: every `hₜ` (`[T, B, H]`) and every step's `hw` (`[T, B, 3H]`), which the
+/// fast backward reads; empty (`[0]`) when `keep_activations` is false. No gradient flows into it.
+///
+/// Gradient: the per-step rule of [`GruPointwise`] carried backwards through time, with
+/// `dh_{t-1} = dhₜ ⊙ z + dhwₜ·W_hh`, `dW_hh = Σ_t dhwₜᵀ·hₜ₋₁` (one GEMM), `db_hh = Σ dhw`,
+/// `dxp = dxw`.
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes do not fit together or `T` is 0.
+pub struct GruSequence {
+    pub reverse: bool,
+    pub bias: bool,
+    pub keep_activations: bool,
+}
+
+impl<F: Float> MultiOp<F> for GruSequence {
+    fn name(&self) -> &str {
+        "gru_sequence"
+    }
+
+    fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let (steps, batch, h) = check_shapes("gru_sequence", inputs, 3, 1, self.bias)?;
+        let hw = match self.keep_activations {
+            true => vec![steps, batch, 3 * h],
+            false => vec![0],
+        };
+        Ok(vec![vec![steps, batch, h], hw])
+    }
+
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
+        let s = inputs[0].shape();
+        let (steps, batch, h) = (s[0], s[1], s[2] / 3);
+        let (bh, gw) = (batch * h, 3 * h);
+        let xp = flat(inputs[0]);
+        let w = Recurrent::new(inputs[1], batch);
+        let h0 = flat(inputs[2]);
+        let bias = self.bias.then(|| flat(inputs[3]));
+        let mut hs = vec![F::zero(); steps * bh];
+        let keep = self.keep_activations;
+        let mut hw = vec![F::zero(); if keep { steps * batch * gw } else { batch * gw }];
+        for i in 0..steps {
+            let t = step_at(i, steps, self.reverse);
+            let hw_t = match keep {
+                true => &mut hw[t * batch * gw..(t + 1) * batch * gw],
+                false => &mut hw[..],
+            };
+            match &bias {
+                Some(b) => hw_t.chunks_exact_mut(gw).for_each(|row| row.copy_from_slice(b)),
+                None => hw_t.fill(F::zero()),
+            }
+            let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
+            w.accumulate(h_prev, hw_t);
+            let x_t = &xp[t * batch * gw..(t + 1) * batch * gw];
+            for r in 0..batch {
+                let (x, y) = (&x_t[r * gw..(r + 1) * gw], &hw_t[r * gw..(r + 1) * gw]);
+                let rows = r * h..(r + 1) * h;
+                gru_row_forward(
+                    [&x[..h], &x[h..2 * h], &x[2 * h..]],
+                    [&y[..h], &y[h..2 * h], &y[2 * h..]],
+                    &h_prev[rows.clone()],
+                    &mut h_t[rows],
+                );
+            }
+        }
+        let hw = match keep {
+            true => shaped(hw, &[steps, batch, gw]),
+            false => shaped(Vec::new(), &[0]),
+        };
+        Ok(vec![shaped(hs, &[steps, batch, h]), hw])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Var<F>],
+        outputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>> {
+        let tape = inputs[0].tape();
+        if tape.is_recording() {
+            return self.recorded_backward(inputs, grads);
+        }
+        if !self.keep_activations {
+            return Err(Error::invalid(
+                "gru_sequence",
+                "backward needs the saved products: apply the op with keep_activations",
+            ));
+        }
+        let s = inputs[0].shape();
+        let (steps, batch, h) = (s[0], s[1], s[2] / 3);
+        let (bh, gw) = (batch * h, 3 * h);
+        let xp = flat(inputs[0].value());
+        let w = Recurrent::new(inputs[1].value(), batch);
+        let h0 = flat(inputs[2].value());
+        let (hs, hw) = (flat(outputs[0].value()), flat(outputs[1].value()));
+        let dhs = grads[0].as_ref().map(|g| flat(g.value()).into_owned());
+        let (mut dxp, mut dhw) = (
+            vec![F::zero(); steps * batch * gw],
+            vec![F::zero(); steps * batch * gw],
+        );
+        let (mut carry, mut g, mut direct) = (vec![F::zero(); bh], vec![F::zero(); bh], vec![F::zero(); bh]);
+        for i in (0..steps).rev() {
+            let t = step_at(i, steps, self.reverse);
+            let block = t * bh..(t + 1) * bh;
+            incoming(&mut g, dhs.as_ref().map(|d| &d[block]), &carry);
+            let h_prev = state_before(&hs, &h0, t, steps, self.reverse, bh);
+            let wide = t * batch * gw..(t + 1) * batch * gw;
+            let (x_t, y_t) = (&xp[wide.clone()], &hw[wide.clone()]);
+            let (dx_t, dy_t) = (&mut dxp[wide.clone()], &mut dhw[wide]);
+            for r in 0..batch {
+                let (row, rows) = (r * gw..(r + 1) * gw, r * h..(r + 1) * h);
+                gru_row_backward(
+                    &x_t[row.clone()],
+                    &y_t[row.clone()],
+                    &h_prev[rows.clone()],
+                    &g[rows.clone()],
+                    &mut dx_t[row.clone()],
+                    &mut dy_t[row],
+                    &mut direct[rows],
+                );
+            }
+            w.back(dy_t, &mut carry);
+            add_into(&mut carry, &direct);
+        }
+        let need = |k: usize| inputs[k].requires_grad();
+        let dw = need(1).then(|| weight_grad(&dhw, &hs, &h0, (steps, batch, h), gw, self.reverse));
+        let db = (self.bias && need(3)).then(|| column_sums(&dhw, gw));
+        let mut out = vec![
+            need(0).then(|| tape.constant(shaped(dxp, &[steps, batch, gw]))),
+            dw.map(|d| tape.constant(d.into_dyn())),
+            need(2).then(|| tape.constant(shaped(carry, &[batch, h]))),
+        ];
+        if self.bias {
+            out.push(db.map(|d| tape.constant(d)));
+        }
+        Ok(out)
+    }
+}
+
+impl GruSequence {
+    /// The recorded rule (under `create_graph`): the forward recomputed step by step with the
+    /// per-step ops, then the reverse pass through time with differentiable ops.
+    fn recorded_backward<F: Float>(
+        &self,
+        inputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>> {
+        let (xp, w) = (&inputs[0], &inputs[1]);
+        let bias = self.bias.then(|| &inputs[3]);
+        let steps = xp.shape()[0];
+        let tape = xp.tape();
+        let xs = xp.unstack(0)?;
+        let mut h = inputs[2].clone();
+        let mut saved: Vec<Option<[Var<F>; 3]>> = vec![None; steps];
+        for i in 0..steps {
+            let t = step_at(i, steps, self.reverse);
+            let hw = linear_add(&h, w, bias, None)?;
+            let next = tape.apply(GruPointwise, &[&xs[t], &hw, &h])?;
+            saved[t] = Some([hw, std::mem::replace(&mut h, next.clone()), next]);
+        }
+        let dhs = grads[0].as_ref().map(|g| g.unstack(0)).transpose()?;
+        let (mut carry, mut dw, mut db): (Maybe<F>, Maybe<F>, Maybe<F>) = (None, None, None);
+        let mut dxs: Vec<Option<Var<F>>> = vec![None; steps];
+        for i in (0..steps).rev() {
+            let t = step_at(i, steps, self.reverse);
+            let [hw, h_prev, out] = saved[t].take().expect("every step ran");
+            let g = add_opt(dhs.as_ref().map(|d| d[t].clone()), carry.take())?
+                .unwrap_or_else(|| tape.constant(ArrayD::zeros(h_prev.shape())));
+            let back = GruPointwise.backward(&[xs[t].clone(), hw, h_prev.clone()], &out, &g)?;
+            let [dxw, dhw, direct]: [Option<Var<F>>; 3] = back.try_into().expect("three gradients");
+            let (dxw, dhw) = (dxw.expect("dxw"), dhw.expect("dhw"));
+            carry = add_opt(Some(dhw.matmul(w)?), direct)?;
+            dw = add_opt(
+                dw,
+                Some(tape.apply(MatMul { ta: true, tb: false }, &[&dhw, &h_prev])?),
+            )?;
+            if bias.is_some() {
+                db = add_opt(db, Some(dhw.sum(0, false)?))?;
+            }
+            dxs[t] = Some(dxw);
+        }
+        let dxs: Vec<Var<F>> = dxs.into_iter().map(|d| d.expect("every step ran")).collect();
+        let mut out = vec![Some(stack(&dxs.iter().collect::<Vec<_>>(), 0)?), dw, carry];
+        if self.bias {
+            out.push(db);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,252 @@
+//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU and Elman
+//! recurrences after the input projection, from the initial state to the last step.
+//!
+//! What one op per sequence buys over one op per step (the layer's generic loop):
+//! - the recurrent weight is laid out for the product once per sequence, not once per step;
+//! - every step writes into buffers allocated once for the whole sequence;
+//! - the weight gradient of all `T` steps is one GEMM (`dW = Σ_t dGₜᵀ·hₜ₋₁` as `dGᵀ·H`) instead of
+//!   `T` products and `T` accumulations;
+//! - the tape holds one node per layer and direction instead of several per step.
+//!
+//! Each op has a fast first-order backward (one reverse loop over raw arrays) and a recorded
+//! rule for `create_graph`: the forward recomputed step by step with the per-step ops and the
+//! reverse pass written with differentiable ops, giving the same gradients.
+//!
+//! A built-in cell offers its op through [`Cell::unroll`](../../eddy_nn/trait.Cell.html); the
+//! layer uses it when no step needs a mask (no ragged lengths, no recurrent dropout).
+
+mod gru;
+mod lstm;
+mod rnn;
+
+pub use gru::GruSequence;
+pub use lstm::LstmSequence;
+pub use rnn::{RnnActivation, RnnSequence};
+
+use crate::gemm::{gemm, SMALL_ROWS};
+use eddy_tape::{Error, Float, Result};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
+
+/// A gradient that may be absent (no gradient reached that value).
+type Maybe<F> = Option<eddy_tape::Var<F>>;
+
+/// What the LSTM's recorded rule keeps of a step: its gates, the cell state it read, its outputs.
+type Saved<F> = (eddy_tape::Var<F>, eddy_tape::Var<F>, Vec<eddy_tape::Var<F>>);
+
+/// The time step processed `i`-th.
+fn step_at(i: usize, steps: usize, reverse: bool) -> usize {
+    if reverse {
+        steps - 1 - i
+    } else {
+        i
+    }
+}
+
+/// The step processed just before step `t`, or `None` for the first one (which reads the
+/// initial state).
+fn prev_of(t: usize, steps: usize, reverse: bool) -> Option<usize> {
+    match reverse {
+        false => t.checked_sub(1),
+        true => (t + 1 < steps).then_some(t + 1),
+    }
+}
+
+/// Block `t` of `buf` (blocks of `n`), mutable, and block `p`, shared (`p != t`).
+fn block_and_prev<F>(buf: &mut [F], t: usize, p: usize, n: usize) -> (&mut [F], &[F]) {
+    if p < t {
+        let (before, after) = buf.split_at_mut(t * n);
+        (&mut after[..n], &before[p * n..(p + 1) * n])
+    } else {
+        let (before, after) = buf.split_at_mut(p * n);
+        (&mut before[t * n..(t + 1) * n], &after[..n])
+    }
+}
+
+/// Block `t` of `buf` (blocks of `n`) and the state it was computed from: block `prev_of(t)`,
+/// or `first` for the first step.
+fn block_and_state<'a, F>(
+    buf: &'a mut [F],
+    first: &'a [F],
+    t: usize,
+    steps: usize,
+    reverse: bool,
+    n: usize,
+) -> (&'a mut [F], &'a [F]) {
+    match prev_of(t, steps, reverse) {
+        Some(p) => block_and_prev(buf, t, p, n),
+        None => (&mut buf[t * n..(t + 1) * n], first),
+    }
+}
+
+/// The state step `t` read: block `prev_of(t)` of `all`, or `first`.
+fn state_before<'a, F>(
+    all: &'a [F],
+    first: &'a [F],
+    t: usize,
+    steps: usize,
+    reverse: bool,
+    n: usize,
+) -> &'a [F] {
+    match prev_of(t, steps, reverse) {
+        Some(p) => &all[p * n..(p + 1) * n],
+        None => first,
+    }
+}
+
+/// The recurrent weight `W` (`[G, H]`) laid out for `out += h·Wᵀ` at one batch size: a
+/// row-major copy of `Wᵀ` (`[H, G]`, a plain `NN` product, the faster one in matrixmultiply),
+/// made once per sequence, or `W` itself for a few rows, where [`gemm`]'s row kernels read it
+/// as it is.
+struct Recurrent<'a, F: Float> {
+    w: ArrayView2<'a, F>,
+    wt: Option<Array2<F>>,
+}
+
+impl<'a, F: Float> Recurrent<'a, F> {
+    fn new(w: &'a ArrayD<F>, batch: usize) -> Self {
+        let w = matrix(w);
+        let wt = (batch > SMALL_ROWS).then(|| w.t().as_standard_layout().into_owned());
+        Recurrent { w, wt }
+    }
+
+    /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`.
+    fn accumulate(&self, h: &[F], out: &mut [F]) {
+        let (g, k) = self.w.dim();
+        let rows = h.len() / k.max(1);
+        let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
+        let mut c = ArrayViewMut2::from_shape((rows, g), out).expect("out is [B, G]");
+        match &self.wt {
+            Some(wt) => gemm(F::one(), &a, &wt.view(), F::one(), &mut c),
+            None => gemm(F::one(), &a, &self.w.t(), F::one(), &mut c),
+        }
+    }
+
+    /// `dh = dg·W` for `dg` `[B, G]` and `dh` `[B, H]` (overwritten).
+    fn back(&self, dg: &[F], dh: &mut [F]) {
+        let (g, k) = self.w.dim();
+        let rows = dg.len() / g.max(1);
+        let a = ArrayView2::from_shape((rows, g), dg).expect("dg is [B, G]");
+        let mut c = ArrayViewMut2::from_shape((rows, k), dh).expect("dh is [B, H]");
+        gemm(F::one(), &a, &self.w, F::zero(), &mut c);
+    }
+}
+
+/// A 2-D view of a matrix value.
+fn matrix<F: Float>(a: &ArrayD<F>) -> ArrayView2<'_, F> {
+    a.view().into_dimensionality().expect("a 2-D array")
+}
+
+/// The gradient of the recurrent weight over the whole sequence, `dW = Σ_t dGₜᵀ·hₜ₋₁` (`[G, H]`),
+/// as one GEMM over the steps whose previous state is in `hs` (`[T, B, H]`) plus one for the step
+/// that read `h0` (skipped when `h0` is zero, as it usually is). `dg` is `[T, B, G]`.
+fn weight_grad<F: Float>(
+    dg: &[F],
+    hs: &[F],
+    h0: &[F],
+    dims: (usize, usize, usize),
+    g: usize,
+    reverse: bool,
+) -> Array2<F> {
+    let (steps, batch, h) = dims;
+    let mut dw = Array2::zeros((g, h));
+    let n = (steps - 1) * batch;
+    if n > 0 && h > 0 {
+        let (dg_part, hs_part) = match reverse {
+            false => (&dg[batch * g..], &hs[..n * h]),
+            true => (&dg[..n * g], &hs[batch * h..]),
+        };
+        let a = ArrayView2::from_shape((n, g), dg_part).expect("[n, G]");
+        let b = ArrayView2::from_shape((n, h), hs_part).expect("[n, H]");
+        gemm(F::one(), &a.t(), &b, F::zero(), &mut dw.view_mut());
+    }
+    if batch > 0 && h0.iter().any(|v| *v != F::zero()) {
+        let first = step_at(0, steps, reverse) * batch;
+        let a = ArrayView2::from_shape((batch, g), &dg[first * g..(first + batch) * g]).expect("[B, G]");
+        let b = ArrayView2::from_shape((batch, h), h0).expect("[B, H]");
+        gemm(F::one(), &a.t(), &b, F::one(), &mut dw.view_mut());
+    }
+    dw
+}
+
+/// `Σ_rows m` of a row-major matrix with `cols` columns (a bias gradient).
+fn column_sums<F: Float>(m: &[F], cols: usize) -> ArrayD<F> {
+    let mut out = vec![F::zero(); cols];
+    for row in m.chunks_exact(cols.max(1)) {
+        add_into(&mut out, row);
+    }
+    shaped(out, &[cols])
+}
+
+/// `acc += x`, elementwise (a separate function so the slices are noalias and it vectorises).
+#[inline(never)]
+fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
+    let n = acc.len().min(x.len());
+    let (acc, x) = (&mut acc[..n], &x[..n]);
+    for j in 0..n {
+        acc[j] += x[j];
+    }
+}
+
+/// `out = a + b`, elementwise.
+#[inline(never)]
+fn sum_into<F: Float>(out: &mut [F], a: &[F], b: &[F]) {
+    let n = out.len().min(a.len()).min(b.len());
+    let (out, a, b) = (&mut out[..n], &a[..n], &b[..n]);
+    for j in 0..n {
+        out[j] = a[j] + b[j];
+    }
+}
+
+/// `out = a (+ b)`: a step's incoming gradient, the part from the output plus the carried one.
+fn incoming<F: Float>(out: &mut [F], from_output: Option<&[F]>, carried: &[F]) {
+    match from_output {
+        Some(a) => sum_into(out, a, carried),
+        None => out.copy_from_slice(carried),
+    }
+}
+
+fn shaped<F: Float>(v: Vec<F>, shape: &[usize]) -> ArrayD<F> {
+    ArrayD::from_shape_vec(IxDyn(shape), v).expect("the length is the shape's product")
+}
+
+/// The elements in row-major order, borrowed when the array is already laid out that way.
+fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
+    match x.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+/// The shape rule shared by the sequence ops: `xp` `[T, B, gates·H]`, `w` `[gates·H, H]`, the
+/// states `[B, H]` each, an optional bias `[gates·H]`. Returns `(T, B, H)`.
+fn check_shapes(
+    op: &str,
+    inputs: &[&[usize]],
+    gates: usize,
+    states: usize,
+    bias: bool,
+) -> Result<(usize, usize, usize)> {
+    crate::arity(op, inputs, 2 + states + bias as usize)?;
+    let (xp, w) = (inputs[0], inputs[1]);
+    let expected = || {
+        let bias = if bias {
+            format!(", bias [{gates}H]")
+        } else {
+            String::new()
+        };
+        format!("expected xp [T, B, {gates}H], weight_hh [{gates}H, H], {states} state(s) [B, H]{bias}")
+    };
+    if xp.len() != 3 || w.len() != 2 {
+        return Err(Error::shape(op, inputs, expected()));
+    }
+    let (steps, batch, h) = (xp[0], xp[1], w[1]);
+    let mut ok = steps > 0 && xp[2] == gates * h && w[0] == gates * h;
+    ok &= inputs[2..2 + states].iter().all(|s| *s == [batch, h]);
+    if bias {
+        ok &= inputs[2 + states] == [gates * h];
+    }
+    if !ok {
+        return Err(Error::shape(op, inputs, expected()));
+    }
+    Ok((steps, batch, h))
+}

@@ -1,0 +1,203 @@
+//! The Elman recurrence over a whole sequence.
+
+use super::lstm::add_opt;
+use super::*;
+use crate::{linear_add, stack, MatMul, VarExt};
+use eddy_tape::{MultiOp, Var};
+
+/// The nonlinearity of an Elman recurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RnnActivation {
+    Tanh,
+    Relu,
+}
+
+impl RnnActivation {
+    /// The derivative from the output `y`.
+    fn derivative<F: Float>(self, y: F) -> F {
+        match self {
+            RnnActivation::Tanh => F::one() - y * y,
+            RnnActivation::Relu if y > F::zero() => F::one(),
+            RnnActivation::Relu => F::zero(),
+        }
+    }
+}
+
+/// The Elman RNN over a whole sequence after the input projection: from `xp` `[T, B, H]`
+/// (`W_ih xₜ + b_ih` for every step), the recurrent weight `weight_hh` `[H, H]`, the initial `h0`
+/// `[B, H]` and optionally `bias_hh` `[H]`, every step of
+///
+/// ```text
+/// hₜ = act(xpₜ + W_hh hₜ₋₁ + b_hh)          (act: tanh or relu)
+/// ```
+///
+/// in time order (or backwards when `reverse`). Inputs `[xp, weight_hh, h0]`, then `bias_hh`
+/// when `bias`; the output is every `hₜ`, `[T, B, H]`.
+///
+/// Gradient: with `dzₜ = (dhₜ + dzₜ₊₁·W_hh) ⊙ act'(hₜ)`: `dxp = dz`, `dW_hh = Σ_t dzₜᵀ·hₜ₋₁`
+/// (one GEMM), `db_hh = Σ dz`, `dh0 = dz₁·W_hh`.
+///
+/// # Errors
+/// [`Error::Shape`] when the shapes do not fit together or `T` is 0.
+pub struct RnnSequence {
+    pub activation: RnnActivation,
+    pub reverse: bool,
+    pub bias: bool,
+}
+
+impl<F: Float> MultiOp<F> for RnnSequence {
+    fn name(&self) -> &str {
+        "rnn_sequence"
+    }
+
+    fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+        let (steps, batch, h) = check_shapes("rnn_sequence", inputs, 1, 1, self.bias)?;
+        Ok(vec![vec![steps, batch, h]])
+    }
+
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
+        let s = inputs[0].shape();
+        let (steps, batch, h) = (s[0], s[1], s[2]);
+        let bh = batch * h;
+        let xp = flat(inputs[0]);
+        let w = Recurrent::new(inputs[1], batch);
+        let h0 = flat(inputs[2]);
+        let bias = self.bias.then(|| flat(inputs[3]));
+        let mut hs = vec![F::zero(); steps * bh];
+        for i in 0..steps {
+            let t = step_at(i, steps, self.reverse);
+            let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
+            h_t.copy_from_slice(&xp[t * bh..(t + 1) * bh]);
+            if let Some(b) = &bias {
+                h_t.chunks_exact_mut(h.max(1)).for_each(|row| add_into(row, b));
+            }
+            w.accumulate(h_prev, h_t);
+            activate(self.activation, h_t);
+        }
+        Ok(vec![shaped(hs, &[steps, batch, h])])
+    }
+
+    fn backward(
+        &self,
+        inputs: &[Var<F>],
+        outputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>> {
+        let tape = inputs[0].tape();
+        if tape.is_recording() {
+            return self.recorded_backward(inputs, grads);
+        }
+        let s = inputs[0].shape();
+        let (steps, batch, h) = (s[0], s[1], s[2]);
+        let bh = batch * h;
+        let w = Recurrent::new(inputs[1].value(), batch);
+        let h0 = flat(inputs[2].value());
+        let hs = flat(outputs[0].value());
+        let dhs = grads[0].as_ref().map(|g| flat(g.value()).into_owned());
+        let mut dz = vec![F::zero(); steps * bh];
+        let mut carry = vec![F::zero(); bh];
+        for i in (0..steps).rev() {
+            let t = step_at(i, steps, self.reverse);
+            let block = t * bh..(t + 1) * bh;
+            let dz_t = &mut dz[block.clone()];
+            incoming(dz_t, dhs.as_ref().map(|d| &d[block.clone()]), &carry);
+            scale_by_derivative(self.activation, dz_t, &hs[block]);
+            w.back(dz_t, &mut carry);
+        }
+        let need = |k: usize| inputs[k].requires_grad();
+        let dw = need(1).then(|| weight_grad(&dz, &hs, &h0, (steps, batch, h), h, self.reverse));
+        let db = (self.bias && need(3)).then(|| column_sums(&dz, h));
+        let mut out = vec![
+            need(0).then(|| tape.constant(shaped(dz, &[steps, batch, h]))),
+            dw.map(|d| tape.constant(d.into_dyn())),
+            need(2).then(|| tape.constant(shaped(carry, &[batch, h]))),
+        ];
+        if self.bias {
+            out.push(db.map(|d| tape.constant(d)));
+        }
+        Ok(out)
+    }
+}
+
+/// `h = act(h)` in place.
+#[inline(never)]
+fn activate<F: Float>(act: RnnActivation, h: &mut [F]) {
+    match act {
+        RnnActivation::Tanh => h.iter_mut().for_each(|v| *v = v.fast_tanh()),
+        RnnActivation::Relu => h.iter_mut().for_each(|v| *v = v.max(F::zero())),
+    }
+}
+
+/// `d ⊙= act'(y)`, from the outputs `y`.
+#[inline(never)]
+fn scale_by_derivative<F: Float>(act: RnnActivation, d: &mut [F], y: &[F]) {
+    let n = d.len().min(y.len());
+    let (d, y) = (&mut d[..n], &y[..n]);
+    for j in 0..n {
+        d[j] *= act.derivative(y[j]);
+    }
+}
+
+impl RnnSequence {
+    /// The recorded rule (under `create_graph`): the forward recomputed step by step with
+    /// differentiable ops, then the reverse pass through time with differentiable ops.
+    fn recorded_backward<F: Float>(
+        &self,
+        inputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+    ) -> Result<Vec<Option<Var<F>>>> {
+        let (xp, w) = (&inputs[0], &inputs[1]);
+        let bias = self.bias.then(|| &inputs[3]);
+        let steps = xp.shape()[0];
+        let xs = xp.unstack(0)?;
+        let mut h = inputs[2].clone();
+        let mut h_before: Vec<Option<Var<F>>> = vec![None; steps];
+        let mut derivs: Vec<Option<Var<F>>> = vec![None; steps];
+        for i in 0..steps {
+            let t = step_at(i, steps, self.reverse);
+            let pre = linear_add(&h, w, bias, Some(&xs[t]))?;
+            let (next, deriv) = match self.activation {
+                RnnActivation::Tanh => {
+                    let y = pre.tanh()?;
+                    let d = (&y * &y)?.affine(-F::one(), F::one(), "one_minus")?;
+                    (y, d)
+                }
+                RnnActivation::Relu => {
+                    let mask = pre
+                        .value()
+                        .mapv(|v| if v > F::zero() { F::one() } else { F::zero() });
+                    (pre.relu()?, xp.tape().constant(mask))
+                }
+            };
+            h_before[t] = Some(std::mem::replace(&mut h, next));
+            derivs[t] = Some(deriv);
+        }
+        let dhs = grads[0].as_ref().map(|g| g.unstack(0)).transpose()?;
+        let (mut carry, mut dw, mut db): (Maybe<F>, Maybe<F>, Maybe<F>) = (None, None, None);
+        let mut dzs: Vec<Option<Var<F>>> = vec![None; steps];
+        for i in (0..steps).rev() {
+            let t = step_at(i, steps, self.reverse);
+            let dh = add_opt(dhs.as_ref().map(|d| d[t].clone()), carry.take())?;
+            let dz = match dh {
+                Some(dh) => (&dh * derivs[t].as_ref().expect("every step ran"))?,
+                None => xp.tape().constant(ArrayD::zeros(inputs[2].shape())),
+            };
+            let h_prev = h_before[t].take().expect("every step ran");
+            carry = Some(dz.matmul(w)?);
+            dw = add_opt(
+                dw,
+                Some(xp.tape().apply(MatMul { ta: true, tb: false }, &[&dz, &h_prev])?),
+            )?;
+            if bias.is_some() {
+                db = add_opt(db, Some(dz.sum(0, false)?))?;
+            }
+            dzs[t] = Some(dz);
+        }
+        let dzs: Vec<Var<F>> = dzs.into_iter().map(|d| d.expect("every step ran")).collect();
+        let mut out = vec![Some(stack(&dzs.iter().collect::<Vec<_>>(), 0)?), dw, carry];
+        if self.bias {
+            out.push(db);
+        }
+        Ok(out)
+    }
+}

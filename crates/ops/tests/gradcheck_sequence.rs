@@ -1,0 +1,301 @@
+//! The whole-sequence recurrent ops (`LstmSequence`, `GruSequence`, `RnnSequence`): gradcheck
+//! (their fast backward) and gradgradcheck (their recorded rule) over random sizes, both
+//! directions, with and without the bias; and equality, values and gradients, with the loop of
+//! per-step ops they replace.
+
+mod common;
+
+use common::{check, config};
+use eddy_ops::prelude::*;
+use eddy_ops::{
+    linear_add, GruPointwise, GruSequence, LstmPointwise, LstmSequence, RnnActivation, RnnSequence,
+};
+use eddy_tape::strategies::array;
+use ndarray::ArrayD;
+use proptest::prelude::*;
+
+/// `y · tanh(y)`: nonlinear, so that second derivatives flow through the op under test.
+fn bend(y: &Var<f64>) -> Result<Var<f64>> {
+    y * &y.tanh()?
+}
+
+/// `(T, B, H)`: batches above 4 rows take the transposed-weight GEMM, below it the row kernels.
+fn dims() -> impl Strategy<Value = (usize, usize, usize)> {
+    (1usize..=3, prop_oneof![1usize..=2, 5usize..=6], 1usize..=3)
+}
+
+/// The inputs of a sequence op with `gates` gates and `states` state parts:
+/// `[xp, weight_hh, states…, bias_hh]`.
+fn inputs(gates: usize, states: usize) -> impl Strategy<Value = Vec<ArrayD<f64>>> {
+    dims().prop_flat_map(move |(t, b, h)| {
+        let mut parts = vec![array(vec![t, b, gates * h]), array(vec![gates * h, h])];
+        parts.extend((0..states).map(|_| array(vec![b, h])));
+        parts.push(array(vec![gates * h]));
+        parts
+    })
+}
+
+fn lstm(v: &[Var<f64>], reverse: bool, bias: bool) -> Result<Vec<Var<f64>>> {
+    let op = LstmSequence {
+        reverse,
+        bias,
+        keep_activations: v[0].tape().is_recording(),
+    };
+    let n = if bias { 5 } else { 4 };
+    v[0].tape().apply_multi(op, &v[..n].iter().collect::<Vec<_>>())
+}
+
+fn gru(v: &[Var<f64>], reverse: bool, bias: bool) -> Result<Vec<Var<f64>>> {
+    let op = GruSequence {
+        reverse,
+        bias,
+        keep_activations: v[0].tape().is_recording(),
+    };
+    let n = if bias { 4 } else { 3 };
+    v[0].tape().apply_multi(op, &v[..n].iter().collect::<Vec<_>>())
+}
+
+fn rnn(v: &[Var<f64>], activation: RnnActivation, reverse: bool, bias: bool) -> Result<Var<f64>> {
+    let op = RnnSequence {
+        activation,
+        reverse,
+        bias,
+    };
+    let n = if bias { 4 } else { 3 };
+    Ok(v[0]
+        .tape()
+        .apply_multi(op, &v[..n].iter().collect::<Vec<_>>())?
+        .remove(0))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn lstm_sequence(x in inputs(4, 2), reverse in any::<bool>(), bias in any::<bool>()) {
+        check(|_, v| {
+            let out = lstm(v, reverse, bias)?;
+            concat(&[&bend(&out[0])?, &bend(&out[1])?], 2)
+        }, &x)?;
+    }
+
+    #[test]
+    fn gru_sequence(x in inputs(3, 1), reverse in any::<bool>(), bias in any::<bool>()) {
+        check(|_, v| bend(&gru(v, reverse, bias)?[0]), &x)?;
+    }
+
+    #[test]
+    fn rnn_sequence(x in inputs(1, 1), reverse in any::<bool>(), bias in any::<bool>(), relu in any::<bool>()) {
+        let act = if relu { RnnActivation::Relu } else { RnnActivation::Tanh };
+        check(|_, v| bend(&rnn(v, act, reverse, bias)?), &x)?;
+    }
+}
+
+/// The loop of per-step ops a sequence op replaces, in time order or reversed: `step(xₜ, state)`
+/// returns the next state, whose first part is the output.
+fn unrolled(
+    xp: &Var<f64>,
+    state: Vec<Var<f64>>,
+    reverse: bool,
+    step: impl Fn(&Var<f64>, &[Var<f64>]) -> Result<Vec<Var<f64>>>,
+) -> Result<Vec<Var<f64>>> {
+    let xs = xp.unstack(0)?;
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    if reverse {
+        order.reverse();
+    }
+    let mut state = state;
+    let mut outs = vec![None; xs.len()];
+    let mut cells = vec![None; xs.len()];
+    for t in order {
+        state = step(&xs[t], &state)?;
+        outs[t] = Some(state[0].clone());
+        cells[t] = state.get(1).cloned();
+    }
+    let outs: Vec<Var<f64>> = outs.into_iter().map(Option::unwrap).collect();
+    let mut result = vec![stack(&outs.iter().collect::<Vec<_>>(), 0)?];
+    if cells.iter().all(Option::is_some) {
+        let cells: Vec<Var<f64>> = cells.into_iter().map(Option::unwrap).collect();
+        result.push(stack(&cells.iter().collect::<Vec<_>>(), 0)?);
+    }
+    Ok(result)
+}
+
+/// Values and gradients (first order, and under `create_graph`) of `f` at `xs`.
+fn values_and_grads(
+    xs: &[ArrayD<f64>],
+    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
+    options: GradOptions,
+) -> Result<Vec<ArrayD<f64>>> {
+    let tape = Tape::new();
+    let vars: Vec<Var<f64>> = xs.iter().map(|x| tape.input(x.clone())).collect();
+    let y = f(&vars)?;
+    let loss = bend(&y)?.sum_all()?;
+    let refs: Vec<&Var<f64>> = vars.iter().collect();
+    let gs = tape.grad(&[&loss], None, &refs, options)?;
+    let mut out = vec![y.value().clone()];
+    out.extend(gs.into_iter().map(|g| g.unwrap().value().clone()));
+    Ok(out)
+}
+
+fn assert_same(a: &[ArrayD<f64>], b: &[ArrayD<f64>], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.shape(), y.shape(), "{what}: array {k}");
+        for (p, q) in x.iter().zip(y) {
+            assert!(
+                (p - q).abs() <= 1e-12 * (1.0 + q.abs()),
+                "{what}: array {k}: {p} vs {q}"
+            );
+        }
+    }
+}
+
+/// Random values for `[xp, weight_hh, states…, bias_hh]` at `(T, B, H)`.
+fn random_inputs(
+    gates: usize,
+    states: usize,
+    (t, b, h): (usize, usize, usize),
+    seed: u64,
+) -> Vec<ArrayD<f64>> {
+    let mut rng = eddy_tape::Rng::seed(seed);
+    let mut arr = |shape: &[usize]| ArrayD::from_shape_simple_fn(shape, || rng.uniform_in(-1.5, 1.5));
+    let mut out = vec![arr(&[t, b, gates * h]), arr(&[gates * h, h])];
+    out.extend((0..states).map(|_| arr(&[b, h])));
+    out.push(arr(&[gates * h]));
+    out
+}
+
+#[test]
+fn lstm_sequence_equals_the_loop_of_steps() -> Result<()> {
+    for (dims, reverse) in [
+        ((7, 6, 5), false),
+        ((7, 6, 5), true),
+        ((4, 1, 3), true),
+        ((1, 3, 2), false),
+    ] {
+        let x = random_inputs(4, 2, dims, 11);
+        let fused = |v: &[Var<f64>]| -> Result<Var<f64>> {
+            let out = lstm(v, reverse, true)?;
+            concat(&[&out[0], &out[1]], 2)
+        };
+        let looped = |v: &[Var<f64>]| -> Result<Var<f64>> {
+            let out = unrolled(&v[0], vec![v[2].clone(), v[3].clone()], reverse, |x, s| {
+                let gates = linear_add(&s[0], &v[1], Some(&v[4]), Some(x))?;
+                let hc = x.tape().apply_multi(LstmPointwise, &[&gates, &s[1]])?;
+                Ok(hc[..2].to_vec())
+            })?;
+            concat(&[&out[0], &out[1]], 2)
+        };
+        for options in [GradOptions::default(), GradOptions::create_graph()] {
+            let want = values_and_grads(&x, looped, options)?;
+            assert_same(
+                &values_and_grads(&x, fused, options)?,
+                &want,
+                &format!("lstm {dims:?} {reverse}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gru_sequence_equals_the_loop_of_steps() -> Result<()> {
+    for (dims, reverse) in [((7, 6, 5), false), ((7, 6, 5), true), ((4, 1, 3), true)] {
+        let x = random_inputs(3, 1, dims, 12);
+        let fused = |v: &[Var<f64>]| -> Result<Var<f64>> { Ok(gru(v, reverse, true)?.remove(0)) };
+        let looped = |v: &[Var<f64>]| -> Result<Var<f64>> {
+            let out = unrolled(&v[0], vec![v[2].clone()], reverse, |x, s| {
+                let hw = linear_add(&s[0], &v[1], Some(&v[3]), None)?;
+                Ok(vec![x.tape().apply(GruPointwise, &[x, &hw, &s[0]])?])
+            })?;
+            Ok(out[0].clone())
+        };
+        for options in [GradOptions::default(), GradOptions::create_graph()] {
+            let want = values_and_grads(&x, looped, options)?;
+            assert_same(
+                &values_and_grads(&x, fused, options)?,
+                &want,
+                &format!("gru {dims:?} {reverse}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rnn_sequence_equals_the_loop_of_steps() -> Result<()> {
+    for (dims, reverse, act) in [
+        ((7, 6, 5), false, RnnActivation::Tanh),
+        ((7, 6, 5), true, RnnActivation::Relu),
+        ((4, 1, 3), true, RnnActivation::Tanh),
+    ] {
+        let x = random_inputs(1, 1, dims, 13);
+        let fused = |v: &[Var<f64>]| rnn(v, act, reverse, true);
+        let looped = |v: &[Var<f64>]| -> Result<Var<f64>> {
+            let out = unrolled(&v[0], vec![v[2].clone()], reverse, |x, s| {
+                let pre = linear_add(&s[0], &v[1], Some(&v[3]), Some(x))?;
+                Ok(vec![match act {
+                    RnnActivation::Tanh => pre.tanh()?,
+                    RnnActivation::Relu => pre.relu()?,
+                }])
+            })?;
+            Ok(out[0].clone())
+        };
+        for options in [GradOptions::default(), GradOptions::create_graph()] {
+            let want = values_and_grads(&x, looped, options)?;
+            assert_same(
+                &values_and_grads(&x, fused, options)?,
+                &want,
+                &format!("rnn {dims:?} {reverse}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_sequence_op_names_itself_and_the_shapes_on_a_mismatch() {
+    let tape = Tape::<f32>::new();
+    let xp = tape.input(ArrayD::zeros(vec![3, 2, 8]));
+    let w = tape.input(ArrayD::zeros(vec![8, 3])); // 4H = 8 but H = 3
+    let h = tape.input(ArrayD::zeros(vec![2, 3]));
+    let op = LstmSequence {
+        reverse: false,
+        bias: false,
+        keep_activations: true,
+    };
+    let err = tape.apply_multi(op, &[&xp, &w, &h, &h]).unwrap_err().to_string();
+    assert!(
+        err.contains("lstm_sequence") && err.contains("[3, 2, 8]"),
+        "{err}"
+    );
+    let err = tape
+        .apply_multi(
+            GruSequence {
+                reverse: false,
+                bias: true,
+                keep_activations: true,
+            },
+            &[&xp, &w],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gru_sequence"), "{err}");
+}
+
+#[test]
+fn inference_without_a_tape_keeps_no_activations() -> Result<()> {
+    let tape = Tape::<f32>::no_grad();
+    let c = |s: &[usize]| tape.constant(ArrayD::from_elem(s.to_vec(), 0.1f32));
+    let (xp, w, h) = (c(&[5, 1, 8]), c(&[8, 2]), c(&[1, 2]));
+    let op = LstmSequence {
+        reverse: false,
+        bias: false,
+        keep_activations: false,
+    };
+    let out = tape.apply_multi(op, &[&xp, &w, &h, &h])?;
+    assert_eq!(out[0].shape(), &[5, 1, 2]);
+    assert_eq!(out[2].shape(), &[0]);
+    Ok(())
+}
