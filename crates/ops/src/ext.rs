@@ -120,29 +120,8 @@ impl<F: Float> VarExt<F> for Var<F> {
         self.tape().apply(MatMul { ta: false, tb: true }, &[self, other])
     }
     fn linear(&self, w: &Var<F>, b: Option<&Var<F>>) -> Result<Var<F>> {
-        let shape = self.shape().to_vec();
-        let y = if shape.len() == 2 {
-            self.matmul_t(w)?
-        } else {
-            let Some((&last, lead)) = shape.split_last() else {
-                return Err(Error::shape(
-                    "linear",
-                    &[&shape, w.shape()],
-                    "input must have at least one axis",
-                ));
-            };
-            let rows = lead.iter().product();
-            let y = self.reshape(&[rows, last])?.matmul_t(w)?;
-            let mut out = lead.to_vec();
-            out.push(y.shape()[1]);
-            y.reshape(&out)?
-        };
-        match b {
-            Some(b) => y + b,
-            None => Ok(y),
-        }
+        crate::linear_add(self, w, b, None)
     }
-
     fn reshape(&self, shape: &[usize]) -> Result<Var<F>> {
         if self.shape() == shape {
             return Ok(self.clone());

@@ -7,13 +7,14 @@
 use crate::matmul::MatMul;
 use crate::{concat, VarExt};
 use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
-use ndarray::{ArrayD, Ix2, IxDyn};
+use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Ix2, IxDyn};
 
 /// `y = x · wᵀ (+ b) (+ add)` in one GEMM: the bias and the addend are written into the output
-/// first and the product accumulated onto them (PyTorch's `addmm`).
+/// first and the product accumulated onto them (PyTorch's `addmm`). `x` may have any rank ≥ 1:
+/// its leading axes are rows (`[T, B, K]` is `T·B` rows), as `torch.nn.functional.linear`.
 ///
-/// Shapes: `x` `[B, K]`, `w` `[N, K]`, optional `b` `[N]`, optional `add` `[B, N]`; `y` `[B, N]`.
-/// Gradient: `dx = g · w`, `dw = gᵀ · x`, `db = Σ_rows g`, `dadd = g`.
+/// Shapes: `x` `[..., K]`, `w` `[N, K]`, optional `b` `[N]`, optional `add` `[..., N]`; `y`
+/// `[..., N]`. Gradient (over the rows): `dx = g · w`, `dw = gᵀ · x`, `db = Σ_rows g`, `dadd = g`.
 ///
 /// # Errors
 /// [`Error::MatmulInner`] if `K` differs; [`Error::Shape`] for other mismatches.
@@ -36,28 +37,34 @@ impl<F: Float> Op<F> for Linear {
             });
         }
         let (x, w) = (inputs[0], inputs[1]);
-        if x.len() != 2 || w.len() != 2 {
-            return Err(Error::shape("linear", inputs, "x and w must be 2-D"));
+        if x.is_empty() || w.len() != 2 {
+            return Err(Error::shape(
+                "linear",
+                inputs,
+                "x must have an axis and w must be 2-D",
+            ));
         }
-        if x[1] != w[1] {
+        if x[x.len() - 1] != w[1] {
             return Err(Error::MatmulInner {
                 op: "linear".into(),
                 lhs: x.to_vec(),
                 rhs: w.to_vec(),
             });
         }
-        let out = vec![x[0], w[0]];
+        let mut out = x.to_vec();
+        *out.last_mut().expect("x has an axis") = w[0];
         if self.bias && inputs[2] != [w[0]] {
             return Err(Error::shape("linear", inputs, "the bias must be [N]"));
         }
         if self.add && inputs[expected - 1] != out.as_slice() {
-            return Err(Error::shape("linear", inputs, "the addend must be [B, N]"));
+            return Err(Error::shape("linear", inputs, "the addend must be [..., N]"));
         }
         Ok(out)
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let (x, w) = (inputs[0], inputs[1]);
-        let (rows, n) = (x.shape()[0], w.shape()[0]);
+        let (k, n) = (w.shape()[1], w.shape()[0]);
+        let rows = x.shape()[..x.ndim() - 1].iter().product();
         // y starts as add + b, row by row over contiguous slices, then the GEMM accumulates onto it.
         let mut out = match self.add {
             true => flat(inputs[inputs.len() - 1]).into_owned(),
@@ -69,26 +76,68 @@ impl<F: Float> Op<F> for Linear {
                 add_row(row, &b);
             }
         }
-        let mut y = shaped(out, &[rows, n]);
-        let x2 = x.view().into_dimensionality::<Ix2>().expect("2-D");
+        let xs = flat(x);
+        let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
         let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
-        let mut y2 = y.view_mut().into_dimensionality::<Ix2>().expect("2-D");
+        let mut y2 = ArrayViewMut2::from_shape((rows, n), &mut out).expect("y is [rows, N]");
         crate::gemm::gemm(F::one(), &x2, &w2.t(), F::one(), &mut y2);
-        Ok(y)
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("x has an axis") = n;
+        Ok(shaped(out, &shape))
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let (x, w) = (&inputs[0], &inputs[1]);
         let t = g.tape();
-        let mut out = vec![
-            x.requires_grad()
-                .then(|| t.apply(MatMul { ta: false, tb: false }, &[g, w]))
-                .transpose()?,
-            w.requires_grad()
-                .then(|| t.apply(MatMul { ta: true, tb: false }, &[g, x]))
-                .transpose()?,
-        ];
+        let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
+        let need_b = self.bias && inputs[2].requires_grad();
+        let (dx, dw, db) = if t.is_recording() {
+            // The recorded rule: the same products with differentiable ops, over 2-D rows.
+            let (k, n) = (w.shape()[1], w.shape()[0]);
+            let rows = x.shape()[..x.ndim() - 1].iter().product();
+            let (x2, g2) = match x.ndim() {
+                2 => (x.clone(), g.clone()),
+                _ => (x.reshape(&[rows, k])?, g.reshape(&[rows, n])?),
+            };
+            let dx = need_x
+                .then(|| {
+                    t.apply(MatMul { ta: false, tb: false }, &[&g2, w])?
+                        .reshape(x.shape())
+                })
+                .transpose()?;
+            let dw = need_w
+                .then(|| t.apply(MatMul { ta: true, tb: false }, &[&g2, &x2]))
+                .transpose()?;
+            let db = need_b.then(|| g2.sum(0, false)).transpose()?;
+            (dx, dw, db)
+        } else {
+            // The fast rule: GEMMs on 2-D views of the arrays, no reshaped copies.
+            let (k, n) = (w.shape()[1], w.shape()[0]);
+            let (gs, xs) = (flat(g.value()), flat(x.value()));
+            let rows = x.shape()[..x.ndim() - 1].iter().product();
+            let g2 = ArrayView2::from_shape((rows, n), &gs).expect("g is [rows, N]");
+            let w2 = w.value().view().into_dimensionality::<Ix2>().expect("2-D");
+            let dx = need_x.then(|| {
+                let mut dx = vec![F::zero(); rows * k];
+                let mut d2 = ArrayViewMut2::from_shape((rows, k), &mut dx).expect("[rows, K]");
+                crate::gemm::gemm(F::one(), &g2, &w2, F::zero(), &mut d2);
+                t.constant(shaped(dx, x.shape()))
+            });
+            let dw = need_w.then(|| {
+                let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
+                let mut dw = ndarray::Array2::zeros((n, k));
+                crate::gemm::gemm(F::one(), &g2.t(), &x2, F::zero(), &mut dw.view_mut());
+                t.constant(dw.into_dyn())
+            });
+            let db = need_b.then(|| {
+                let mut db = vec![F::zero(); n];
+                gs.chunks_exact(n.max(1)).for_each(|row| add_row(&mut db, row));
+                t.constant(shaped(db, &[n]))
+            });
+            (dx, dw, db)
+        };
+        let mut out = vec![dx, dw];
         if self.bias {
-            out.push(inputs[2].requires_grad().then(|| g.sum(0, false)).transpose()?);
+            out.push(db);
         }
         if self.add {
             out.push(inputs[inputs.len() - 1].requires_grad().then(|| g.clone()));

@@ -42,6 +42,19 @@ proptest! {
     }
 
     #[test]
+    fn linear_over_any_rank(
+        (x, w, b, add) in (0usize..=2, 1usize..=3, 1usize..=3).prop_flat_map(|(lead, k, n)| {
+            let lead: Vec<usize> = [2, 3][..lead].to_vec();
+            let xs: Vec<usize> = lead.iter().copied().chain([k]).collect();
+            let ys: Vec<usize> = lead.iter().copied().chain([n]).collect();
+            (array(xs), array(vec![n, k]), array(vec![n]), array(ys))
+        }),
+    ) {
+        check(|_, v| bend(linear_add(&v[0], &v[1], Some(&v[2]), Some(&v[3]))?), &[x.clone(), w.clone(), b, add])?;
+        check(|_, v| bend(v[0].linear(&v[1], None)?), &[x, w])?;
+    }
+
+    #[test]
     fn lstm_pointwise_both_outputs((gates, c) in gates_and_state(4), wc in -2.0f64..2.0) {
         check(|t, v| {
             let hc = t.apply_multi(LstmPointwise, &[&v[0], &v[1]])?;
