@@ -9,9 +9,10 @@
 //! human summary on stderr. Each workload runs in its own child process (this binary re-run with
 //! `--in-process`) so that its peak RSS (`VmHWM`) is its own.
 //!
-//! Threads: the steps run inside a rayon pool of `--threads` workers (`pool.install`). eddy's
-//! kernels are single-threaded today (matrixmultiply is built without its `threading` feature
-//! and no op uses rayon inside a kernel), so 2 threads are not expected to help yet.
+//! Threads: the steps run inside a rayon pool of `--threads` workers (`pool.install`). A train
+//! step shards the batch across them (`eddy_nn::parallel::data_parallel`), and products large
+//! enough to pay for it (and batch-1 products with a large weight) are split across them inside
+//! `eddy_ops::gemm`. matrixmultiply's own threading stays off, so no two pools fight.
 
 /// A caching allocator for the whole benchmark, as an application would choose one (build with
 /// `--no-default-features` for the system allocator).

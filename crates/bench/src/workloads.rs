@@ -2,7 +2,8 @@
 //! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6).
 //!
 //! `bench/torch_bench.py` runs the same workloads in PyTorch; keep the two in step. With more
-//! than one thread, a train step splits the batch into one shard per thread (data parallelism).
+//! than one thread, a train step splits the batch into one shard per thread (data parallelism),
+//! except for the largest layer (W4), whose products are split across the threads instead.
 
 use crate::custom_cell::UserLstm;
 use crate::stats::{measure, Stats};
@@ -156,9 +157,9 @@ fn train<C: Cell<f32> + Sync>(
             ..AdamConfig::default()
         },
     )?;
-    // One shard of the batch per thread of the pool, one tape each, gradients summed in shard
-    // order (eddy_nn::parallel): with one thread this is the plain single-tape step.
-    let shards = rayon::current_num_threads().min(s.batch);
+    // Shards of the batch, one tape each, gradients summed in shard order (eddy_nn::parallel):
+    // with one thread this is the plain single-tape step.
+    let shards = shards(s, rayon::current_num_threads());
     measure(warmup, steps, || -> Result<()> {
         let (loss, grads) = data_parallel(s.batch, shards, |rows, weight| {
             let tape = Tape::new();
@@ -175,6 +176,20 @@ fn train<C: Cell<f32> + Sync>(
         }
         Ok(())
     })
+}
+
+/// How many data-parallel shards a train step uses on `threads` threads. Up to hidden size 512:
+/// one per thread (each shard's weight gradients are small, and its half-batch products still
+/// fill a core). From hidden size 1024 (W4): one shard, and the large products themselves are
+/// split across the threads (`eddy_ops::gemm`): a shard per thread would compute and sum two
+/// full-size weight gradients (24 MiB each at W4) from half-batch (M = 32) products, measured
+/// 7% slower.
+fn shards(s: Shape, threads: usize) -> usize {
+    if s.hidden >= 1024 {
+        1
+    } else {
+        threads.min(s.batch)
+    }
 }
 
 /// W6: forward passes of an LSTM on a tape that records nothing.

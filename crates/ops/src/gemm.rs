@@ -4,7 +4,7 @@
 
 use eddy_tape::Float;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Up to this many rows of `a`, products use the row kernels below.
 pub(crate) const SMALL_ROWS: usize = 4;
@@ -57,7 +57,51 @@ pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c
             return;
         }
     }
+    let threads = rayon::current_num_threads();
+    if threads >= 2 && a.nrows() * a.ncols() * b.ncols() >= PAR_MIN_PRODUCT {
+        return gemm_par(alpha, a, b, beta, c, threads);
+    }
     general_mat_mul(alpha, a, b, beta, c);
+}
+
+/// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the
+/// current rayon pool's threads.
+const PAR_MIN_PRODUCT: usize = 1 << 22;
+
+/// `c = α·a·b + β·c` split into `parts` blocks run on the rayon pool: by rows of `a` and `c`
+/// when `c` is taller than wide, else by columns of `b` and `c` (so no operand is packed twice
+/// over). Each block is an ordinary matrixmultiply call; the blocks write disjoint parts of `c`.
+fn gemm_par<F: Float>(
+    alpha: F,
+    a: &ArrayView2<F>,
+    b: &ArrayView2<F>,
+    beta: F,
+    c: &mut ArrayViewMut2<F>,
+    parts: usize,
+) {
+    let (m, n) = (c.nrows(), c.ncols());
+    if parts < 2 || (m < 2 && n < 2) {
+        return general_mat_mul(alpha, a, b, beta, c);
+    }
+    let (left, right) = (parts / 2, parts - parts / 2);
+    let c2 = c.view_mut();
+    if m >= n {
+        let at = m * left / parts;
+        let (a1, a2) = a.view().split_at(Axis(0), at);
+        let (mut c1, mut c2) = c2.split_at(Axis(0), at);
+        rayon::join(
+            || gemm_par(alpha, &a1, b, beta, &mut c1, left),
+            || gemm_par(alpha, &a2, b, beta, &mut c2, right),
+        );
+    } else {
+        let at = n * left / parts;
+        let (b1, b2) = b.view().split_at(Axis(1), at);
+        let (mut c1, mut c2) = c2.split_at(Axis(1), at);
+        rayon::join(
+            || gemm_par(alpha, a, &b1, beta, &mut c1, left),
+            || gemm_par(alpha, a, &b2, beta, &mut c2, right),
+        );
+    }
 }
 
 /// Below this many weights a few-row product stays on one thread.
@@ -71,12 +115,23 @@ fn gemv_rows_par<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, 
     if threads < 2 || w.len() < PAR_MIN_WEIGHTS || out.len() < 8 * threads {
         return gemv_rows(x, w, k, out, alpha, beta);
     }
-    use rayon::prelude::*;
-    // Blocks of rows, a multiple of 4 for the four-row kernel.
-    let block = out.len().div_ceil(threads).next_multiple_of(4);
-    out.par_chunks_mut(block)
-        .zip(w.par_chunks(block * k))
-        .for_each(|(o, wb)| gemv_rows(x, wb, k, o, alpha, beta));
+    gemv_rows_split(x, w, k, out, alpha, beta, threads);
+}
+
+/// [`gemv_rows`] in `parts` blocks of rows (multiples of 4, for the four-row kernel), halved
+/// recursively with `rayon::join`.
+fn gemv_rows_split<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F, parts: usize) {
+    if parts < 2 {
+        return gemv_rows(x, w, k, out, alpha, beta);
+    }
+    let left = parts / 2;
+    let at = (out.len() * left / parts).next_multiple_of(4).min(out.len());
+    let (o1, o2) = out.split_at_mut(at);
+    let (w1, w2) = w.split_at(at * k);
+    rayon::join(
+        || gemv_rows_split(x, w1, k, o1, alpha, beta, left),
+        || gemv_rows_split(x, w2, k, o2, alpha, beta, parts - left),
+    );
 }
 
 /// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`, four
@@ -185,6 +240,29 @@ mod tests {
             pool.install(|| gemm(1.0, &a.view(), &w.t(), 0.0, &mut fast.view_mut()));
             let err = (&fast - &slow).iter().fold(0.0f64, |e, v| e.max(v.abs()));
             assert!(err < 1e-12, "{threads} threads: {err}");
+        }
+    }
+
+    #[test]
+    fn large_products_split_across_threads_match_one_thread() {
+        // Taller than wide (split by rows), wider than tall (split by columns), transposed views.
+        for (mm, k, n) in [(300, 120, 130), (70, 150, 410)] {
+            let a = m(mm, k, 0.1);
+            let b = m(n, k, 0.2);
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let c0 = m(mm, n, 0.3);
+                let mut slow = c0.clone();
+                general_mat_mul(1.5, &a.view(), &b.t(), 0.5, &mut slow.view_mut());
+                let mut fast = c0.clone();
+                pool.install(|| gemm(1.5, &a.view(), &b.t(), 0.5, &mut fast.view_mut()));
+                assert!(mm * k * n >= PAR_MIN_PRODUCT);
+                let err = (&fast - &slow).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+                assert!(err < 1e-12, "{mm}x{k}x{n} on {threads} threads: {err}");
+            }
         }
     }
 
