@@ -46,14 +46,33 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
         Ok(inputs[0].to_vec())
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        Ok(inputs[0].mapv(|x| self.0.value(x)))
+        let x = inputs[0];
+        Ok(match x.as_slice() {
+            // A plain loop over row-major elements, which the compiler vectorises.
+            Some(xs) => {
+                let v: Vec<F> = xs.iter().map(|&x| self.0.value(x)).collect();
+                ArrayD::from_shape_vec(x.raw_dim(), v).expect("the length is the shape's product")
+            }
+            None => x.mapv(|x| self.0.value(x)),
+        })
     }
     fn backward(&self, inputs: &[Var<F>], output: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let (x, y) = (inputs[0].value(), output.value());
         let fast =
             !g.tape().is_recording() && x.first().is_none_or(|&v| self.0.derivative_at(v, v).is_some());
         if fast {
-            // First order: g · f'(x) in one pass.
+            // First order: g · f'(x) in one pass, a plain loop when all three are row-major.
+            let one = |x: F, y: F| self.0.derivative_at(x, y).unwrap_or(F::zero());
+            if let (Some(gs), Some(xs), Some(ys)) = (g.value().as_slice(), x.as_slice(), y.as_slice()) {
+                let d: Vec<F> = gs
+                    .iter()
+                    .zip(xs)
+                    .zip(ys)
+                    .map(|((&g, &x), &y)| g * one(x, y))
+                    .collect();
+                let d = ArrayD::from_shape_vec(x.raw_dim(), d).expect("the length is the shape's product");
+                return Ok(vec![Some(g.tape().constant(d))]);
+            }
             let d = ndarray::Zip::from(g.value())
                 .and(x)
                 .and(y)

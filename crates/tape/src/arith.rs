@@ -84,14 +84,14 @@ impl<F: Float> Op<F> for Binary {
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let (a, b) = (inputs[0], inputs[1]);
         if a.shape() == b.shape() {
-            // Same shape: one fused loop, no broadcasting machinery.
-            let f: fn(F, F) -> F = match self.0 {
-                BinaryKind::Add => |x, y| x + y,
-                BinaryKind::Sub => |x, y| x - y,
-                BinaryKind::Mul => |x, y| x * y,
-                BinaryKind::Div => |x, y| x / y,
-            };
-            return Ok(ndarray::Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)));
+            // Same shape: one fused loop per kind (monomorphised, so it vectorises), no
+            // broadcasting machinery.
+            return Ok(match self.0 {
+                BinaryKind::Add => map2(a, b, |x, y| x + y),
+                BinaryKind::Sub => map2(a, b, |x, y| x - y),
+                BinaryKind::Mul => map2(a, b, |x, y| x * y),
+                BinaryKind::Div => map2(a, b, |x, y| x / y),
+            });
         }
         Ok(match self.0 {
             BinaryKind::Add => a + b,
@@ -113,6 +113,18 @@ impl<F: Float> Op<F> for Binary {
             a.requires_grad().then(|| ga.sum_to(a.shape())).transpose()?,
             b.requires_grad().then(|| gb.sum_to(b.shape())).transpose()?,
         ])
+    }
+}
+
+/// `f(a, b)` elementwise for arrays of one shape: a plain loop over the elements when both are
+/// laid out in row-major order, else ndarray's `Zip`.
+pub(crate) fn map2<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F) -> ArrayD<F> {
+    match (a.as_slice(), b.as_slice()) {
+        (Some(x), Some(y)) => {
+            let v: Vec<F> = x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect();
+            ArrayD::from_shape_vec(a.raw_dim(), v).expect("the length is the shape's product")
+        }
+        _ => ndarray::Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)),
     }
 }
 
