@@ -60,7 +60,8 @@ impl<F: Float> RecurrentState<F> for Vec<Var<F>> {
 ///
 /// Required: the state type, the sizes of its parts, the input size, and [`Cell::step`].
 /// Optional: [`Cell::project`], a per-time-step map of the input that the layer applies to all
-/// time steps at once (one GEMM for the whole sequence instead of one per step).
+/// time steps at once (one GEMM for the whole sequence instead of one per step), and
+/// [`Cell::unroll`], the whole sequence as one op of the cell's own.
 ///
 /// # Example
 /// An IndRNN cell, `h' = relu(W x + b + u ⊙ h)`:
