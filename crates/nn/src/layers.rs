@@ -52,7 +52,7 @@ impl<F: Float> Linear<F> {
         let t = x.tape();
         let b = self.bias.as_ref().map(|b| t.param(b));
         x.linear(&t.param(&self.weight), b.as_ref())
-            .map_err(|e| e.context("linear"))
+            .map_err(|e| e.context("linear layer"))
     }
 }
 
@@ -209,7 +209,7 @@ mod tests {
         let e = l.forward(&t.input(ArrayD::zeros(vec![2, 4]))).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "linear: matmul: inner dimensions differ: [2, 4] · [2, 3]"
+            "linear layer: linear: inner dimensions differ: [2, 4] · [2, 3]"
         );
     }
 

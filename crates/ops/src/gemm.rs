@@ -137,7 +137,7 @@ fn gemv_rows_split<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F
 /// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`, four
 /// rows at a time so each load of `x` feeds four accumulators.
 #[inline(never)]
-fn gemv_rows<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+pub(crate) fn gemv_rows<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
     let x = &x[..k];
     let mut rows = w.chunks_exact(k);
     let mut outs = out.chunks_exact_mut(4);

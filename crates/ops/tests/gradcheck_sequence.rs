@@ -299,3 +299,29 @@ fn inference_without_a_tape_keeps_no_activations() -> Result<()> {
     assert_eq!(out[2].shape(), &[0]);
     Ok(())
 }
+
+/// Inference at batch ≤ 4 on two threads splits the hidden units between them for the whole
+/// sequence (`sequence/split.rs`): the same values as one thread, element for element, in both
+/// directions, from non-zero initial states.
+#[test]
+fn split_inference_equals_one_thread() -> Result<()> {
+    let h = 128; // 4H·H = 65536 weights: large enough to split
+    for (batch, reverse, bias) in [(1, false, true), (3, true, false), (4, false, false)] {
+        let x = random_inputs(4, 2, (6, batch, h), 21);
+        let run = |threads: usize| -> Result<Vec<ArrayD<f64>>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let tape = Tape::no_grad();
+                let v: Vec<Var<f64>> = x.iter().map(|a| tape.constant(a.clone())).collect();
+                let out = lstm(&v, reverse, bias)?;
+                Ok(vec![out[0].value().clone(), out[1].value().clone()])
+            })
+        };
+        let (one, two) = (run(1)?, run(2)?);
+        assert_eq!(one, two, "batch {batch} reverse {reverse} bias {bias}");
+    }
+    Ok(())
+}

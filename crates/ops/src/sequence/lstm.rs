@@ -59,6 +59,21 @@ impl<F: Float> MultiOp<F> for LstmSequence {
         let (h0, c0) = (flat(inputs[2]), flat(inputs[3]));
         let bias = self.bias.then(|| flat(inputs[4]));
         let (mut hs, mut cs) = (vec![F::zero(); steps * bh], vec![F::zero(); steps * bh]);
+        if !self.keep_activations && super::split::worth_it(batch, h, rayon::current_num_threads()) {
+            let w = flat(inputs[1]);
+            let inputs = super::split::LstmInputs {
+                xp: &xp,
+                w: &w,
+                h0: &h0,
+                c0: &c0,
+                bias: bias.as_deref(),
+                dims: (steps, batch, h),
+                reverse: self.reverse,
+            };
+            super::split::lstm_forward(&inputs, &mut hs, &mut cs);
+            let (hs, cs) = (shaped(hs, &[steps, batch, h]), shaped(cs, &[steps, batch, h]));
+            return Ok(vec![hs, cs, shaped(Vec::new(), &[0])]);
+        }
         let mut acts = vec![
             F::zero();
             if self.keep_activations {

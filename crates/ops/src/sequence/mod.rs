@@ -18,6 +18,7 @@
 mod gru;
 mod lstm;
 mod rnn;
+mod split;
 
 pub use gru::GruSequence;
 pub use lstm::LstmSequence;
