@@ -73,7 +73,9 @@ pub(super) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &m
     let (steps, batch, h) = x.dims;
     // Two workers (one `rayon::join`), each taking any block of any step in order.
     let parts = 2;
-    let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // On separate cache lines: the counters are written once per task and `done` is spun on.
+    let (next, done) = (Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0)));
+    let (next, done) = (&next.0, &done.0);
     let (hs, cs) = (Shared::new(hs), Shared::new(cs));
     let work = || {
         let mut gates = vec![F::zero(); 4 * h];
@@ -84,7 +86,7 @@ pub(super) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &m
                 return;
             }
             let (s, part) = (task / parts, task % parts);
-            wait_for(&done, s * parts);
+            wait_for(done, s * parts);
             let (u0, u1) = (h * part / parts, h * (part + 1) / parts);
             let n = u1 - u0;
             let t = step_at(s, steps, x.reverse);
@@ -148,6 +150,10 @@ pub(super) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &m
     };
     rayon::join(work, work);
 }
+
+/// A value alone on its cache line (two lines: adjacent-line prefetch pairs them).
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// Spins (then yields) until `done` reaches `target`.
 fn wait_for(done: &AtomicUsize, target: usize) {
