@@ -12,6 +12,7 @@ mod ext;
 pub mod fused;
 pub mod gemm;
 pub mod matmul;
+pub mod packed;
 pub mod random;
 pub mod reduce;
 pub mod sequence;

@@ -325,3 +325,60 @@ fn split_inference_equals_one_thread() -> Result<()> {
     }
     Ok(())
 }
+
+/// In f32 at batch > 4 the sequence ops multiply by `W_hh` through the packed AVX-512 kernel
+/// (`eddy_ops::packed`) where the CPU has it: values and gradients agree with the loop of
+/// per-step ops (matrixmultiply) to f32 rounding.
+#[test]
+fn f32_sequence_ops_agree_with_the_loop_of_steps() -> Result<()> {
+    let (steps, batch, h) = (5, 9, 40);
+    let mut rng = eddy_tape::Rng::seed(5);
+    let mut arr = |s: &[usize]| ArrayD::from_shape_simple_fn(s, || rng.uniform_in(-1.0, 1.0) as f32);
+    let x = [
+        arr(&[steps, batch, 4 * h]),
+        arr(&[4 * h, h]),
+        arr(&[batch, h]),
+        arr(&[batch, h]),
+    ];
+    let run = |fused: bool| -> Result<Vec<ArrayD<f32>>> {
+        let tape = Tape::new();
+        let v: Vec<Var<f32>> = x.iter().map(|a| tape.input(a.clone())).collect();
+        let hs = if fused {
+            let op = LstmSequence {
+                reverse: false,
+                bias: false,
+                keep_activations: true,
+            };
+            tape.apply_multi(op, &[&v[0], &v[1], &v[2], &v[3]])?.remove(0)
+        } else {
+            let (mut h, mut c) = (v[2].clone(), v[3].clone());
+            let mut outs = Vec::new();
+            for x_t in v[0].unstack(0)? {
+                let gates = linear_add(&h, &v[1], None, Some(&x_t))?;
+                let hc = tape.apply_multi(LstmPointwise, &[&gates, &c])?;
+                (h, c) = (hc[0].clone(), hc[1].clone());
+                outs.push(h.clone());
+            }
+            stack(&outs.iter().collect::<Vec<_>>(), 0)?
+        };
+        let loss = (&hs * &hs)?.sum_all()?;
+        let grads = tape.grad(
+            &[&loss],
+            None,
+            &v.iter().collect::<Vec<_>>(),
+            GradOptions::default(),
+        )?;
+        let mut out = vec![hs.value().clone()];
+        out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
+        Ok(out)
+    };
+    let (fused, looped) = (run(true)?, run(false)?);
+    for (k, (a, b)) in fused.iter().zip(&looped).enumerate() {
+        let worst = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / (1.0 + y.abs())));
+        assert!(worst < 1e-4, "array {k}: relative error {worst}");
+    }
+    Ok(())
+}

@@ -25,6 +25,7 @@ pub use lstm::LstmSequence;
 pub use rnn::{RnnActivation, RnnSequence};
 
 use crate::gemm::{gemm, SMALL_ROWS};
+use crate::packed::{packed_kernel_available, PackedMatrix};
 use eddy_tape::{Error, Float, Result};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
 
@@ -94,24 +95,38 @@ fn state_before<'a, F>(
     }
 }
 
-/// The recurrent weight `W` (`[G, H]`) laid out for `out += h·Wᵀ` at one batch size: a
-/// row-major copy of `Wᵀ` (`[H, G]`, a plain `NN` product, the faster one in matrixmultiply),
-/// made once per sequence, or `W` itself for a few rows, where [`gemm`]'s row kernels read it
-/// as it is.
+/// The recurrent weight `W` (`[G, H]`) laid out once per sequence for its two products,
+/// `out += h·Wᵀ` (forward) and `dh = dg·W` (backward). Above a few rows: both packed for the
+/// AVX-512 kernel ([`PackedMatrix`]) where it runs, else a row-major copy of `Wᵀ` (a plain
+/// `NN` product, the faster one in matrixmultiply) and `W` itself. Up to a few rows: `W`
+/// itself, which [`gemm`]'s row kernels read as it is.
 struct Recurrent<'a, F: Float> {
     w: ArrayView2<'a, F>,
     wt: Option<Array2<F>>,
+    packed: Option<(PackedMatrix<F>, PackedMatrix<F>)>,
 }
 
 impl<'a, F: Float> Recurrent<'a, F> {
     fn new(w: &'a ArrayD<F>, batch: usize) -> Self {
         let w = matrix(w);
-        let wt = (batch > SMALL_ROWS).then(|| w.t().as_standard_layout().into_owned());
-        Recurrent { w, wt }
+        let many = batch > SMALL_ROWS;
+        if many && packed_kernel_available::<F>() {
+            let packed = (PackedMatrix::new(&w.t()), PackedMatrix::new(&w));
+            return Recurrent {
+                w,
+                wt: None,
+                packed: Some(packed),
+            };
+        }
+        let wt = many.then(|| w.t().as_standard_layout().into_owned());
+        Recurrent { w, wt, packed: None }
     }
 
     /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`.
     fn accumulate(&self, h: &[F], out: &mut [F]) {
+        if let Some((forward, _)) = &self.packed {
+            return forward.mul_into(h, out, true);
+        }
         let (g, k) = self.w.dim();
         let rows = h.len() / k.max(1);
         let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
@@ -124,6 +139,9 @@ impl<'a, F: Float> Recurrent<'a, F> {
 
     /// `dh = dg·W` for `dg` `[B, G]` and `dh` `[B, H]` (overwritten).
     fn back(&self, dg: &[F], dh: &mut [F]) {
+        if let Some((_, backward)) = &self.packed {
+            return backward.mul_into(dg, dh, false);
+        }
         let (g, k) = self.w.dim();
         let rows = dg.len() / g.max(1);
         let a = ArrayView2::from_shape((rows, g), dg).expect("dg is [B, G]");

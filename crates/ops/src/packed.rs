@@ -1,0 +1,291 @@
+//! A weight matrix packed once for the many products of a sequence.
+//!
+//! A recurrent layer multiplies the same `W_hh` by a new `[B, H]` state at every step, forward
+//! and backward. matrixmultiply packs both operands on every call: at W4's size that is a
+//! 16 MiB weight copied twice per step. Here the weight is packed once per sequence into
+//! column panels, and an AVX-512 kernel streams the panels past `MR × NR` blocks of the state.
+//! Where AVX-512 is missing (checked at run time) or the element type is `f64`, the products
+//! go through [`crate::gemm::gemm`] on the unpacked weight instead.
+
+use eddy_tape::Float;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use std::any::TypeId;
+
+/// Rows of the state per block.
+const MR: usize = 8;
+/// Columns of the weight per panel: two 512-bit registers of f32.
+const NR: usize = 32;
+
+/// `B` (`[K, N]`) ready for `c = a·B` with many `a`: packed in `f32` column panels of `NR`
+/// (panel `p` holds columns `p·NR ..` as `K` consecutive rows of `NR`, the last one
+/// zero-padded) when the AVX-512 kernel can run, else kept as a row-major copy.
+#[derive(Debug, Clone)]
+pub struct PackedMatrix<F> {
+    k: usize,
+    n: usize,
+    form: Form<F>,
+}
+
+#[derive(Debug, Clone)]
+enum Form<F> {
+    Panels(Vec<f32>),
+    Plain(Array2<F>),
+}
+
+/// Whether the packed kernel runs for element type `F` on this CPU.
+pub fn packed_kernel_available<F: Float>() -> bool {
+    TypeId::of::<F>() == TypeId::of::<f32>() && avx512_available()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx512_available() -> bool {
+    false
+}
+
+impl<F: Float> PackedMatrix<F> {
+    /// Packs `b` (any strides: pass `w.t()` to multiply by `wᵀ`).
+    pub fn new(b: &ArrayView2<F>) -> Self {
+        let (k, n) = b.dim();
+        if !packed_kernel_available::<F>() {
+            return PackedMatrix {
+                k,
+                n,
+                form: Form::Plain(b.as_standard_layout().into_owned()),
+            };
+        }
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        for (p, panel) in data.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    let col = p * NR + j;
+                    if col < n {
+                        *v = b[(kk, col)].as_f64() as f32;
+                    }
+                }
+            }
+        }
+        PackedMatrix {
+            k,
+            n,
+            form: Form::Panels(data),
+        }
+    }
+
+    /// `(K, N)`.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// `c = a·B`, or `c += a·B` when `accumulate`, for `a` row-major `[M, K]` and `c` row-major
+    /// `[M, N]`.
+    ///
+    /// # Panics
+    /// If the lengths of `a` and `c` are not `M·K` and `M·N` for one `M`.
+    pub fn mul_into(&self, a: &[F], c: &mut [F], accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        let m = a.len().checked_div(k).unwrap_or(c.len() / n.max(1));
+        assert!(
+            a.len() == m * k && c.len() == m * n,
+            "a is [M, K] and c is [M, N]"
+        );
+        match &self.form {
+            Form::Plain(b) => {
+                let a = ArrayView2::from_shape((m, k), a).expect("[M, K]");
+                let mut c = ArrayViewMut2::from_shape((m, n), c).expect("[M, N]");
+                let beta = if accumulate { F::one() } else { F::zero() };
+                crate::gemm::gemm(F::one(), &a, &b.view(), beta, &mut c);
+            }
+            Form::Panels(panels) => {
+                // SAFETY: `F` is `f32` (checked when the panels were made), so the slices are
+                // the same memory with the same type.
+                let (a, c) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                        std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
+                    )
+                };
+                mul_panels(panels, a, c, (m, k, n), accumulate);
+            }
+        }
+    }
+}
+
+/// `c (+)= a·B` with `B` in panels: `a` packed in blocks of `MR` rows (k-major), then for
+/// each panel (which stays in cache) every block of rows.
+fn mul_panels(panels: &[f32], a: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize), accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let blocks = m.div_ceil(MR);
+    let mut packed_a = vec![0f32; blocks * k * MR];
+    for (bi, block) in packed_a.chunks_exact_mut(k * MR).enumerate() {
+        for r in 0..MR.min(m - bi * MR) {
+            let row = &a[(bi * MR + r) * k..(bi * MR + r + 1) * k];
+            for (kk, v) in row.iter().enumerate() {
+                block[kk * MR + r] = *v;
+            }
+        }
+    }
+    for (p, panel) in panels.chunks_exact(k * NR).enumerate() {
+        let (c0, cols) = (p * NR, NR.min(n - p * NR));
+        for (bi, block) in packed_a.chunks_exact(k * MR).enumerate() {
+            let rows = MR.min(m - bi * MR);
+            let start = bi * MR * n + c0;
+            let out = &mut c[start..start + (rows - 1) * n + cols];
+            // SAFETY: the panels exist only where AVX-512F was detected (`PackedMatrix::new`);
+            // the slices hold `k·MR`, `k·NR` and `(rows − 1)·n + cols` elements.
+            unsafe { avx512::tile(k, block, panel, out, n, rows, cols, accumulate) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// One `MR × NR` block: `c[r, j] (+)= Σ_k a[k, r] · b[k, j]` for `rows` rows and `cols`
+    /// columns of `c` (row stride `ldc`).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a` holds `k·MR` and `b` `k·NR` elements, and `c` holds
+    /// `(rows − 1)·ldc + cols`, with `rows ≤ MR` and `cols ≤ NR`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        debug_assert!(a.len() >= k * MR && b.len() >= k * NR && rows <= MR && cols <= NR);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for kk in 0..k {
+            // SAFETY: kk < k, so the loads read inside `a` and `b`.
+            let (b0, b1) = unsafe {
+                (
+                    _mm512_loadu_ps(bp.add(kk * NR)),
+                    _mm512_loadu_ps(bp.add(kk * NR + 16)),
+                )
+            };
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: kk·MR + r < k·MR.
+                let s = _mm512_set1_ps(unsafe { *ap.add(kk * MR + r) });
+                acc_r[0] = _mm512_fmadd_ps(s, b0, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(s, b1, acc_r[1]);
+            }
+        }
+        let mask = |from: usize| -> __mmask16 {
+            let c = cols.saturating_sub(from).min(16);
+            ((1u32 << c) - 1) as __mmask16
+        };
+        let (m0, m1) = (mask(0), mask(16));
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let row = &mut c[r * ldc..r * ldc + cols];
+            let p = row.as_mut_ptr();
+            // SAFETY: the masks cover only the `cols` elements of this row.
+            unsafe {
+                let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
+                    if m1 != 0 {
+                        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+                    }
+                }
+                _mm512_mask_storeu_ps(p, m0, v0);
+                if m1 != 0 {
+                    _mm512_mask_storeu_ps(p.add(16), m1, v1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    /// Never called: panels are made only where AVX-512F was detected.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        _: usize,
+        _: &[f32],
+        _: &[f32],
+        _: &mut [f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("packed panels exist only on x86_64 with AVX-512F")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::linalg::general_mat_mul;
+
+    fn m<F: Float>(r: usize, c: usize, seed: f64) -> Array2<F> {
+        Array2::from_shape_fn((r, c), |(i, j)| {
+            F::of(((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
+        })
+    }
+
+    fn check<F: Float>(tol: f64) {
+        let shapes = [
+            (1, 1, 1),
+            (8, 16, 32),
+            (9, 17, 33),
+            (32, 50, 200),
+            (5, 3, 15),
+            (64, 20, 7),
+            (3, 0, 4),
+        ];
+        for (rows, k, n) in shapes {
+            let a = m::<F>(rows, k, 0.1);
+            let w = m::<F>(n, k, 0.2);
+            let packed = PackedMatrix::new(&w.t());
+            assert_eq!(packed.dim(), (k, n));
+            for accumulate in [false, true] {
+                let c0 = m::<F>(rows, n, 0.3);
+                let mut want = c0.clone();
+                let beta = if accumulate { F::one() } else { F::zero() };
+                general_mat_mul(F::one(), &a.view(), &w.t(), beta, &mut want.view_mut());
+                let mut got = c0.clone();
+                packed.mul_into(a.as_slice().unwrap(), got.as_slice_mut().unwrap(), accumulate);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f64, |e, (g, w)| e.max((*g - *w).as_f64().abs()));
+                assert!(
+                    err < tol,
+                    "{} {rows}x{k}·{k}x{n} accumulate {accumulate}: {err}",
+                    F::NAME
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn packed_products_match_matrixmultiply_at_every_edge() {
+        // f32 takes the AVX-512 kernel where the CPU has it; f64 always the plain GEMM.
+        check::<f32>(1e-4);
+        check::<f64>(1e-12);
+    }
+}
