@@ -66,7 +66,7 @@ pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c
 
 /// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the
 /// current rayon pool's threads.
-const PAR_MIN_PRODUCT: usize = 1 << 22;
+pub(crate) const PAR_MIN_PRODUCT: usize = 1 << 22;
 
 /// `c = α·a·b + β·c` split into `parts` blocks run on the rayon pool: by rows of `a` and `c`
 /// when `c` is taller than wide, else by columns of `b` and `c` (so no operand is packed twice

@@ -117,7 +117,8 @@ impl<F: Float> PackedMatrix<F> {
 }
 
 /// `c (+)= a·B` with `B` in panels: `a` packed in blocks of `MR` rows (k-major), then for
-/// each panel (which stays in cache) every block of rows.
+/// each panel (which stays in cache) every block of rows. A product of at least 2²² multiply-
+/// adds splits its panels across the current rayon pool's threads.
 fn mul_panels(panels: &[f32], a: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize), accumulate: bool) {
     if m == 0 || n == 0 {
         return;
@@ -138,15 +139,78 @@ fn mul_panels(panels: &[f32], a: &[f32], c: &mut [f32], (m, k, n): (usize, usize
             }
         }
     }
-    for (p, panel) in panels.chunks_exact(k * NR).enumerate() {
-        let (c0, cols) = (p * NR, NR.min(n - p * NR));
-        for (bi, block) in packed_a.chunks_exact(k * MR).enumerate() {
-            let rows = MR.min(m - bi * MR);
-            let start = bi * MR * n + c0;
-            let out = &mut c[start..start + (rows - 1) * n + cols];
-            // SAFETY: the panels exist only where AVX-512F was detected (`PackedMatrix::new`);
-            // the slices hold `k·MR`, `k·NR` and `(rows − 1)·n + cols` elements.
-            unsafe { avx512::tile(k, block, panel, out, n, rows, cols, accumulate) };
+    let out = Output {
+        ptr: c.as_mut_ptr(),
+        len: c.len(),
+    };
+    let job = Job {
+        panels,
+        a: &packed_a,
+        out: &out,
+        dims: (m, k, n),
+        accumulate,
+    };
+    let count = n.div_ceil(NR);
+    let threads = rayon::current_num_threads();
+    if threads >= 2 && m * k * n >= crate::gemm::PAR_MIN_PRODUCT && count >= 2 {
+        job.run_split(0..count, threads.min(count));
+    } else {
+        job.run(0..count);
+    }
+}
+
+/// `c`, written by the panels' tasks in disjoint column ranges of its rows.
+struct Output {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: every task writes only the columns of its own panels (see `Job::run`).
+unsafe impl Sync for Output {}
+
+/// One product in panels, for one or several threads.
+struct Job<'a> {
+    panels: &'a [f32],
+    a: &'a [f32],
+    out: &'a Output,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+}
+
+impl Job<'_> {
+    /// Panels `range` across `parts` threads, halved recursively with `rayon::join`.
+    fn run_split(&self, range: std::ops::Range<usize>, parts: usize) {
+        if parts < 2 || range.len() < 2 {
+            return self.run(range);
+        }
+        let mid = range.start + range.len() * (parts / 2) / parts;
+        rayon::join(
+            || self.run_split(range.start..mid, parts / 2),
+            || self.run_split(mid..range.end, parts - parts / 2),
+        );
+    }
+
+    /// Every block of rows times the panels in `range`.
+    fn run(&self, range: std::ops::Range<usize>) {
+        let (m, k, n) = self.dims;
+        for p in range {
+            let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
+            let (c0, cols) = (p * NR, NR.min(n - p * NR));
+            for (bi, block) in self.a.chunks_exact(k * MR).enumerate() {
+                let rows = MR.min(m - bi * MR);
+                let start = bi * MR * n + c0;
+                let len = (rows - 1) * n + cols;
+                assert!(start + len <= self.out.len, "the block lies inside c");
+                // SAFETY: the panels exist only where AVX-512F was detected
+                // (`PackedMatrix::new`); `block` and `panel` hold `k·MR` and `k·NR` elements, and
+                // `c` from `start` holds `len` (checked above). The tile reads and writes only
+                // columns c0 .. c0 + cols of its rows, which no other panel's task touches, and
+                // the tasks end before `mul_panels` returns.
+                unsafe {
+                    let out = self.out.ptr.add(start);
+                    avx512::tile(k, block, panel, out, n, rows, cols, self.accumulate)
+                };
+            }
         }
     }
 }
@@ -160,15 +224,17 @@ mod avx512 {
     /// columns of `c` (row stride `ldc`).
     ///
     /// # Safety
-    /// AVX-512F must be available; `a` holds `k·MR` and `b` `k·NR` elements, and `c` holds
-    /// `(rows − 1)·ldc + cols`, with `rows ≤ MR` and `cols ≤ NR`.
+    /// AVX-512F must be available; `a` holds `k·MR` and `b` `k·NR` elements; `c` points to
+    /// `(rows − 1)·ldc + cols` elements of which the tile reads and writes only the first
+    /// `cols` of each row (no other thread may access those meanwhile); `rows ≤ MR`,
+    /// `cols ≤ NR`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
         k: usize,
         a: &[f32],
         b: &[f32],
-        c: &mut [f32],
+        c: *mut f32,
         ldc: usize,
         rows: usize,
         cols: usize,
@@ -198,10 +264,10 @@ mod avx512 {
         };
         let (m0, m1) = (mask(0), mask(16));
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            let row = &mut c[r * ldc..r * ldc + cols];
-            let p = row.as_mut_ptr();
-            // SAFETY: the masks cover only the `cols` elements of this row.
+            // SAFETY: row r starts inside `c` (r < rows), and the masks cover only its first
+            // `cols` elements.
             unsafe {
+                let p = c.add(r * ldc);
                 let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
                 if accumulate {
                     v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
@@ -279,6 +345,31 @@ mod tests {
                     F::NAME
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_large_packed_product_split_across_threads_matches() {
+        let (rows, k, n) = (67, 256, 300); // above PAR_MIN_PRODUCT, ragged blocks and panels
+        assert!(rows * k * n >= crate::gemm::PAR_MIN_PRODUCT);
+        let a = m::<f32>(rows, k, 0.1);
+        let w = m::<f32>(n, k, 0.2);
+        let packed = PackedMatrix::new(&w.t());
+        let c0 = m::<f32>(rows, n, 0.3);
+        let mut want = c0.clone();
+        general_mat_mul(1.0, &a.view(), &w.t(), 1.0, &mut want.view_mut());
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut got = c0.clone();
+            pool.install(|| packed.mul_into(a.as_slice().unwrap(), got.as_slice_mut().unwrap(), true));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |e, (g, w)| e.max((g - w).abs()));
+            assert!(err < 1e-3, "{threads} threads: {err}");
         }
     }
 
