@@ -197,7 +197,9 @@ def main(argv):
         rows = []
         for gid in ids:
             for n in threads:
-                e, q = by.get(("eddy", "gemm", gid, n)), by.get(("torch", "gemm", gid, n))
+                # "<id> packed" is eddy's packed-weight kernel at shape <id>: against torch's <id>.
+                torch_id = gid.removesuffix(" packed")
+                e, q = by.get(("eddy", "gemm", gid, n)), by.get(("torch", "gemm", torch_id, n))
                 note = (e or q or {}).get("note", "")
                 rows.append([gid, str(n), f"{e['median_ms']:.4f}" if e else "—",
                              f"{e['gflops']:.1f}" if e else "—", f"{q['median_ms']:.4f}" if q else "—",

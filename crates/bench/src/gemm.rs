@@ -5,9 +5,10 @@
 
 use crate::stats::{measure, Stats};
 use eddy_nn::init;
+use eddy_ops::packed::{packed_kernel_available, PackedMatrix};
 use eddy_ops::MatMul;
 use eddy_tape::{Op, Result, Rng};
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Ix2};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -114,6 +115,39 @@ pub fn run(c: &GemmCase, warmup: usize, steps: usize) -> Result<Stats> {
     Ok(Stats::from_samples(stats.times_ms.into_iter().map(per).collect()))
 }
 
+/// Times one case the way the recurrent layers compute it: the weight packed once
+/// (`eddy_ops::packed::PackedMatrix`, as a sequence op packs `W_hh` once per sequence), the
+/// products through the AVX-512 kernel. `None` where the layers would not use it (a transposed
+/// left operand, at most 4 rows, or no AVX-512F on this CPU).
+pub fn run_packed(c: &GemmCase, warmup: usize, steps: usize) -> Result<Option<Stats>> {
+    if c.ta || c.m <= 4 || !packed_kernel_available::<f32>() {
+        return Ok(None);
+    }
+    let mut rng = Rng::seed(0);
+    let a: ArrayD<f32> = init::uniform(&[c.m, c.k], 1.0, &mut rng);
+    let b_shape = if c.tb { [c.n, c.k] } else { [c.k, c.n] };
+    let b: ArrayD<f32> = init::uniform(&b_shape, 1.0, &mut rng);
+    let b2 = b.view().into_dimensionality::<Ix2>().expect("2-D");
+    let packed = PackedMatrix::new(&if c.tb { b2.t() } else { b2 });
+    let a = a.as_slice().expect("row-major");
+    let mut out = vec![0f32; c.m * c.n];
+    let mut product = || packed.mul_into(a, black_box(&mut out), false);
+    let start = Instant::now();
+    product();
+    let once = start.elapsed().as_secs_f64().max(1e-7);
+    let reps = ((1e-3 / once).ceil() as usize).clamp(1, 100_000);
+    let stats = measure(warmup, steps, || -> Result<()> {
+        for _ in 0..reps {
+            product();
+        }
+        Ok(())
+    })?;
+    let per = |t: f64| t / reps as f64;
+    Ok(Some(Stats::from_samples(
+        stats.times_ms.into_iter().map(per).collect(),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +166,12 @@ mod tests {
     fn a_small_case_runs() {
         let s = run(&GEMM_CASES[0], 0, 2).unwrap();
         assert_eq!(s.times_ms.len(), 2);
+        // The packed form exists exactly where the layers would use it.
+        let packed = run_packed(&GEMM_CASES[0], 0, 2).unwrap();
+        assert_eq!(packed.is_some(), packed_kernel_available::<f32>());
+        assert!(
+            GEMM_CASES[7].m == 1 && run_packed(&GEMM_CASES[7], 0, 2).unwrap().is_none(),
+            "batch 1: row kernels"
+        );
     }
 }

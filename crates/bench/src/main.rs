@@ -198,25 +198,33 @@ fn common(kind: &str, id: &str, args: &Args) -> Value {
 /// The JSON lines of one target.
 fn run_target(target: &str, args: &Args) -> Result<Vec<Value>, String> {
     match target {
-        "gemm" => gemm::GEMM_CASES
-            .iter()
-            .map(|c| {
-                let id = c.id();
-                let s = gemm::run(c, args.warmup, args.steps).map_err(|e| format!("gemm {id}: {e}"))?;
-                let gflops = c.flops() / (s.median_ms * 1e-3) / 1e9;
-                eprintln!(
-                    "eddy gemm {id:<22} {:>9.4} ms  {gflops:>7.1} GFLOP/s  ({})",
-                    s.median_ms, c.note
-                );
-                let mut line = common("gemm", &id, args);
-                line["note"] = json!(c.note);
-                line["median_ms"] = json!(s.median_ms);
-                line["min_ms"] = json!(s.min_ms);
-                line["max_ms"] = json!(s.max_ms);
-                line["gflops"] = json!(gflops);
-                Ok(line)
-            })
-            .collect(),
+        "gemm" => {
+            let mut lines = Vec::new();
+            for c in gemm::GEMM_CASES {
+                let base = c.id();
+                let plain = gemm::run(c, args.warmup, args.steps).map_err(|e| format!("gemm {base}: {e}"))?;
+                let packed =
+                    gemm::run_packed(c, args.warmup, args.steps).map_err(|e| format!("gemm {base}: {e}"))?;
+                // The packed form is reported as "<id> packed"; the runner sets it against
+                // PyTorch's "<id>".
+                for (id, s) in [(base.clone(), Some(plain)), (format!("{base} packed"), packed)] {
+                    let Some(s) = s else { continue };
+                    let gflops = c.flops() / (s.median_ms * 1e-3) / 1e9;
+                    eprintln!(
+                        "eddy gemm {id:<29} {:>9.4} ms  {gflops:>7.1} GFLOP/s  ({})",
+                        s.median_ms, c.note
+                    );
+                    let mut line = common("gemm", &id, args);
+                    line["note"] = json!(c.note);
+                    line["median_ms"] = json!(s.median_ms);
+                    line["min_ms"] = json!(s.min_ms);
+                    line["max_ms"] = json!(s.max_ms);
+                    line["gflops"] = json!(gflops);
+                    lines.push(line);
+                }
+            }
+            Ok(lines)
+        }
         "fma" => Ok(fma::peaks(args.threads, args.steps.min(5))
             .into_iter()
             .map(|p| {
