@@ -3,7 +3,7 @@
 use super::lstm::add_opt;
 use super::*;
 use crate::fused::{gru_row_backward, gru_row_forward, GruPointwise};
-use crate::{linear_add, stack, MatMul, VarExt};
+use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Op, Var};
 
 /// The GRU over a whole sequence after the input projection: from `xp` `[T, B, 3H]`
@@ -139,18 +139,16 @@ impl<F: Float> MultiOp<F> for GruSequence {
             w.back(dy_t, &mut carry);
             add_into(&mut carry, &direct);
         }
-        let need = |k: usize| inputs[k].requires_grad();
-        let dw = need(1).then(|| weight_grad(&dhw, &hs, &h0, (steps, batch, h), gw, self.reverse));
-        let db = (self.bias && need(3)).then(|| column_sums(&dhw, gw));
-        let mut out = vec![
-            need(0).then(|| tape.constant(shaped(dxp, &[steps, batch, gw]))),
-            dw.map(|d| tape.constant(d.into_dyn())),
-            need(2).then(|| tape.constant(shaped(carry, &[batch, h]))),
-        ];
-        if self.bias {
-            out.push(db.map(|d| tape.constant(d)));
-        }
-        Ok(out)
+        Ok(fast_gradients(
+            inputs,
+            dxp,
+            Some(dhw),
+            vec![carry],
+            (&hs, &h0),
+            (steps, batch, h),
+            self.reverse,
+            self.bias,
+        ))
     }
 }
 
@@ -176,8 +174,8 @@ impl GruSequence {
             saved[t] = Some([hw, std::mem::replace(&mut h, next.clone()), next]);
         }
         let dhs = grads[0].as_ref().map(|g| g.unstack(0)).transpose()?;
-        let (mut carry, mut dw, mut db): (Maybe<F>, Maybe<F>, Maybe<F>) = (None, None, None);
-        let mut dxs: Vec<Option<Var<F>>> = vec![None; steps];
+        let mut carry: Maybe<F> = None;
+        let mut collected = RecordedGrads::new(steps, self.bias);
         for i in (0..steps).rev() {
             let t = step_at(i, steps, self.reverse);
             let [hw, h_prev, out] = saved[t].take().expect("every step ran");
@@ -187,20 +185,8 @@ impl GruSequence {
             let [dxw, dhw, direct]: [Option<Var<F>>; 3] = back.try_into().expect("three gradients");
             let (dxw, dhw) = (dxw.expect("dxw"), dhw.expect("dhw"));
             carry = add_opt(Some(dhw.matmul(w)?), direct)?;
-            dw = add_opt(
-                dw,
-                Some(tape.apply(MatMul { ta: true, tb: false }, &[&dhw, &h_prev])?),
-            )?;
-            if bias.is_some() {
-                db = add_opt(db, Some(dhw.sum(0, false)?))?;
-            }
-            dxs[t] = Some(dxw);
+            collected.step(t, dxw, &dhw, &h_prev)?;
         }
-        let dxs: Vec<Var<F>> = dxs.into_iter().map(|d| d.expect("every step ran")).collect();
-        let mut out = vec![Some(stack(&dxs.iter().collect::<Vec<_>>(), 0)?), dw, carry];
-        if self.bias {
-            out.push(db);
-        }
-        Ok(out)
+        collected.finish(vec![carry])
     }
 }

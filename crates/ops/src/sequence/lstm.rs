@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fused::{lstm_row_backward, lstm_row_forward, LstmPointwise};
-use crate::{linear_add, stack, MatMul, VarExt};
+use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Var};
 
 /// The LSTM over a whole sequence after the input projection: from `xp` `[T, B, 4H]`
@@ -187,19 +187,16 @@ impl<F: Float> MultiOp<F> for LstmSequence {
             }
             w.back(dg_t, &mut dh_carry);
         }
-        let need = |k: usize| inputs[k].requires_grad();
-        let dw = need(1).then(|| weight_grad(&dg, &hs, &h0, (steps, batch, h), gw, self.reverse));
-        let db = (self.bias && need(4)).then(|| column_sums(&dg, gw));
-        let mut out = vec![
-            need(0).then(|| tape.constant(shaped(dg, &[steps, batch, gw]))),
-            dw.map(|d| tape.constant(d.into_dyn())),
-            need(2).then(|| tape.constant(shaped(dh_carry, &[batch, h]))),
-            need(3).then(|| tape.constant(shaped(dc_carry, &[batch, h]))),
-        ];
-        if self.bias {
-            out.push(db.map(|d| tape.constant(d)));
-        }
-        Ok(out)
+        Ok(fast_gradients(
+            inputs,
+            dg,
+            None,
+            vec![dh_carry, dc_carry],
+            (&hs, &h0),
+            (steps, batch, h),
+            self.reverse,
+            self.bias,
+        ))
     }
 }
 
@@ -230,8 +227,7 @@ impl LstmSequence {
         let dhs = grads[0].as_ref().map(|g| g.unstack(0)).transpose()?;
         let dcs = grads[1].as_ref().map(|g| g.unstack(0)).transpose()?;
         let (mut dh_carry, mut dc_carry): (Option<Var<F>>, Option<Var<F>>) = (None, None);
-        let (mut dw, mut db): (Option<Var<F>>, Option<Var<F>>) = (None, None);
-        let mut dxs: Vec<Option<Var<F>>> = vec![None; steps];
+        let mut collected = RecordedGrads::new(steps, self.bias);
         for i in (0..steps).rev() {
             let t = step_at(i, steps, self.reverse);
             let dh = add_opt(dhs.as_ref().map(|d| d[t].clone()), dh_carry.take())?;
@@ -243,26 +239,9 @@ impl LstmSequence {
             let h_prev = h_before[t].take().expect("every step ran");
             dh_carry = Some(dgates.matmul(w)?);
             dc_carry = dcp;
-            let dw_t = xp
-                .tape()
-                .apply(MatMul { ta: true, tb: false }, &[&dgates, &h_prev])?;
-            dw = add_opt(dw, Some(dw_t))?;
-            if bias.is_some() {
-                db = add_opt(db, Some(dgates.sum(0, false)?))?;
-            }
-            dxs[t] = Some(dgates);
+            collected.step(t, dgates.clone(), &dgates, &h_prev)?;
         }
-        let dxs: Vec<Var<F>> = dxs.into_iter().map(|d| d.expect("every step ran")).collect();
-        let mut out = vec![
-            Some(stack(&dxs.iter().collect::<Vec<_>>(), 0)?),
-            dw,
-            dh_carry,
-            dc_carry,
-        ];
-        if self.bias {
-            out.push(db);
-        }
-        Ok(out)
+        collected.finish(vec![dh_carry, dc_carry])
     }
 }
 

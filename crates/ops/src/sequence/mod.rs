@@ -187,6 +187,95 @@ fn weight_grad<F: Float>(
     dw
 }
 
+/// What a fast backward gives, in the op's input order `[dxp, dW_hh, dstate…, db_hh]`, each only
+/// where its input needs a gradient. `pre` is the gradient of the recurrent pre-activation
+/// `W_hh hₜ₋₁ + b_hh` of every step (`[T, B, G]`; `None`: the same as `dxp`), from which
+/// `dW_hh` (one GEMM against the states read, `hs` and `h0`) and `db_hh` come.
+#[allow(clippy::too_many_arguments)]
+fn fast_gradients<F: Float>(
+    inputs: &[eddy_tape::Var<F>],
+    dxp: Vec<F>,
+    pre: Option<Vec<F>>,
+    states: Vec<Vec<F>>,
+    (hs, h0): (&[F], &[F]),
+    dims: (usize, usize, usize),
+    reverse: bool,
+    bias: bool,
+) -> Vec<Maybe<F>> {
+    let (steps, batch, h) = dims;
+    let tape = inputs[0].tape();
+    let need = |k: usize| inputs[k].requires_grad();
+    let g = inputs[1].shape()[0];
+    let parts = states.len();
+    let pre: &[F] = pre.as_deref().unwrap_or(&dxp);
+    let dw = need(1).then(|| weight_grad(pre, hs, h0, dims, g, reverse));
+    let db = (bias && need(2 + parts)).then(|| column_sums(pre, g));
+    let width = inputs[0].shape()[2];
+    let mut out = vec![
+        need(0).then(|| tape.constant(shaped(dxp, &[steps, batch, width]))),
+        dw.map(|d| tape.constant(d.into_dyn())),
+    ];
+    for (k, s) in states.into_iter().enumerate() {
+        out.push(need(2 + k).then(|| tape.constant(shaped(s, &[batch, h]))));
+    }
+    if bias {
+        out.push(db.map(|d| tape.constant(d)));
+    }
+    out
+}
+
+/// What a recorded rule collects over its reverse loop: each step's gradient of its projected
+/// input, and the sums over the steps of the recurrent weight's and bias's gradients.
+struct RecordedGrads<F: Float> {
+    dxs: Vec<Maybe<F>>,
+    dw: Maybe<F>,
+    db: Maybe<F>,
+    bias: bool,
+}
+
+impl<F: Float> RecordedGrads<F> {
+    fn new(steps: usize, bias: bool) -> Self {
+        RecordedGrads {
+            dxs: vec![None; steps],
+            dw: None,
+            db: None,
+            bias,
+        }
+    }
+
+    /// Step `t`: `dx`, the gradient of `xpₜ`, and `pre`, that of `W_hh hₜ₋₁ + b_hh`, whose
+    /// weight gradient is `preᵀ·hₜ₋₁`.
+    fn step(
+        &mut self,
+        t: usize,
+        dx: eddy_tape::Var<F>,
+        pre: &eddy_tape::Var<F>,
+        h_prev: &eddy_tape::Var<F>,
+    ) -> Result<()> {
+        use crate::VarExt;
+        let dw_t = pre
+            .tape()
+            .apply(crate::MatMul { ta: true, tb: false }, &[pre, h_prev])?;
+        self.dw = lstm::add_opt(self.dw.take(), Some(dw_t))?;
+        if self.bias {
+            self.db = lstm::add_opt(self.db.take(), Some(pre.sum(0, false)?))?;
+        }
+        self.dxs[t] = Some(dx);
+        Ok(())
+    }
+
+    /// `[dxp, dW_hh, states…, db_hh]`, in the op's input order.
+    fn finish(self, states: Vec<Maybe<F>>) -> Result<Vec<Maybe<F>>> {
+        let dxs: Vec<eddy_tape::Var<F>> = self.dxs.into_iter().map(|d| d.expect("every step ran")).collect();
+        let mut out = vec![Some(crate::stack(&dxs.iter().collect::<Vec<_>>(), 0)?), self.dw];
+        out.extend(states);
+        if self.bias {
+            out.push(self.db);
+        }
+        Ok(out)
+    }
+}
+
 /// `Σ_rows m` of a row-major matrix with `cols` columns (a bias gradient).
 fn column_sums<F: Float>(m: &[F], cols: usize) -> ArrayD<F> {
     let mut out = vec![F::zero(); cols];

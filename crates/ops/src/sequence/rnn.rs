@@ -2,7 +2,7 @@
 
 use super::lstm::add_opt;
 use super::*;
-use crate::{linear_add, stack, MatMul, VarExt};
+use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Var};
 
 /// The nonlinearity of an Elman recurrence.
@@ -104,18 +104,16 @@ impl<F: Float> MultiOp<F> for RnnSequence {
             scale_by_derivative(self.activation, dz_t, &hs[block]);
             w.back(dz_t, &mut carry);
         }
-        let need = |k: usize| inputs[k].requires_grad();
-        let dw = need(1).then(|| weight_grad(&dz, &hs, &h0, (steps, batch, h), h, self.reverse));
-        let db = (self.bias && need(3)).then(|| column_sums(&dz, h));
-        let mut out = vec![
-            need(0).then(|| tape.constant(shaped(dz, &[steps, batch, h]))),
-            dw.map(|d| tape.constant(d.into_dyn())),
-            need(2).then(|| tape.constant(shaped(carry, &[batch, h]))),
-        ];
-        if self.bias {
-            out.push(db.map(|d| tape.constant(d)));
-        }
-        Ok(out)
+        Ok(fast_gradients(
+            inputs,
+            dz,
+            None,
+            vec![carry],
+            (&hs, &h0),
+            (steps, batch, h),
+            self.reverse,
+            self.bias,
+        ))
     }
 }
 
@@ -173,8 +171,8 @@ impl RnnSequence {
             derivs[t] = Some(deriv);
         }
         let dhs = grads[0].as_ref().map(|g| g.unstack(0)).transpose()?;
-        let (mut carry, mut dw, mut db): (Maybe<F>, Maybe<F>, Maybe<F>) = (None, None, None);
-        let mut dzs: Vec<Option<Var<F>>> = vec![None; steps];
+        let mut carry: Maybe<F> = None;
+        let mut collected = RecordedGrads::new(steps, self.bias);
         for i in (0..steps).rev() {
             let t = step_at(i, steps, self.reverse);
             let dh = add_opt(dhs.as_ref().map(|d| d[t].clone()), carry.take())?;
@@ -184,20 +182,8 @@ impl RnnSequence {
             };
             let h_prev = h_before[t].take().expect("every step ran");
             carry = Some(dz.matmul(w)?);
-            dw = add_opt(
-                dw,
-                Some(xp.tape().apply(MatMul { ta: true, tb: false }, &[&dz, &h_prev])?),
-            )?;
-            if bias.is_some() {
-                db = add_opt(db, Some(dz.sum(0, false)?))?;
-            }
-            dzs[t] = Some(dz);
+            collected.step(t, dz.clone(), &dz, &h_prev)?;
         }
-        let dzs: Vec<Var<F>> = dzs.into_iter().map(|d| d.expect("every step ran")).collect();
-        let mut out = vec![Some(stack(&dzs.iter().collect::<Vec<_>>(), 0)?), dw, carry];
-        if self.bias {
-            out.push(db);
-        }
-        Ok(out)
+        collected.finish(vec![carry])
     }
 }
