@@ -117,6 +117,10 @@ impl<F: Float> VarExt<F> for Var<F> {
         self.tape().apply(MatMul { ta: false, tb: false }, &[self, other])
     }
     fn matmul_t(&self, other: &Var<F>) -> Result<Var<F>> {
+        // A weight multiplied at every step: packed once per tape where the kernel runs.
+        if let Some(op) = crate::packed::packed_matmul_t(self, other) {
+            return self.tape().apply(op, &[self, other]);
+        }
         self.tape().apply(MatMul { ta: false, tb: true }, &[self, other])
     }
     fn linear(&self, w: &Var<F>, b: Option<&Var<F>>) -> Result<Var<F>> {

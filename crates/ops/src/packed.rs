@@ -215,6 +215,72 @@ impl Job<'_> {
     }
 }
 
+/// `a · wᵀ` with `w` packed once per tape: what [`VarExt::matmul_t`](crate::VarExt::matmul_t)
+/// applies when `w` is a bound parameter, the element type `f32` with the AVX-512 kernel, and
+/// `a` has more than a few rows (a user's cell multiplying its weight by the state at every
+/// step). The same op as `MatMul { ta: false, tb: true }` for every shape rule and gradient.
+pub struct PackedMatMulT<F> {
+    /// `wᵀ`, packed.
+    pub packed: std::rc::Rc<PackedMatrix<F>>,
+}
+
+impl<F: Float> eddy_tape::Op<F> for PackedMatMulT<F> {
+    fn name(&self) -> &str {
+        "matmul"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> eddy_tape::Result<Vec<usize>> {
+        let shape = eddy_tape::Op::<F>::shape(&crate::MatMul { ta: false, tb: true }, inputs)?;
+        let (k, n) = self.packed.dim();
+        if inputs[1] != [n, k] || shape.len() != 2 {
+            return Err(eddy_tape::Error::shape(
+                "matmul",
+                inputs,
+                "the packed weight is not this one",
+            ));
+        }
+        Ok(shape)
+    }
+    fn forward(&self, inputs: &[&ndarray::ArrayD<F>]) -> eddy_tape::Result<ndarray::ArrayD<F>> {
+        let a = inputs[0].as_standard_layout();
+        let (m, n) = (a.shape()[0], self.packed.dim().1);
+        let mut out = vec![F::zero(); m * n];
+        self.packed
+            .mul_into(a.as_slice().expect("standard layout"), &mut out, false);
+        Ok(ndarray::ArrayD::from_shape_vec(vec![m, n], out).expect("[m, n]"))
+    }
+    fn backward(
+        &self,
+        inputs: &[eddy_tape::Var<F>],
+        output: &eddy_tape::Var<F>,
+        grad: &eddy_tape::Var<F>,
+    ) -> eddy_tape::Result<Vec<Option<eddy_tape::Var<F>>>> {
+        crate::MatMul { ta: false, tb: true }.backward(inputs, output, grad)
+    }
+}
+
+/// [`PackedMatMulT`] for `a · wᵀ` where it applies (see there), with `wᵀ` packed once per tape.
+pub(crate) fn packed_matmul_t<F: Float>(
+    a: &eddy_tape::Var<F>,
+    w: &eddy_tape::Var<F>,
+) -> Option<PackedMatMulT<F>> {
+    let (sa, sw) = (a.shape(), w.shape());
+    let fits = sa.len() == 2 && sw.len() == 2 && sa[1] == sw[1] && sa[0] > crate::gemm::SMALL_ROWS;
+    if !fits || !packed_kernel_available::<F>() {
+        return None;
+    }
+    let tape = a.tape();
+    let id = tape.param_of(w)?;
+    let packed = tape.memo(id, "packed_matmul_t", || {
+        let w2 = w
+            .value()
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("2-D");
+        PackedMatrix::new(&w2.t())
+    });
+    Some(PackedMatMulT { packed })
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{MR, NR};
@@ -345,6 +411,64 @@ mod tests {
                     F::NAME
                 );
             }
+        }
+    }
+
+    #[test]
+    fn matmul_t_by_a_bound_parameter_packs_it_once_per_tape_and_matches_matmul() {
+        use crate::VarExt;
+        use eddy_tape::{GradOptions, Param, Tape};
+        let w = Param::new("w", m::<f32>(40, 24, 0.2).into_dyn());
+        let tape = Tape::new();
+        let wv = tape.param(&w);
+        let (h1, h2) = (
+            tape.input(m::<f32>(9, 24, 0.1).into_dyn()),
+            tape.input(m::<f32>(9, 24, 0.5).into_dyn()),
+        );
+        let y = (&h1.matmul_t(&wv).unwrap() + &h2.matmul_t(&wv).unwrap()).unwrap();
+        let loss = (&y * &y).unwrap().sum_all().unwrap();
+        let got = tape
+            .grad(&[&loss], None, &[&h1, &wv], GradOptions::default())
+            .unwrap();
+        // The same through the plain MatMul op.
+        let plain = Tape::new();
+        let (pw, p1, p2) = (
+            plain.param(&w),
+            plain.input(h1.value().clone()),
+            plain.input(h2.value().clone()),
+        );
+        let mm = |a: &eddy_tape::Var<f32>| {
+            plain
+                .apply(crate::MatMul { ta: false, tb: true }, &[a, &pw])
+                .unwrap()
+        };
+        let py = (&mm(&p1) + &mm(&p2)).unwrap();
+        let ploss = (&py * &py).unwrap().sum_all().unwrap();
+        let want = plain
+            .grad(&[&ploss], None, &[&p1, &pw], GradOptions::default())
+            .unwrap();
+        let close = |a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
+        };
+        assert!(close(y.value(), py.value()));
+        for (g, w) in got.iter().zip(&want) {
+            assert!(close(g.as_ref().unwrap().value(), w.as_ref().unwrap().value()));
+        }
+        // Packed once: both products share it (where the kernel runs).
+        if packed_kernel_available::<f32>() {
+            let id = tape.param_of(&wv).expect("a bound parameter");
+            let calls = std::cell::Cell::new(0);
+            let packed = tape.memo(id, "packed_matmul_t", || {
+                calls.set(calls.get() + 1);
+                PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
+            });
+            assert_eq!(
+                (calls.get(), packed.dim()),
+                (0, (24, 40)),
+                "made by the first matmul_t"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::op::Single;
 use crate::{Error, Float, MultiOp, Op, Param, ParamId, Result, Var};
 use ndarray::ArrayD;
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
@@ -59,7 +60,12 @@ pub(crate) struct Inner<F: Float> {
     /// Bound parameters: their slot and value. Not `Var`s, which would hold the tape itself
     /// (a reference cycle that would leak every tape).
     params: RefCell<HashMap<ParamId, Bound<F>>>,
+    /// Values derived from bound parameters, made once per tape ([`Tape::memo`]).
+    memo: RefCell<HashMap<MemoKey, Rc<dyn Any>>>,
 }
+
+/// What a [`Tape::memo`] value is filed under: the parameter and a name.
+type MemoKey = (ParamId, &'static str);
 
 /// A bound parameter: its slot on the tape and its shared value.
 type Bound<F> = (Option<usize>, Arc<ArrayD<F>>);
@@ -142,6 +148,7 @@ impl<F: Float> Tape<F> {
                 recording: Cell::new(options.record),
                 options,
                 params: RefCell::new(HashMap::new()),
+                memo: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -209,6 +216,38 @@ impl<F: Float> Tape<F> {
             .borrow_mut()
             .insert(param.id(), (node, Arc::clone(var.value_arc())));
         var
+    }
+
+    /// The parameter that `var` is on this tape, if it is a bound parameter (of a recording tape).
+    pub fn param_of(&self, var: &Var<F>) -> Option<ParamId> {
+        let slot = var.slot()?;
+        if !var.tape().same(self) {
+            return None;
+        }
+        let params = self.inner.params.borrow();
+        params
+            .iter()
+            .find(|(_, (s, _))| *s == Some(slot))
+            .map(|(id, _)| *id)
+    }
+
+    /// A value derived from the bound parameter `param` (a weight laid out for a kernel, say),
+    /// made by `make` the first time it is asked for under `name` on this tape and shared
+    /// afterwards: an op applied at every time step prepares its weight once per sequence.
+    /// A parameter's value on a tape never changes, so neither does what is derived from it.
+    /// `T` must not hold a `Var` or the tape itself: the tape would keep itself alive.
+    pub fn memo<T: Any>(&self, param: ParamId, name: &'static str, make: impl FnOnce() -> T) -> Rc<T> {
+        if let Some(v) = self.inner.memo.borrow().get(&(param, name)) {
+            if let Ok(v) = Rc::clone(v).downcast::<T>() {
+                return v;
+            }
+        }
+        let v = Rc::new(make());
+        self.inner
+            .memo
+            .borrow_mut()
+            .insert((param, name), Rc::clone(&v) as Rc<dyn Any>);
+        v
     }
 
     /// Records a node with `outputs` value slots if the tape is recording; returns its first slot.
@@ -300,6 +339,28 @@ impl<F: Float> Tape<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn param_of_names_only_bound_parameters_and_memo_makes_once() {
+        let p = Param::new("w", ArrayD::<f64>::zeros(vec![2, 2]));
+        let tape = Tape::new();
+        let w = tape.param(&p);
+        assert_eq!(tape.param_of(&w), Some(p.id()));
+        assert_eq!(tape.param_of(&tape.input(ArrayD::zeros(vec![2]))), None);
+        assert_eq!(tape.param_of(&tape.constant(ArrayD::zeros(vec![2]))), None);
+        assert_eq!(Tape::new().param_of(&w), None, "another tape's parameter");
+        assert_eq!(Tape::<f64>::no_grad().param_of(&Tape::no_grad().param(&p)), None);
+        let made = Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            7usize
+        };
+        let (a, b) = (tape.memo(p.id(), "seven", make), tape.memo(p.id(), "seven", make));
+        assert!(Rc::ptr_eq(&a, &b));
+        assert_eq!((*a, made.get()), (7, 1));
+        assert_eq!(*Tape::<f64>::new().memo(p.id(), "seven", make), 7, "per tape");
+        assert_eq!(made.get(), 2);
+    }
 
     #[test]
     fn a_tape_that_bound_a_param_is_freed_with_its_values() {
