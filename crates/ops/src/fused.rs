@@ -128,11 +128,7 @@ impl<F: Float> Op<F> for Linear {
                 crate::gemm::gemm(F::one(), &g2.t(), &x2, F::zero(), &mut dw.view_mut());
                 t.constant(dw.into_dyn())
             });
-            let db = need_b.then(|| {
-                let mut db = vec![F::zero(); n];
-                gs.chunks_exact(n.max(1)).for_each(|row| add_row(&mut db, row));
-                t.constant(shaped(db, &[n]))
-            });
+            let db = need_b.then(|| t.constant(column_sums(&gs, n)));
             (dx, dw, db)
         };
         let mut out = vec![dx, dw];
@@ -166,7 +162,7 @@ pub fn linear_add<F: Float>(
 }
 
 /// The elements in row-major order, borrowed when the array is already laid out that way.
-fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
+pub(crate) fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
     match x.as_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(x.iter().copied().collect()),
@@ -175,7 +171,7 @@ fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
 
 /// `row += b`, elementwise (a separate function so the slices are noalias and it vectorises).
 #[inline(never)]
-fn add_row<F: Float>(row: &mut [F], b: &[F]) {
+pub(crate) fn add_row<F: Float>(row: &mut [F], b: &[F]) {
     let n = row.len().min(b.len());
     let (row, b) = (&mut row[..n], &b[..n]);
     for j in 0..n {
@@ -306,7 +302,17 @@ pub(crate) fn gru_row_backward<F: Float>(
     }
 }
 
-fn shaped<F: Float>(v: Vec<F>, shape: &[usize]) -> ArrayD<F> {
+/// `Σ_rows m` of a row-major matrix with `cols` columns (a bias gradient).
+pub(crate) fn column_sums<F: Float>(m: &[F], cols: usize) -> ArrayD<F> {
+    let mut out = vec![F::zero(); cols];
+    for row in m.chunks_exact(cols.max(1)) {
+        add_row(&mut out, row);
+    }
+    shaped(out, &[cols])
+}
+
+/// `v` as an array of `shape` (whose element count it has).
+pub(crate) fn shaped<F: Float>(v: Vec<F>, shape: &[usize]) -> ArrayD<F> {
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("the length is the shape's product")
 }
 

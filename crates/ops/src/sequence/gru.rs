@@ -1,6 +1,5 @@
 //! The GRU recurrence over a whole sequence.
 
-use super::lstm::add_opt;
 use super::*;
 use crate::fused::{gru_row_backward, gru_row_forward, GruPointwise};
 use crate::{linear_add, VarExt};
@@ -137,7 +136,7 @@ impl<F: Float> MultiOp<F> for GruSequence {
                 );
             }
             w.back(dy_t, &mut carry);
-            add_into(&mut carry, &direct);
+            add_row(&mut carry, &direct);
         }
         Ok(fast_gradients(
             inputs,

@@ -87,7 +87,7 @@ impl<F: Float> MultiOp<F> for LstmSequence {
             let t = step_at(i, steps, self.reverse);
             gates.copy_from_slice(&xp[t * batch * gw..(t + 1) * batch * gw]);
             if let Some(b) = &bias {
-                gates.chunks_exact_mut(gw).for_each(|row| add_into(row, b));
+                gates.chunks_exact_mut(gw).for_each(|row| add_row(row, b));
             }
             let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
             w.accumulate(h_prev, &mut gates);
@@ -243,13 +243,4 @@ impl LstmSequence {
         }
         collected.finish(vec![dh_carry, dc_carry])
     }
-}
-
-/// `a + b` where either may be absent.
-pub(super) fn add_opt<F: Float>(a: Option<Var<F>>, b: Option<Var<F>>) -> Result<Option<Var<F>>> {
-    Ok(match (a, b) {
-        (Some(a), Some(b)) => Some((&a + &b)?),
-        (a, None) => a,
-        (None, b) => b,
-    })
 }

@@ -24,16 +24,26 @@ pub use gru::GruSequence;
 pub use lstm::LstmSequence;
 pub use rnn::{RnnActivation, RnnSequence};
 
+use crate::fused::{add_row, column_sums, flat, shaped};
 use crate::gemm::{gemm, SMALL_ROWS};
 use crate::packed::{packed_kernel_available, PackedMatrix};
 use eddy_tape::{Error, Float, Result};
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2};
 
 /// A gradient that may be absent (no gradient reached that value).
 type Maybe<F> = Option<eddy_tape::Var<F>>;
 
 /// What the LSTM's recorded rule keeps of a step: its gates, the cell state it read, its outputs.
 type Saved<F> = (eddy_tape::Var<F>, eddy_tape::Var<F>, Vec<eddy_tape::Var<F>>);
+
+/// `a + b` where either may be absent.
+fn add_opt<F: Float>(a: Maybe<F>, b: Maybe<F>) -> Result<Maybe<F>> {
+    Ok(match (a, b) {
+        (Some(a), Some(b)) => Some((&a + &b)?),
+        (a, None) => a,
+        (None, b) => b,
+    })
+}
 
 /// The time step processed `i`-th.
 fn step_at(i: usize, steps: usize, reverse: bool) -> usize {
@@ -256,9 +266,9 @@ impl<F: Float> RecordedGrads<F> {
         let dw_t = pre
             .tape()
             .apply(crate::MatMul { ta: true, tb: false }, &[pre, h_prev])?;
-        self.dw = lstm::add_opt(self.dw.take(), Some(dw_t))?;
+        self.dw = add_opt(self.dw.take(), Some(dw_t))?;
         if self.bias {
-            self.db = lstm::add_opt(self.db.take(), Some(pre.sum(0, false)?))?;
+            self.db = add_opt(self.db.take(), Some(pre.sum(0, false)?))?;
         }
         self.dxs[t] = Some(dx);
         Ok(())
@@ -273,25 +283,6 @@ impl<F: Float> RecordedGrads<F> {
             out.push(self.db);
         }
         Ok(out)
-    }
-}
-
-/// `Σ_rows m` of a row-major matrix with `cols` columns (a bias gradient).
-fn column_sums<F: Float>(m: &[F], cols: usize) -> ArrayD<F> {
-    let mut out = vec![F::zero(); cols];
-    for row in m.chunks_exact(cols.max(1)) {
-        add_into(&mut out, row);
-    }
-    shaped(out, &[cols])
-}
-
-/// `acc += x`, elementwise (a separate function so the slices are noalias and it vectorises).
-#[inline(never)]
-fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
-    let n = acc.len().min(x.len());
-    let (acc, x) = (&mut acc[..n], &x[..n]);
-    for j in 0..n {
-        acc[j] += x[j];
     }
 }
 
@@ -310,18 +301,6 @@ fn incoming<F: Float>(out: &mut [F], from_output: Option<&[F]>, carried: &[F]) {
     match from_output {
         Some(a) => sum_into(out, a, carried),
         None => out.copy_from_slice(carried),
-    }
-}
-
-fn shaped<F: Float>(v: Vec<F>, shape: &[usize]) -> ArrayD<F> {
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("the length is the shape's product")
-}
-
-/// The elements in row-major order, borrowed when the array is already laid out that way.
-fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
-    match x.as_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
     }
 }
 

@@ -1,6 +1,5 @@
 //! The Elman recurrence over a whole sequence.
 
-use super::lstm::add_opt;
 use super::*;
 use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Var};
@@ -69,7 +68,7 @@ impl<F: Float> MultiOp<F> for RnnSequence {
             let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
             h_t.copy_from_slice(&xp[t * bh..(t + 1) * bh]);
             if let Some(b) = &bias {
-                h_t.chunks_exact_mut(h.max(1)).for_each(|row| add_into(row, b));
+                h_t.chunks_exact_mut(h.max(1)).for_each(|row| add_row(row, b));
             }
             w.accumulate(h_prev, h_t);
             activate(self.activation, h_t);

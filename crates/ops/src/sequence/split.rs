@@ -9,7 +9,7 @@
 //! a thread the pool did not start.
 
 use super::{prev_of, step_at};
-use crate::fused::lstm_row_forward;
+use crate::fused::{add_row, lstm_row_forward};
 use crate::gemm::gemv_rows;
 use eddy_tape::Float;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,9 +117,7 @@ pub(super) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &m
                     let cols = (t * batch + r) * 4 * h + k * h;
                     g.copy_from_slice(&x.xp[cols + u0..cols + u1]);
                     if let Some(b) = x.bias {
-                        g.iter_mut()
-                            .zip(&b[k * h + u0..k * h + u1])
-                            .for_each(|(g, b)| *g += *b);
+                        add_row(g, &b[k * h + u0..k * h + u1]);
                     }
                     let w = &x.w[(k * h + u0) * h..(k * h + u1) * h];
                     gemv_rows(h_prev, w, h, g, F::one(), F::one());
