@@ -49,7 +49,7 @@ impl<F: Float> MultiOp<F> for GruSequence {
         let (steps, batch, h) = (s[0], s[1], s[2] / 3);
         let (bh, gw) = (batch * h, 3 * h);
         let xp = flat(inputs[0]);
-        let w = Recurrent::new(inputs[1], batch);
+        let w = Recurrent::forward(inputs[1], batch);
         let h0 = flat(inputs[2]);
         let bias = self.bias.then(|| flat(inputs[3]));
         let mut hs = vec![F::zero(); steps * bh];
@@ -106,10 +106,10 @@ impl<F: Float> MultiOp<F> for GruSequence {
         let (steps, batch, h) = (s[0], s[1], s[2] / 3);
         let (bh, gw) = (batch * h, 3 * h);
         let xp = flat(inputs[0].value());
-        let w = Recurrent::new(inputs[1].value(), batch);
+        let w = Recurrent::backward(inputs[1].value(), batch);
         let h0 = flat(inputs[2].value());
         let (hs, hw) = (flat(outputs[0].value()), flat(outputs[1].value()));
-        let dhs = grads[0].as_ref().map(|g| flat(g.value()).into_owned());
+        let dhs = grads[0].as_ref().map(|g| flat(g.value()));
         let (mut dxp, mut dhw) = (
             vec![F::zero(); steps * batch * gw],
             vec![F::zero(); steps * batch * gw],

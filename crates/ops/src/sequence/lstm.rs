@@ -55,7 +55,6 @@ impl<F: Float> MultiOp<F> for LstmSequence {
         };
         let (bh, gw) = (batch * h, 4 * h);
         let xp = flat(inputs[0]);
-        let w = Recurrent::new(inputs[1], batch);
         let (h0, c0) = (flat(inputs[2]), flat(inputs[3]));
         let bias = self.bias.then(|| flat(inputs[4]));
         let (mut hs, mut cs) = (vec![F::zero(); steps * bh], vec![F::zero(); steps * bh]);
@@ -74,6 +73,7 @@ impl<F: Float> MultiOp<F> for LstmSequence {
             let (hs, cs) = (shaped(hs, &[steps, batch, h]), shaped(cs, &[steps, batch, h]));
             return Ok(vec![hs, cs, shaped(Vec::new(), &[0])]);
         }
+        let w = Recurrent::forward(inputs[1], batch);
         let mut acts = vec![
             F::zero();
             if self.keep_activations {
@@ -144,15 +144,15 @@ impl<F: Float> MultiOp<F> for LstmSequence {
             (s[0], s[1], s[2] / 4)
         };
         let (bh, gw) = (batch * h, 4 * h);
-        let w = Recurrent::new(inputs[1].value(), batch);
+        let w = Recurrent::backward(inputs[1].value(), batch);
         let (h0, c0) = (flat(inputs[2].value()), flat(inputs[3].value()));
         let (hs, cs, acts) = (
             flat(outputs[0].value()),
             flat(outputs[1].value()),
             flat(outputs[2].value()),
         );
-        let dhs = grads[0].as_ref().map(|g| flat(g.value()).into_owned());
-        let dcs = grads[1].as_ref().map(|g| flat(g.value()).into_owned());
+        let dhs = grads[0].as_ref().map(|g| flat(g.value()));
+        let dcs = grads[1].as_ref().map(|g| flat(g.value()));
         let mut dg = vec![F::zero(); steps * batch * gw];
         let (mut dh_carry, mut dc_carry) = (vec![F::zero(); bh], vec![F::zero(); bh]);
         let (mut dh, mut dc) = (vec![F::zero(); bh], vec![F::zero(); bh]);

@@ -105,52 +105,48 @@ fn state_before<'a, F>(
     }
 }
 
-/// The recurrent weight `W` (`[G, H]`) laid out once per sequence for its two products,
-/// `out += h·Wᵀ` (forward) and `dh = dg·W` (backward). Above a few rows: both packed for the
-/// AVX-512 kernel ([`PackedMatrix`]) where it runs, else a row-major copy of `Wᵀ` (a plain
-/// `NN` product, the faster one in matrixmultiply) and `W` itself. Up to a few rows: `W`
-/// itself, which [`gemm`]'s row kernels read as it is.
+/// The recurrent weight `W` (`[G, H]`) laid out once per sequence for one of its two products:
+/// `out += h·Wᵀ` in the forward pass ([`Recurrent::forward`]), `dh = dg·W` in the backward pass
+/// ([`Recurrent::backward`]). Above a few rows it is a [`PackedMatrix`] (AVX-512 panels where
+/// the kernel runs, else a row-major copy of the operand, a plain `NN` product in
+/// matrixmultiply); up to a few rows `W` itself, which [`gemm`]'s row kernels read as it is.
 struct Recurrent<'a, F: Float> {
     w: ArrayView2<'a, F>,
-    wt: Option<Array2<F>>,
-    packed: Option<(PackedMatrix<F>, PackedMatrix<F>)>,
+    packed: Option<PackedMatrix<F>>,
 }
 
 impl<'a, F: Float> Recurrent<'a, F> {
-    fn new(w: &'a ArrayD<F>, batch: usize) -> Self {
+    /// For `out += h·Wᵀ`: above a few rows, `Wᵀ` packed (or copied row-major).
+    fn forward(w: &'a ArrayD<F>, batch: usize) -> Self {
         let w = matrix(w);
-        let many = batch > SMALL_ROWS;
-        if many && packed_kernel_available::<F>() {
-            let packed = (PackedMatrix::new(&w.t()), PackedMatrix::new(&w));
-            return Recurrent {
-                w,
-                wt: None,
-                packed: Some(packed),
-            };
-        }
-        let wt = many.then(|| w.t().as_standard_layout().into_owned());
-        Recurrent { w, wt, packed: None }
+        let packed = (batch > SMALL_ROWS).then(|| PackedMatrix::new(&w.t()));
+        Recurrent { w, packed }
+    }
+
+    /// For `dh = dg·W`: above a few rows and where the kernel runs, `W` packed; else `W` as it
+    /// is (already the row-major operand).
+    fn backward(w: &'a ArrayD<F>, batch: usize) -> Self {
+        let w = matrix(w);
+        let packed = (batch > SMALL_ROWS && packed_kernel_available::<F>()).then(|| PackedMatrix::new(&w));
+        Recurrent { w, packed }
     }
 
     /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`.
     fn accumulate(&self, h: &[F], out: &mut [F]) {
-        if let Some((forward, _)) = &self.packed {
-            return forward.mul_into(h, out, true);
+        if let Some(packed) = &self.packed {
+            return packed.mul_into(h, out, true);
         }
         let (g, k) = self.w.dim();
         let rows = h.len() / k.max(1);
         let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
         let mut c = ArrayViewMut2::from_shape((rows, g), out).expect("out is [B, G]");
-        match &self.wt {
-            Some(wt) => gemm(F::one(), &a, &wt.view(), F::one(), &mut c),
-            None => gemm(F::one(), &a, &self.w.t(), F::one(), &mut c),
-        }
+        gemm(F::one(), &a, &self.w.t(), F::one(), &mut c);
     }
 
     /// `dh = dg·W` for `dg` `[B, G]` and `dh` `[B, H]` (overwritten).
     fn back(&self, dg: &[F], dh: &mut [F]) {
-        if let Some((_, backward)) = &self.packed {
-            return backward.mul_into(dg, dh, false);
+        if let Some(packed) = &self.packed {
+            return packed.mul_into(dg, dh, false);
         }
         let (g, k) = self.w.dim();
         let rows = dg.len() / g.max(1);

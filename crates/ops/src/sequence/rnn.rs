@@ -59,7 +59,7 @@ impl<F: Float> MultiOp<F> for RnnSequence {
         let (steps, batch, h) = (s[0], s[1], s[2]);
         let bh = batch * h;
         let xp = flat(inputs[0]);
-        let w = Recurrent::new(inputs[1], batch);
+        let w = Recurrent::forward(inputs[1], batch);
         let h0 = flat(inputs[2]);
         let bias = self.bias.then(|| flat(inputs[3]));
         let mut hs = vec![F::zero(); steps * bh];
@@ -89,10 +89,10 @@ impl<F: Float> MultiOp<F> for RnnSequence {
         let s = inputs[0].shape();
         let (steps, batch, h) = (s[0], s[1], s[2]);
         let bh = batch * h;
-        let w = Recurrent::new(inputs[1].value(), batch);
+        let w = Recurrent::backward(inputs[1].value(), batch);
         let h0 = flat(inputs[2].value());
         let hs = flat(outputs[0].value());
-        let dhs = grads[0].as_ref().map(|g| flat(g.value()).into_owned());
+        let dhs = grads[0].as_ref().map(|g| flat(g.value()));
         let mut dz = vec![F::zero(); steps * bh];
         let mut carry = vec![F::zero(); bh];
         for i in (0..steps).rev() {
