@@ -97,10 +97,15 @@ pub fn run(c: &GemmCase, warmup: usize, steps: usize) -> Result<Stats> {
     let a: ArrayD<f32> = init::uniform(&a_shape, 1.0, &mut rng);
     let b: ArrayD<f32> = init::uniform(&b_shape, 1.0, &mut rng);
     let op = MatMul { ta: c.ta, tb: c.tb };
-    let product = || -> Result<()> {
+    per_product(warmup, steps, || {
         black_box(op.forward(&[&a, &b])?);
         Ok(())
-    };
+    })
+}
+
+/// Times `product`: enough calls per sample for it to last about a millisecond; returns the
+/// per-call stats.
+fn per_product(warmup: usize, steps: usize, mut product: impl FnMut() -> Result<()>) -> Result<Stats> {
     let start = Instant::now();
     product()?;
     let once = start.elapsed().as_secs_f64().max(1e-7);
@@ -131,21 +136,11 @@ pub fn run_packed(c: &GemmCase, warmup: usize, steps: usize) -> Result<Option<St
     let packed = PackedMatrix::new(&if c.tb { b2.t() } else { b2 });
     let a = a.as_slice().expect("row-major");
     let mut out = vec![0f32; c.m * c.n];
-    let mut product = || packed.mul_into(a, black_box(&mut out), false);
-    let start = Instant::now();
-    product();
-    let once = start.elapsed().as_secs_f64().max(1e-7);
-    let reps = ((1e-3 / once).ceil() as usize).clamp(1, 100_000);
-    let stats = measure(warmup, steps, || -> Result<()> {
-        for _ in 0..reps {
-            product();
-        }
+    let stats = per_product(warmup, steps, || {
+        packed.mul_into(a, black_box(&mut out), false);
         Ok(())
     })?;
-    let per = |t: f64| t / reps as f64;
-    Ok(Some(Stats::from_samples(
-        stats.times_ms.into_iter().map(per).collect(),
-    )))
+    Ok(Some(stats))
 }
 
 #[cfg(test)]
