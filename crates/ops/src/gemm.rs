@@ -14,6 +14,12 @@ const LANES: usize = 16;
 
 /// `c = α·a·b + β·c`. Transposed operands are strided views; nothing is copied.
 pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
+    if c.ncols() == 1 && c.nrows() > SMALL_ROWS && a.ncols() > 0 {
+        // One column (a `Linear(…→1)` head, or a weight gradient against a 1-wide input), where
+        // matrixmultiply pads to a full register tile: `cᵀ = bᵀ·aᵀ` has one row, which the row
+        // kernels below compute as dot products with the rows of `a` (or updates by its columns).
+        return gemm(alpha, &b.t(), &a.t(), beta, &mut c.view_mut().reversed_axes());
+    }
     if a.nrows() <= SMALL_ROWS && a.ncols() > 0 && c.ncols() > 0 {
         let k = a.ncols();
         // b = Wᵀ with W row-major `[N, K]`: c[m, n] = a[m, :] · W[n, :], contiguous dot products.
@@ -262,6 +268,32 @@ mod tests {
                 assert!(mm * k * n >= PAR_MIN_PRODUCT);
                 let err = (&fast - &slow).iter().fold(0.0f64, |e, v| e.max(v.abs()));
                 assert!(err < 1e-12, "{mm}x{k}x{n} on {threads} threads: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_column_products_match_matrixmultiply_in_every_layout() {
+        for (rows, k) in [(5, 3), (37, 40), (300, 17)] {
+            let a = m(rows, k, 0.1);
+            let at = m(k, rows, 0.2); // used as atᵀ (a weight gradient's gᵀ)
+            let w = m(1, k, 0.3); // used as wᵀ (a Linear(k→1) head)
+            let b = m(k, 1, 0.4);
+            for (av, bv) in [
+                (a.view(), w.t()),
+                (a.view(), b.view()),
+                (at.t(), w.t()),
+                (at.t(), b.view()),
+            ] {
+                for beta in [0.0, 1.0, 0.5] {
+                    let c0 = m(rows, 1, 0.5);
+                    let mut fast = c0.clone();
+                    gemm(1.5, &av, &bv, beta, &mut fast.view_mut());
+                    let mut slow = c0.clone();
+                    general_mat_mul(1.5, &av, &bv, beta, &mut slow.view_mut());
+                    let err = (&fast - &slow).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+                    assert!(err < 1e-12, "rows {rows} k {k} beta {beta}: {err}");
+                }
             }
         }
     }
