@@ -3,7 +3,19 @@
 //! backward rule is the adjoint movement.
 
 use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
-use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
+
+/// A row-major copy of `v`. Slices, joins and stacks all return row-major arrays (ndarray's own
+/// `concatenate` along an inner axis would not), so the ops downstream, and the gradients that
+/// flow back through them, take their contiguous-slice paths.
+fn row_major<F: Float>(v: ArrayViewD<'_, F>) -> ArrayD<F> {
+    if v.is_standard_layout() {
+        return v.to_owned();
+    }
+    let mut out = ArrayD::zeros(v.raw_dim());
+    out.assign(&v);
+    out
+}
 
 /// Reshape to a shape with the same number of elements (row-major order).
 ///
@@ -129,7 +141,7 @@ impl<F: Float> Op<F> for Narrow {
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let s = Slice::from(self.start..self.start + self.len);
-        Ok(inputs[0].slice_axis(Axis(self.axis), s).to_owned())
+        Ok(row_major(inputs[0].slice_axis(Axis(self.axis), s)))
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let pad = Pad {
@@ -229,8 +241,16 @@ impl<F: Float> Op<F> for Concat {
         Ok(out)
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
-        Ok(ndarray::concatenate(Axis(self.0), &views).expect("the shape rule checked the shapes"))
+        let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
+        let mut out = ArrayD::zeros(<Self as Op<F>>::shape(self, &shapes)?);
+        let mut start = 0;
+        for x in inputs {
+            let len = x.shape()[self.0];
+            out.slice_axis_mut(Axis(self.0), Slice::from(start..start + len))
+                .assign(x);
+            start += len;
+        }
+        Ok(out)
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let mut start = 0;
@@ -478,10 +498,9 @@ impl<F: Float> MultiOp<F> for Split {
             .iter()
             .map(|&n| {
                 let piece = if self.squeeze {
-                    x.index_axis(Axis(self.axis), start).to_owned()
+                    row_major(x.index_axis(Axis(self.axis), start))
                 } else {
-                    x.slice_axis(Axis(self.axis), Slice::from(start..start + n))
-                        .to_owned()
+                    row_major(x.slice_axis(Axis(self.axis), Slice::from(start..start + n)))
                 };
                 start += n;
                 piece
@@ -541,8 +560,12 @@ impl<F: Float> Op<F> for Stack {
         Ok(out)
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
-        Ok(ndarray::stack(Axis(self.0), &views).expect("the shape rule checked the shapes"))
+        let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
+        let mut out = ArrayD::zeros(<Self as Op<F>>::shape(self, &shapes)?);
+        for (i, x) in inputs.iter().enumerate() {
+            out.index_axis_mut(Axis(self.0), i).assign(x);
+        }
+        Ok(out)
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let split = Split {

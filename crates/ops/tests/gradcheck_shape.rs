@@ -145,3 +145,35 @@ proptest! {
         check(|_, v| bend(v[0].index_select(axis, &twice)?), &[x])?;
     }
 }
+
+/// Joins, slices and stacks along an inner axis return row-major arrays with the right values,
+/// so the ops (and gradients) downstream keep their contiguous paths.
+#[test]
+fn joins_slices_and_stacks_along_an_inner_axis_are_row_major() -> Result<()> {
+    let t = Tape::<f64>::new();
+    let seq = |r: usize, c: usize, from: f64| {
+        ArrayD::from_shape_fn(vec![r, c], |i| from + (i[0] * c + i[1]) as f64)
+    };
+    let (a, b) = (t.constant(seq(2, 3, 0.0)), t.constant(seq(2, 2, 10.0)));
+    let joined = concat(&[&a, &b], 1)?;
+    assert!(joined.value().is_standard_layout());
+    assert_eq!(
+        joined.value().as_slice().unwrap(),
+        &[0., 1., 2., 10., 11., 3., 4., 5., 12., 13.]
+    );
+    let stacked = stack(&[&a, &a], 1)?;
+    assert!(stacked.value().is_standard_layout());
+    assert_eq!(
+        stacked.value().as_slice().unwrap(),
+        &[0., 1., 2., 0., 1., 2., 3., 4., 5., 3., 4., 5.]
+    );
+    // From a column-major value too.
+    let cols = t.constant(seq(3, 2, 0.0).reversed_axes()); // [[0, 2, 4], [1, 3, 5]]
+    for piece in joined.chunk(5, 1)?.iter().chain(&cols.split(&[1, 2], 1)?) {
+        assert!(piece.value().is_standard_layout());
+    }
+    let narrow = cols.narrow(1, 1, 2)?;
+    assert!(narrow.value().is_standard_layout());
+    assert_eq!(narrow.value().as_slice().unwrap(), &[2., 4., 3., 5.]);
+    Ok(())
+}
