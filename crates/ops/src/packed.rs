@@ -248,13 +248,38 @@ impl<F: Float> eddy_tape::Op<F> for PackedMatMulT<F> {
             .mul_into(a.as_slice().expect("standard layout"), &mut out, false);
         Ok(ndarray::ArrayD::from_shape_vec(vec![m, n], out).expect("[m, n]"))
     }
+    /// `MatMul`'s rule; without `create_graph`, `da = g·w` runs through `w` packed once per tape
+    /// too (a user's cell makes this product at every step of its backward).
     fn backward(
         &self,
         inputs: &[eddy_tape::Var<F>],
         output: &eddy_tape::Var<F>,
         grad: &eddy_tape::Var<F>,
     ) -> eddy_tape::Result<Vec<Option<eddy_tape::Var<F>>>> {
-        crate::MatMul { ta: false, tb: true }.backward(inputs, output, grad)
+        let (a, w) = (&inputs[0], &inputs[1]);
+        let tape = grad.tape();
+        let param = tape.param_of(w);
+        let (true, false, Some(id)) = (a.requires_grad(), tape.is_recording(), param) else {
+            return crate::MatMul { ta: false, tb: true }.backward(inputs, output, grad);
+        };
+        let packed = tape.memo(id, "packed_matmul", || {
+            let w2 = w
+                .value()
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2-D");
+            PackedMatrix::new(&w2)
+        });
+        let g = grad.value().as_standard_layout();
+        let (m, k) = (g.shape()[0], packed.dim().1);
+        let mut da = vec![F::zero(); m * k];
+        packed.mul_into(g.as_slice().expect("standard layout"), &mut da, false);
+        let da = tape.constant(ndarray::ArrayD::from_shape_vec(vec![m, k], da).expect("[m, k]"));
+        let dw = w
+            .requires_grad()
+            .then(|| crate::matmul_t(grad, a, true, false))
+            .transpose()?;
+        Ok(vec![Some(da), dw])
     }
 }
 
@@ -415,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn matmul_t_by_a_bound_parameter_packs_it_once_per_tape_and_matches_matmul() {
+    fn matmul_t_by_a_bound_parameter_packs_it_once_per_tape_forward_and_backward_and_matches_matmul() {
         use crate::VarExt;
         use eddy_tape::{GradOptions, Param, Tape};
         let w = Param::new("w", m::<f32>(40, 24, 0.2).into_dyn());
@@ -468,6 +493,15 @@ mod tests {
                 (calls.get(), packed.dim()),
                 (0, (24, 40)),
                 "made by the first matmul_t"
+            );
+            let backward = tape.memo(id, "packed_matmul", || {
+                calls.set(calls.get() + 1);
+                PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
+            });
+            assert_eq!(
+                (calls.get(), backward.dim()),
+                (0, (40, 24)),
+                "made by the backward, for g·w"
             );
         }
     }
