@@ -25,7 +25,7 @@ pub use lstm::LstmSequence;
 pub use rnn::{RnnActivation, RnnSequence};
 
 use crate::fused::{add_row, column_sums, flat, shaped};
-use crate::gemm::{gemm, SMALL_ROWS};
+use crate::gemm::{gemm, gemv_rows, gemv_rows_descending, SMALL_ROWS};
 use crate::packed::{packed_kernel_available, PackedMatrix};
 use eddy_tape::{Error, Float, Result};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2};
@@ -113,6 +113,9 @@ fn state_before<'a, F>(
 struct Recurrent<'a, F: Float> {
     w: ArrayView2<'a, F>,
     packed: Option<PackedMatrix<F>>,
+    /// Whether the next one-thread, few-row product walks `W`'s rows last to first (they
+    /// alternate: see [`crate::gemm::gemv_rows_descending`]).
+    descending: std::cell::Cell<bool>,
 }
 
 impl<'a, F: Float> Recurrent<'a, F> {
@@ -120,7 +123,11 @@ impl<'a, F: Float> Recurrent<'a, F> {
     fn forward(w: &'a ArrayD<F>, batch: usize) -> Self {
         let w = matrix(w);
         let packed = (batch > SMALL_ROWS).then(|| PackedMatrix::new(&w.t()));
-        Recurrent { w, packed }
+        Recurrent {
+            w,
+            packed,
+            descending: Default::default(),
+        }
     }
 
     /// For `dh = dg·W`: above a few rows and where the kernel runs, `W` packed; else `W` as it
@@ -128,7 +135,11 @@ impl<'a, F: Float> Recurrent<'a, F> {
     fn backward(w: &'a ArrayD<F>, batch: usize) -> Self {
         let w = matrix(w);
         let packed = (batch > SMALL_ROWS && packed_kernel_available::<F>()).then(|| PackedMatrix::new(&w));
-        Recurrent { w, packed }
+        Recurrent {
+            w,
+            packed,
+            descending: Default::default(),
+        }
     }
 
     /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`.
@@ -138,6 +149,17 @@ impl<'a, F: Float> Recurrent<'a, F> {
         }
         let (g, k) = self.w.dim();
         let rows = h.len() / k.max(1);
+        if let (Some(w), true) = (self.w.as_slice(), g > 0 && rayon::current_num_threads() < 2) {
+            // A few rows on one thread: each row's product alternates the direction it walks `W`.
+            for (x, out) in h.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(g)) {
+                let descending = self.descending.replace(!self.descending.get());
+                match descending {
+                    true => gemv_rows_descending(x, w, k, out, F::one(), F::one()),
+                    false => gemv_rows(x, w, k, out, F::one(), F::one()),
+                }
+            }
+            return;
+        }
         let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
         let mut c = ArrayViewMut2::from_shape((rows, g), out).expect("out is [B, G]");
         gemm(F::one(), &a, &self.w.t(), F::one(), &mut c);
