@@ -12,7 +12,7 @@ use super::{prev_of, step_at};
 use crate::fused::{add_row, lstm_row_forward};
 use crate::gemm::gemv_rows;
 use eddy_tape::Float;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// An output buffer that the tasks write in disjoint pieces.
 struct Shared<F> {
@@ -71,97 +71,218 @@ pub(super) struct LstmInputs<'a, F> {
 /// current rayon pool's threads. Equal, element for element, to the one-thread forward.
 pub(super) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &mut [F]) {
     let (steps, batch, h) = x.dims;
-    // Two workers (one `rayon::join`), each taking any block of any step in order.
-    let parts = 2;
-    // On separate cache lines: the counters are written once per task and `done` is spun on.
-    let (next, done) = (Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0)));
-    let (next, done) = (&next.0, &done.0);
     let (hs, cs) = (Shared::new(hs), Shared::new(cs));
-    let work = || {
-        let mut gates = vec![F::zero(); 4 * h];
-        let mut acts = vec![F::zero(); 5 * h];
-        loop {
-            let task = next.fetch_add(1, Ordering::Relaxed);
-            if task >= steps * parts {
-                return;
-            }
-            let (s, part) = (task / parts, task % parts);
-            wait_for(done, s * parts);
-            let (u0, u1) = (h * part / parts, h * (part + 1) / parts);
-            let n = u1 - u0;
-            let t = step_at(s, steps, x.reverse);
-            for r in 0..batch {
-                let row = r * h;
-                // SAFETY: the previous step's rows are complete (every task of step s − 1 is
-                // done, published by `done`) and no task writes them any more; this task alone
-                // writes units u0..u1 of step t.
-                let (h_prev, c_prev, h_t, c_t) = unsafe {
-                    match prev_of(t, steps, x.reverse) {
-                        Some(p) => (
-                            hs.slice(p * batch * h + row, h),
-                            cs.slice(p * batch * h + row + u0, n),
-                            hs.slice_mut(t * batch * h + row + u0, n),
-                            cs.slice_mut(t * batch * h + row + u0, n),
-                        ),
-                        None => (
-                            &x.h0[row..row + h],
-                            &x.c0[row + u0..row + u1],
-                            hs.slice_mut(t * batch * h + row + u0, n),
-                            cs.slice_mut(t * batch * h + row + u0, n),
-                        ),
-                    }
-                };
-                // Gate k of units u0..u1: xp + b + W_hh[k·H + u0 .. k·H + u1, :] · h_prev.
-                for k in 0..4 {
-                    let g = &mut gates[k * h..k * h + n];
-                    let cols = (t * batch + r) * 4 * h + k * h;
-                    g.copy_from_slice(&x.xp[cols + u0..cols + u1]);
-                    if let Some(b) = x.bias {
-                        add_row(g, &b[k * h + u0..k * h + u1]);
-                    }
-                    let w = &x.w[(k * h + u0) * h..(k * h + u1) * h];
-                    gemv_rows(h_prev, w, h, g, F::one(), F::one());
+    // Task `(s, part)`: units `part` of step `s` (see `Tasks`).
+    let run = |s: usize, part: usize, gates: &mut [F], acts: &mut [F]| {
+        let (u0, u1) = (h * part / PARTS, h * (part + 1) / PARTS);
+        let n = u1 - u0;
+        let t = step_at(s, steps, x.reverse);
+        for r in 0..batch {
+            let row = r * h;
+            // SAFETY: the previous step's rows are complete (every task of step s − 1 is done,
+            // published by `Tasks::done`) and no task writes them any more; this task alone
+            // writes units u0..u1 of step t.
+            let (h_prev, c_prev, h_t, c_t) = unsafe {
+                match prev_of(t, steps, x.reverse) {
+                    Some(p) => (
+                        hs.slice(p * batch * h + row, h),
+                        cs.slice(p * batch * h + row + u0, n),
+                        hs.slice_mut(t * batch * h + row + u0, n),
+                        cs.slice_mut(t * batch * h + row + u0, n),
+                    ),
+                    None => (
+                        &x.h0[row..row + h],
+                        &x.c0[row + u0..row + u1],
+                        hs.slice_mut(t * batch * h + row + u0, n),
+                        cs.slice_mut(t * batch * h + row + u0, n),
+                    ),
                 }
-                let (g0, rest) = gates.split_at(h);
-                let (g1, rest) = rest.split_at(h);
-                let (g2, g3) = rest.split_at(h);
-                let (a0, rest) = acts.split_at_mut(h);
-                let (a1, rest) = rest.split_at_mut(h);
-                let (a2, rest) = rest.split_at_mut(h);
-                let (a3, a4) = rest.split_at_mut(h);
-                lstm_row_forward(
-                    [&g0[..n], &g1[..n], &g2[..n], &g3[..n]],
-                    c_prev,
-                    [
-                        &mut a0[..n],
-                        &mut a1[..n],
-                        &mut a2[..n],
-                        &mut a3[..n],
-                        &mut a4[..n],
-                    ],
-                    c_t,
-                    h_t,
-                );
+            };
+            // Gate k of units u0..u1: xp + b + W_hh[k·H + u0 .. k·H + u1, :] · h_prev.
+            for k in 0..4 {
+                let g = &mut gates[k * h..k * h + n];
+                let cols = (t * batch + r) * 4 * h + k * h;
+                g.copy_from_slice(&x.xp[cols + u0..cols + u1]);
+                if let Some(b) = x.bias {
+                    add_row(g, &b[k * h + u0..k * h + u1]);
+                }
+                let w = &x.w[(k * h + u0) * h..(k * h + u1) * h];
+                gemv_rows(h_prev, w, h, g, F::one(), F::one());
             }
-            done.fetch_add(1, Ordering::Release);
+            let (g0, rest) = gates.split_at(h);
+            let (g1, rest) = rest.split_at(h);
+            let (g2, g3) = rest.split_at(h);
+            let (a0, rest) = acts.split_at_mut(h);
+            let (a1, rest) = rest.split_at_mut(h);
+            let (a2, rest) = rest.split_at_mut(h);
+            let (a3, a4) = rest.split_at_mut(h);
+            lstm_row_forward(
+                [&g0[..n], &g1[..n], &g2[..n], &g3[..n]],
+                c_prev,
+                [
+                    &mut a0[..n],
+                    &mut a1[..n],
+                    &mut a2[..n],
+                    &mut a3[..n],
+                    &mut a4[..n],
+                ],
+                c_t,
+                h_t,
+            );
         }
     };
-    rayon::join(work, work);
+    let tasks = Tasks::new(steps);
+    let worker = |home: usize| {
+        let (mut gates, mut acts) = (vec![F::zero(); 4 * h], vec![F::zero(); 5 * h]);
+        tasks.work(home, |s, part| run(s, part, &mut gates, &mut acts));
+    };
+    rayon::join(|| worker(0), || worker(1));
+}
+
+/// Blocks of hidden units, one per worker.
+const PARTS: usize = 2;
+
+/// The `(step, part)` tasks of a split sequence and who runs them. Each worker runs its own
+/// part's tasks, step after step, so its rows of `W_hh` stay in its core's cache; a task starts
+/// once every task of the previous step is done. A part whose worker has not started (the pool
+/// may run both halves of a `rayon::join` on one thread, one after the other) is run by the
+/// other worker instead, so nothing waits on a thread that is not there.
+struct Tasks {
+    steps: usize,
+    /// The next unclaimed step of each part.
+    next: [Padded<AtomicUsize>; PARTS],
+    /// Whether each part's worker has started.
+    started: [Padded<AtomicBool>; PARTS],
+    /// Tasks finished, all parts together.
+    done: Padded<AtomicUsize>,
+}
+
+impl Tasks {
+    fn new(steps: usize) -> Self {
+        Tasks {
+            steps,
+            next: std::array::from_fn(|_| Padded(AtomicUsize::new(0))),
+            started: std::array::from_fn(|_| Padded(AtomicBool::new(false))),
+            done: Padded(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The worker of part `home`: its own tasks in order, then any part nobody started.
+    fn work(&self, home: usize, mut run: impl FnMut(usize, usize)) {
+        self.started[home].0.store(true, Ordering::Release);
+        while let Some(s) = self.claim(home) {
+            self.wait_for_step(s, &mut run);
+            run(s, home);
+            self.done.0.fetch_add(1, Ordering::Release);
+        }
+        for part in 0..PARTS {
+            while !self.started[part].0.load(Ordering::Acquire) {
+                let Some(s) = self.claim(part) else { break };
+                self.wait_for_step(s, &mut run);
+                run(s, part);
+                self.done.0.fetch_add(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// Claims the next step of `part`, if any is left.
+    fn claim(&self, part: usize) -> Option<usize> {
+        let next = &self.next[part].0;
+        let mut s = next.load(Ordering::Relaxed);
+        while s < self.steps {
+            match next.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(s),
+                Err(now) => s = now,
+            }
+        }
+        None
+    }
+
+    /// Waits until every task of step `s − 1` is done, meanwhile running the tasks of that step
+    /// whose worker has not started (their own previous step is done: this worker's previous
+    /// task waited for it).
+    fn wait_for_step(&self, s: usize, run: &mut impl FnMut(usize, usize)) {
+        let target = s * PARTS;
+        let mut spins = 0u32;
+        while self.done.0.load(Ordering::Acquire) < target {
+            for part in 0..PARTS {
+                let stalled = !self.started[part].0.load(Ordering::Acquire);
+                let next = &self.next[part].0;
+                if stalled
+                    && next
+                        .compare_exchange(s - 1, s, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    run(s - 1, part);
+                    self.done.0.fetch_add(1, Ordering::Release);
+                }
+            }
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
 }
 
 /// A value alone on its cache line (two lines: adjacent-line prefetch pairs them).
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// Spins (then yields) until `done` reaches `target`.
-fn wait_for(done: &AtomicUsize, target: usize) {
-    let mut spins = 0u32;
-    while done.load(Ordering::Acquire) < target {
-        if spins < 1 << 12 {
-            std::hint::spin_loop();
-            spins += 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Runs `(step, part)` tasks through `workers` (each a home part, run one after the other
+    /// or on threads of their own) and checks that every task ran once, after its step's
+    /// predecessors.
+    fn check(steps: usize, threads: bool) -> Vec<(usize, usize, usize)> {
+        let tasks = Tasks::new(steps);
+        let ran = Mutex::new(Vec::new());
+        let worker = |home: usize| {
+            tasks.work(home, |s, part| {
+                assert!(
+                    tasks.done.0.load(Ordering::Acquire) >= s * PARTS,
+                    "step {s} started before step {} was done",
+                    s.wrapping_sub(1)
+                );
+                ran.lock().unwrap().push((s, part, home));
+            })
+        };
+        if threads {
+            std::thread::scope(|scope| {
+                scope.spawn(|| worker(1));
+                worker(0);
+            });
         } else {
-            std::thread::yield_now();
+            worker(0);
+            worker(1);
+        }
+        let mut ran = ran.into_inner().unwrap();
+        let mut once: Vec<(usize, usize)> = ran.iter().map(|&(s, p, _)| (s, p)).collect();
+        once.sort();
+        let all: Vec<(usize, usize)> = (0..steps).flat_map(|s| (0..PARTS).map(move |p| (s, p))).collect();
+        assert_eq!(once, all, "every task exactly once");
+        ran.sort();
+        ran
+    }
+
+    #[test]
+    fn a_worker_alone_runs_every_part_when_the_other_never_started() {
+        let ran = check(7, false);
+        assert!(
+            ran.iter().all(|&(_, _, home)| home == 0),
+            "the first worker ran all: {ran:?}"
+        );
+    }
+
+    #[test]
+    fn two_workers_run_every_task_once_in_step_order() {
+        for _ in 0..20 {
+            check(50, true);
         }
     }
 }
