@@ -65,12 +65,14 @@ impl<F: Float> Op<F> for Linear {
         let (x, w) = (inputs[0], inputs[1]);
         let (k, n) = (w.shape()[1], w.shape()[0]);
         let rows = x.shape()[..x.ndim() - 1].iter().product();
-        // y starts as add + b, row by row over contiguous slices, then the GEMM accumulates onto it.
-        let mut out = match self.add {
-            true => flat(inputs[inputs.len() - 1]).into_owned(),
-            false => vec![F::zero(); rows * n],
+        // y starts as add + b (or b alone, copied row by row, with nothing zeroed first), then
+        // the GEMM accumulates onto it.
+        let mut out = match (self.add, self.bias) {
+            (true, _) => flat(inputs[inputs.len() - 1]).into_owned(),
+            (false, true) => flat(inputs[2]).repeat(rows),
+            (false, false) => vec![F::zero(); rows * n],
         };
-        if self.bias {
+        if self.add && self.bias {
             let b = flat(inputs[2]);
             for row in out.chunks_exact_mut(n.max(1)) {
                 add_row(row, &b);
