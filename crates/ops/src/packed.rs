@@ -116,9 +116,10 @@ impl<F: Float> PackedMatrix<F> {
     }
 }
 
-/// `c (+)= a·B` with `B` in panels: `a` packed in blocks of `MR` rows (k-major), then for
-/// each panel (which stays in cache) every block of rows. A product of at least 2²² multiply-
-/// adds splits its panels across the current rayon pool's threads.
+/// `c (+)= a·B` with `B` in panels: for each panel (which stays in cache) every block of `MR`
+/// rows of `a`, read where it is (row-major, `k` apart; a ragged last block from a zero-padded
+/// copy). A product of at least 2²² multiply-adds splits its panels across the current rayon
+/// pool's threads.
 fn mul_panels(panels: &[f32], a: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize), accumulate: bool) {
     if m == 0 || n == 0 {
         return;
@@ -129,23 +130,17 @@ fn mul_panels(panels: &[f32], a: &[f32], c: &mut [f32], (m, k, n): (usize, usize
         }
         return;
     }
-    let blocks = m.div_ceil(MR);
-    let mut packed_a = vec![0f32; blocks * k * MR];
-    for (bi, block) in packed_a.chunks_exact_mut(k * MR).enumerate() {
-        for r in 0..MR.min(m - bi * MR) {
-            let row = &a[(bi * MR + r) * k..(bi * MR + r + 1) * k];
-            for (kk, v) in row.iter().enumerate() {
-                block[kk * MR + r] = *v;
-            }
-        }
-    }
+    let full = m / MR * MR;
+    let mut tail = vec![0f32; if full < m { MR * k } else { 0 }];
+    tail[..(m - full) * k].copy_from_slice(&a[full * k..]);
     let out = Output {
         ptr: c.as_mut_ptr(),
         len: c.len(),
     };
     let job = Job {
         panels,
-        a: &packed_a,
+        a,
+        tail: &tail,
         out: &out,
         dims: (m, k, n),
         accumulate,
@@ -171,7 +166,10 @@ unsafe impl Sync for Output {}
 /// One product in panels, for one or several threads.
 struct Job<'a> {
     panels: &'a [f32],
+    /// `a`, row-major `[m, k]`.
     a: &'a [f32],
+    /// The last `m mod MR` rows of `a`, zero-padded to `MR` rows (empty if there are none).
+    tail: &'a [f32],
     out: &'a Output,
     dims: (usize, usize, usize),
     accumulate: bool,
@@ -196,13 +194,15 @@ impl Job<'_> {
         for p in range {
             let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
             let (c0, cols) = (p * NR, NR.min(n - p * NR));
-            for (bi, block) in self.a.chunks_exact(k * MR).enumerate() {
+            let blocks = self.a.chunks_exact(k * MR).chain(self.tail.chunks_exact(k * MR));
+            for (bi, block) in blocks.enumerate() {
                 let rows = MR.min(m - bi * MR);
                 let start = bi * MR * n + c0;
                 let len = (rows - 1) * n + cols;
                 assert!(start + len <= self.out.len, "the block lies inside c");
                 // SAFETY: the panels exist only where AVX-512F was detected
-                // (`PackedMatrix::new`); `block` and `panel` hold `k·MR` and `k·NR` elements, and
+                // (`PackedMatrix::new`); `block` (`MR` rows of `a`, or the padded tail) and
+                // `panel` hold `k·MR` and `k·NR` elements, and
                 // `c` from `start` holds `len` (checked above). The tile reads and writes only
                 // columns c0 .. c0 + cols of its rows, which no other panel's task touches, and
                 // the tasks end before `mul_panels` returns.
@@ -311,8 +311,9 @@ mod avx512 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
 
-    /// One `MR × NR` block: `c[r, j] (+)= Σ_k a[k, r] · b[k, j]` for `rows` rows and `cols`
-    /// columns of `c` (row stride `ldc`).
+    /// One `MR × NR` block: `c[r, j] (+)= Σ_k a[r, k] · b[k, j]` for `rows` rows and `cols`
+    /// columns of `c` (row stride `ldc`), with `a` the block's `MR` rows (row-major, `k` long)
+    /// read where they are: eight sequential streams, no packing.
     ///
     /// # Safety
     /// AVX-512F must be available; `a` holds `k·MR` and `b` `k·NR` elements; `c` points to
@@ -343,8 +344,8 @@ mod avx512 {
                 )
             };
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: kk·MR + r < k·MR.
-                let s = _mm512_set1_ps(unsafe { *ap.add(kk * MR + r) });
+                // SAFETY: r·k + kk < k·MR.
+                let s = _mm512_set1_ps(unsafe { *ap.add(r * k + kk) });
                 acc_r[0] = _mm512_fmadd_ps(s, b0, acc_r[0]);
                 acc_r[1] = _mm512_fmadd_ps(s, b1, acc_r[1]);
             }
