@@ -63,11 +63,45 @@ pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c
             return;
         }
     }
+    if packed_gemm(alpha, a, b, beta, c) {
+        return;
+    }
     let threads = rayon::current_num_threads();
     if threads >= 2 && a.nrows() * a.ncols() * b.ncols() >= PAR_MIN_PRODUCT {
         return gemm_par(alpha, a, b, beta, c, threads);
     }
     general_mat_mul(alpha, a, b, beta, c);
+}
+
+/// From this many rows a product may take the packed kernel (below, packing `b` for the call
+/// costs more than the kernel gains: a user cell's 64-row step product measured 77 against
+/// matrixmultiply's 82 GFLOP/s).
+const PACKED_MIN_ROWS: usize = 128;
+/// From this many columns (a `Linear(…→1)` head has one, and the row kernels take it).
+const PACKED_MIN_COLS: usize = 16;
+
+/// `c = a·b` or `c += a·b` in `f32` where the packed kernel runs ([`crate::packed`]): `b` packed
+/// for this call, the rows of `a` read where they are. At the shapes the layers run through
+/// here (input projections, input gradients) 86–109 GFLOP/s against matrixmultiply's 60–108
+/// (`gemm` rows of `docs/performance.md`). Only for row-major `a` and `c`, `α = 1` and `β` 0 or
+/// 1; returns whether it ran.
+fn packed_gemm<F: Float>(
+    alpha: F,
+    a: &ArrayView2<F>,
+    b: &ArrayView2<F>,
+    beta: F,
+    c: &mut ArrayViewMut2<F>,
+) -> bool {
+    let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
+    let big = c.nrows() >= PACKED_MIN_ROWS && c.ncols() >= PACKED_MIN_COLS && a.ncols() > 0;
+    if !(plain && big && crate::packed::packed_kernel_available::<F>()) {
+        return false;
+    }
+    let (Some(a), Some(c)) = (a.as_slice(), c.as_slice_mut()) else {
+        return false;
+    };
+    crate::packed::PackedMatrix::new(b).mul_into(a, c, beta == F::one());
+    true
 }
 
 /// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the
@@ -290,6 +324,31 @@ mod tests {
                 assert!(mm * k * n >= PAR_MIN_PRODUCT);
                 let err = (&fast - &slow).iter().fold(0.0f64, |e, v| e.max(v.abs()));
                 assert!(err < 1e-12, "{mm}x{k}x{n} on {threads} threads: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_products_with_many_rows_match_matrixmultiply_in_every_layout() {
+        let f = |r: usize, c: usize, seed: f64| m(r, c, seed).mapv(|v| v as f32);
+        // Through the packed kernel where it runs (rows ≥ PACKED_MIN_ROWS, ragged panels and
+        // row blocks, more rows than one chunk of `a`), else through matrixmultiply.
+        for (rows, k, n) in [(PACKED_MIN_ROWS, 50, 200), (1003, 70, 33), (300, 257, 17)] {
+            let a = f(rows, k, 0.1);
+            let (w, b) = (f(n, k, 0.2), f(k, n, 0.3));
+            for bv in [w.t(), b.view()] {
+                for beta in [0.0f32, 1.0] {
+                    let c0 = f(rows, n, 0.4);
+                    let mut fast = c0.clone();
+                    gemm(1.0, &a.view(), &bv, beta, &mut fast.view_mut());
+                    let mut slow = c0.clone();
+                    general_mat_mul(1.0, &a.view(), &bv, beta, &mut slow.view_mut());
+                    let err = (&fast - &slow)
+                        .iter()
+                        .zip(&slow)
+                        .fold(0.0f32, |e, (d, s)| e.max(d.abs() / (1.0 + s.abs())));
+                    assert!(err < 1e-5, "{rows}x{k}·{k}x{n} beta {beta}: {err}");
+                }
             }
         }
     }

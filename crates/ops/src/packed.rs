@@ -15,6 +15,9 @@ use std::any::TypeId;
 const MR: usize = 8;
 /// Columns of the weight per panel: two 512-bit registers of f32.
 const NR: usize = 32;
+/// Bytes of `a` taken at a time by a product with many rows (measured best at W2's and W4's
+/// input projections among 64 KiB, 256 KiB and all of `a`).
+const A_CHUNK: usize = 64 << 10;
 
 /// `B` (`[K, N]`) ready for `c = a·B` with many `a`: packed in `f32` column panels of `NR`
 /// (panel `p` holds columns `p·NR ..` as `K` consecutive rows of `NR`, the last one
@@ -60,13 +63,28 @@ impl<F: Float> PackedMatrix<F> {
         }
         let panels = n.div_ceil(NR);
         let mut data = vec![0f32; panels * k * NR];
-        for (p, panel) in data.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
-            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    let col = p * NR + j;
-                    if col < n {
-                        *v = b[(kk, col)].as_f64() as f32;
+        let f = |v: &F| v.as_f64() as f32;
+        let wt = b.t();
+        if let (Some(w), true) = (wt.as_slice(), n > 1) {
+            // `b = wᵀ` of a row-major `w` `[n, k]`: a transpose, `KB` rows of a panel at a time
+            // (8 KiB, in L1 while its columns are written from `NR` rows of `w`).
+            const KB: usize = 64;
+            for (p, panel) in data.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
+                for k0 in (0..k).step_by(KB) {
+                    let k1 = (k0 + KB).min(k);
+                    for j in 0..NR.min(n - p * NR) {
+                        let row = &w[(p * NR + j) * k + k0..(p * NR + j) * k + k1];
+                        for (i, v) in row.iter().enumerate() {
+                            panel[(k0 + i) * NR + j] = f(v);
+                        }
                     }
+                }
+            }
+        } else {
+            // Rows read in order, each split across the panels.
+            for (kk, row) in b.rows().into_iter().enumerate() {
+                for (col, v) in row.iter().enumerate() {
+                    data[(col / NR) * k * NR + kk * NR + col % NR] = f(v);
                 }
             }
         }
@@ -191,25 +209,35 @@ impl Job<'_> {
     /// Every block of rows times the panels in `range`.
     fn run(&self, range: std::ops::Range<usize>) {
         let (m, k, n) = self.dims;
-        for p in range {
-            let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
-            let (c0, cols) = (p * NR, NR.min(n - p * NR));
-            let blocks = self.a.chunks_exact(k * MR).chain(self.tail.chunks_exact(k * MR));
-            for (bi, block) in blocks.enumerate() {
-                let rows = MR.min(m - bi * MR);
-                let start = bi * MR * n + c0;
-                let len = (rows - 1) * n + cols;
-                assert!(start + len <= self.out.len, "the block lies inside c");
-                // SAFETY: the panels exist only where AVX-512F was detected
-                // (`PackedMatrix::new`); `block` (`MR` rows of `a`, or the padded tail) and
-                // `panel` hold `k·MR` and `k·NR` elements, and
-                // `c` from `start` holds `len` (checked above). The tile reads and writes only
-                // columns c0 .. c0 + cols of its rows, which no other panel's task touches, and
-                // the tasks end before `mul_panels` returns.
-                unsafe {
-                    let out = self.out.ptr.add(start);
-                    avx512::tile(k, block, panel, out, n, rows, cols, self.accumulate)
-                };
+        let blocks: Vec<&[f32]> = self
+            .a
+            .chunks_exact(k * MR)
+            .chain(self.tail.chunks_exact(k * MR))
+            .collect();
+        // Rows of `a` in chunks of about `A_CHUNK` bytes, each one in cache while every panel of
+        // the range passes it.
+        let per_chunk = (A_CHUNK / (4 * k * MR)).max(1);
+        for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
+            for p in range.clone() {
+                let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
+                let (c0, cols) = (p * NR, NR.min(n - p * NR));
+                for (i, block) in chunk.iter().enumerate() {
+                    let bi = ci * per_chunk + i;
+                    let rows = MR.min(m - bi * MR);
+                    let start = bi * MR * n + c0;
+                    let len = (rows - 1) * n + cols;
+                    assert!(start + len <= self.out.len, "the block lies inside c");
+                    // SAFETY: the panels exist only where AVX-512F was detected
+                    // (`PackedMatrix::new`); `block` (`MR` rows of `a`, or the padded tail) and
+                    // `panel` hold `k·MR` and `k·NR` elements, and
+                    // `c` from `start` holds `len` (checked above). The tile reads and writes only
+                    // columns c0 .. c0 + cols of its rows, which no other panel's task touches, and
+                    // the tasks end before `mul_panels` returns.
+                    unsafe {
+                        let out = self.out.ptr.add(start);
+                        avx512::tile(k, block, panel, out, n, rows, cols, self.accumulate)
+                    };
+                }
             }
         }
     }
