@@ -84,7 +84,8 @@ const PACKED_MIN_COLS: usize = 16;
 /// for this call, the rows of `a` read where they are. At the shapes the layers run through
 /// here (input projections, input gradients) 86–109 GFLOP/s against matrixmultiply's 60–108
 /// (`gemm` rows of `docs/performance.md`). Only for row-major `a` and `c`, `α = 1` and `β` 0 or
-/// 1; returns whether it ran.
+/// 1, and a `b` that fits in cache (W4's 8 MiB input weight measured slower than
+/// matrixmultiply, whose blocking is fuller); returns whether it ran.
 fn packed_gemm<F: Float>(
     alpha: F,
     a: &ArrayView2<F>,
@@ -93,7 +94,8 @@ fn packed_gemm<F: Float>(
     c: &mut ArrayViewMut2<F>,
 ) -> bool {
     let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
-    let big = c.nrows() >= PACKED_MIN_ROWS && c.ncols() >= PACKED_MIN_COLS && a.ncols() > 0;
+    let (m, k, n) = (c.nrows(), a.ncols(), c.ncols());
+    let big = m >= PACKED_MIN_ROWS && n >= PACKED_MIN_COLS && k > 0 && 4 * k * n <= crate::packed::SMALL_B;
     if !(plain && big && crate::packed::packed_kernel_available::<F>()) {
         return false;
     }

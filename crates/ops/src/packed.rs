@@ -18,6 +18,10 @@ const NR: usize = 32;
 /// Bytes of `a` taken at a time by a product with many rows (measured best at W2's and W4's
 /// input projections among 64 KiB, 256 KiB and all of `a`).
 const A_CHUNK: usize = 64 << 10;
+/// Up to this many bytes `a` is not cut into chunks (half a Zen 4 core's L2).
+const A_WHOLE: usize = 512 << 10;
+/// A `b` of up to this many bytes stays in cache while `a` streams past it.
+pub(crate) const SMALL_B: usize = 1 << 20;
 
 /// `B` (`[K, N]`) ready for `c = a·B` with many `a`: packed in `f32` column panels of `NR`
 /// (panel `p` holds columns `p·NR ..` as `K` consecutive rows of `NR`, the last one
@@ -214,9 +218,13 @@ impl Job<'_> {
             .chunks_exact(k * MR)
             .chain(self.tail.chunks_exact(k * MR))
             .collect();
-        // Rows of `a` in chunks of about `A_CHUNK` bytes, each one in cache while every panel of
-        // the range passes it.
-        let per_chunk = (A_CHUNK / (4 * k * MR)).max(1);
+        // A large `a` times a `b` that fits in cache: `a` in chunks of about `A_CHUNK` bytes,
+        // each one in cache while every panel passes it. Otherwise `a` stays whole, so that the
+        // panels stream past once (W4's 16 MiB `W_hh` past a step's state).
+        let per_chunk = match 4 * m * k > A_WHOLE && 4 * k * n <= SMALL_B {
+            true => (A_CHUNK / (4 * k * MR)).max(1),
+            false => blocks.len().max(1),
+        };
         for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
             for p in range.clone() {
                 let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
