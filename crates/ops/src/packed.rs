@@ -10,6 +10,7 @@
 use eddy_tape::Float;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use std::any::TypeId;
+use std::ops::Range;
 
 /// Rows of the state per block.
 const MR: usize = 8;
@@ -167,22 +168,23 @@ fn mul_panels(panels: &[f32], a: &[f32], c: &mut [f32], (m, k, n): (usize, usize
         dims: (m, k, n),
         accumulate,
     };
-    let count = n.div_ceil(NR);
+    let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(MR));
     let threads = rayon::current_num_threads();
-    if threads >= 2 && m * k * n >= crate::gemm::PAR_MIN_PRODUCT && count >= 2 {
-        job.run_split(0..count, threads.min(count));
+    if threads >= 2 && m * k * n >= crate::gemm::PAR_MIN_PRODUCT {
+        job.run_split(panels, blocks, threads);
     } else {
-        job.run(0..count);
+        job.run(panels, blocks);
     }
 }
 
-/// `c`, written by the panels' tasks in disjoint column ranges of its rows.
+/// `c`, written by the tasks in disjoint tiles (column ranges of panels × row ranges of blocks).
 struct Output {
     ptr: *mut f32,
     len: usize,
 }
 
-// SAFETY: every task writes only the columns of its own panels (see `Job::run`).
+// SAFETY: every task writes only its own tiles: the columns of its panels in the rows of its
+// blocks (see `Job::run`).
 unsafe impl Sync for Output {}
 
 /// One product in panels, for one or several threads.
@@ -198,25 +200,40 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Panels `range` across `parts` threads, halved recursively with `rayon::join`.
-    fn run_split(&self, range: std::ops::Range<usize>, parts: usize) {
-        if parts < 2 || range.len() < 2 {
-            return self.run(range);
+    /// The tiles of `panels` × `blocks` across `parts` threads, halved recursively with
+    /// `rayon::join` along whichever of the two has more (a step's product has many panels
+    /// and few blocks of rows, an input projection the other way round).
+    fn run_split(&self, panels: Range<usize>, blocks: Range<usize>, parts: usize) {
+        if parts < 2 || (panels.len() < 2 && blocks.len() < 2) {
+            return self.run(panels, blocks);
         }
-        let mid = range.start + range.len() * (parts / 2) / parts;
-        rayon::join(
-            || self.run_split(range.start..mid, parts / 2),
-            || self.run_split(mid..range.end, parts - parts / 2),
-        );
+        let (left, right) = (parts / 2, parts - parts / 2);
+        let half = |r: &Range<usize>| r.start + r.len() * left / parts;
+        if panels.len() >= blocks.len() {
+            let mid = half(&panels);
+            rayon::join(
+                || self.run_split(panels.start..mid, blocks.clone(), left),
+                || self.run_split(mid..panels.end, blocks.clone(), right),
+            );
+        } else {
+            let mid = half(&blocks);
+            rayon::join(
+                || self.run_split(panels.clone(), blocks.start..mid, left),
+                || self.run_split(panels.clone(), mid..blocks.end, right),
+            );
+        }
     }
 
-    /// Every block of rows times the panels in `range`.
-    fn run(&self, range: std::ops::Range<usize>) {
+    /// The blocks of rows in `rows` times the panels in `range`.
+    fn run(&self, range: Range<usize>, rows: Range<usize>) {
         let (m, k, n) = self.dims;
+        let first = rows.start;
         let blocks: Vec<&[f32]> = self
             .a
             .chunks_exact(k * MR)
             .chain(self.tail.chunks_exact(k * MR))
+            .skip(first)
+            .take(rows.len())
             .collect();
         // A large `a` times a `b` that fits in cache: `a` in chunks of about `A_CHUNK` bytes,
         // each one in cache while every panel passes it. Otherwise `a` stays whole, so that the
@@ -230,17 +247,17 @@ impl Job<'_> {
                 let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
                 for (i, block) in chunk.iter().enumerate() {
-                    let bi = ci * per_chunk + i;
+                    let bi = first + ci * per_chunk + i;
                     let rows = MR.min(m - bi * MR);
                     let start = bi * MR * n + c0;
                     let len = (rows - 1) * n + cols;
                     assert!(start + len <= self.out.len, "the block lies inside c");
                     // SAFETY: the panels exist only where AVX-512F was detected
                     // (`PackedMatrix::new`); `block` (`MR` rows of `a`, or the padded tail) and
-                    // `panel` hold `k·MR` and `k·NR` elements, and
-                    // `c` from `start` holds `len` (checked above). The tile reads and writes only
-                    // columns c0 .. c0 + cols of its rows, which no other panel's task touches, and
-                    // the tasks end before `mul_panels` returns.
+                    // `panel` hold `k·MR` and `k·NR` elements, and `c` from `start` holds `len`
+                    // (checked above). The tile reads and writes only columns c0 .. c0 + cols of
+                    // its rows, a tile no other task touches (tasks split the panels or the
+                    // blocks), and the tasks end before `mul_panels` returns.
                     unsafe {
                         let out = self.out.ptr.add(start);
                         avx512::tile(k, block, panel, out, n, rows, cols, self.accumulate)
