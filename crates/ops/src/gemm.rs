@@ -1,6 +1,11 @@
-//! The GEMM every product goes through: matrixmultiply (via ndarray's `general_mat_mul`), plus
-//! kernels of our own for the few-row products of recurrent steps at small batch, where
-//! matrixmultiply repacks the whole weight matrix on every call.
+//! The GEMM every product goes through, by shape:
+//! - a few rows (recurrent steps at small batch) or one column (a `Linear(…→1)` head): row
+//!   kernels of our own, dot products or axpys on contiguous rows, where matrixmultiply would
+//!   repack the whole weight matrix or pad a register tile on every call;
+//! - in `f32` with AVX-512, many rows by a weight that fits in cache: the packed kernel of
+//!   [`crate::packed`], the weight packed for the call;
+//! - anything else: matrixmultiply (via ndarray's `general_mat_mul`), split across the rayon
+//!   pool's threads when large.
 
 use eddy_tape::Float;
 use ndarray::linalg::general_mat_mul;
@@ -12,7 +17,7 @@ pub(crate) const SMALL_ROWS: usize = 4;
 /// Lanes of the partial sums in a dot product (a multiple of every SIMD width we target).
 const LANES: usize = 16;
 
-/// `c = α·a·b + β·c`. Transposed operands are strided views; nothing is copied.
+/// `c = α·a·b + β·c`. Transposed operands are strided views, never transposed copies.
 pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
     if c.ncols() == 1 && c.nrows() > SMALL_ROWS && a.ncols() > 0 {
         // One column (a `Linear(…→1)` head, or a weight gradient against a 1-wide input), where
