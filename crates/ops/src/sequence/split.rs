@@ -3,10 +3,9 @@
 //!
 //! At batch 1 a step is a ~10 µs product with the whole recurrent weight; a fork-join per step
 //! costs as much as it saves. Here each thread owns a block of hidden units (their rows of every
-//! gate in `W_hh`, which then stay in its core's cache) and the threads take the `(step, block)`
-//! tasks in order from a shared counter, a task starting once every task of the previous step
-//! is done. A thread that never gets to run leaves its share to the others, so nothing waits on
-//! a thread the pool did not start.
+//! gate in `W_hh`, which then stay in its core's cache) and runs that block's step after step,
+//! a step starting once every block of the previous step is done (`Tasks`). A block whose thread
+//! never started is run by the other, so nothing waits on a thread the pool did not start.
 
 use super::{prev_of, step_at};
 use crate::fused::{add_row, lstm_row_forward};
