@@ -105,6 +105,15 @@ impl<F: Float> PackedMatrix<F> {
         (self.k, self.n)
     }
 
+    /// `a·B` as a new `[M, N]` array, for `a` `[M, K]` in any layout.
+    fn product(&self, a: &ndarray::ArrayD<F>) -> ndarray::ArrayD<F> {
+        let a = a.as_standard_layout();
+        let (m, n) = (a.shape()[0], self.n);
+        let mut out = vec![F::zero(); m * n];
+        self.mul_into(a.as_slice().expect("standard layout"), &mut out, false);
+        ndarray::ArrayD::from_shape_vec(vec![m, n], out).expect("[m, n]")
+    }
+
     /// `c = a·B`, or `c += a·B` when `accumulate`, for `a` row-major `[M, K]` and `c` row-major
     /// `[M, N]`.
     ///
@@ -294,12 +303,7 @@ impl<F: Float> eddy_tape::Op<F> for PackedMatMulT<F> {
         Ok(shape)
     }
     fn forward(&self, inputs: &[&ndarray::ArrayD<F>]) -> eddy_tape::Result<ndarray::ArrayD<F>> {
-        let a = inputs[0].as_standard_layout();
-        let (m, n) = (a.shape()[0], self.packed.dim().1);
-        let mut out = vec![F::zero(); m * n];
-        self.packed
-            .mul_into(a.as_slice().expect("standard layout"), &mut out, false);
-        Ok(ndarray::ArrayD::from_shape_vec(vec![m, n], out).expect("[m, n]"))
+        Ok(self.packed.product(inputs[0]))
     }
     /// `MatMul`'s rule; without `create_graph`, `da = g·w` runs through `w` packed once per tape
     /// too (a user's cell makes this product at every step of its backward).
@@ -315,19 +319,7 @@ impl<F: Float> eddy_tape::Op<F> for PackedMatMulT<F> {
         let (true, false, Some(id)) = (a.requires_grad(), tape.is_recording(), param) else {
             return crate::MatMul { ta: false, tb: true }.backward(inputs, output, grad);
         };
-        let packed = tape.memo(id, "packed_matmul", || {
-            let w2 = w
-                .value()
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .expect("2-D");
-            PackedMatrix::new(&w2)
-        });
-        let g = grad.value().as_standard_layout();
-        let (m, k) = (g.shape()[0], packed.dim().1);
-        let mut da = vec![F::zero(); m * k];
-        packed.mul_into(g.as_slice().expect("standard layout"), &mut da, false);
-        let da = tape.constant(ndarray::ArrayD::from_shape_vec(vec![m, k], da).expect("[m, k]"));
+        let da = tape.constant(packed_param(w, id, false).product(grad.value()));
         let dw = w
             .requires_grad()
             .then(|| crate::matmul_t(grad, a, true, false))
@@ -346,17 +338,32 @@ pub(crate) fn packed_matmul_t<F: Float>(
     if !fits || !packed_kernel_available::<F>() {
         return None;
     }
-    let tape = a.tape();
-    let id = tape.param_of(w)?;
-    let packed = tape.memo(id, "packed_matmul_t", || {
+    let id = a.tape().param_of(w)?;
+    Some(PackedMatMulT {
+        packed: packed_param(w, id, true),
+    })
+}
+
+/// The bound parameter `w` (`[N, K]`, parameter `id`) packed once per tape: as `wᵀ` for
+/// `a·wᵀ` (the forward product), or as `w` for `g·w` (its backward).
+fn packed_param<F: Float>(
+    w: &eddy_tape::Var<F>,
+    id: eddy_tape::ParamId,
+    transposed: bool,
+) -> std::rc::Rc<PackedMatrix<F>> {
+    let name = if transposed {
+        "packed_matmul_t"
+    } else {
+        "packed_matmul"
+    };
+    w.tape().memo(id, name, || {
         let w2 = w
             .value()
             .view()
             .into_dimensionality::<ndarray::Ix2>()
             .expect("2-D");
-        PackedMatrix::new(&w2.t())
-    });
-    Some(PackedMatMulT { packed })
+        PackedMatrix::new(&if transposed { w2.t() } else { w2 })
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -538,25 +545,15 @@ mod tests {
         // Packed once: both products share it (where the kernel runs).
         if packed_kernel_available::<f32>() {
             let id = tape.param_of(&wv).expect("a bound parameter");
-            let calls = std::cell::Cell::new(0);
-            let packed = tape.memo(id, "packed_matmul_t", || {
-                calls.set(calls.get() + 1);
-                PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
-            });
-            assert_eq!(
-                (calls.get(), packed.dim()),
-                (0, (24, 40)),
-                "made by the first matmul_t"
-            );
-            let backward = tape.memo(id, "packed_matmul", || {
-                calls.set(calls.get() + 1);
-                PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
-            });
-            assert_eq!(
-                (calls.get(), backward.dim()),
-                (0, (40, 24)),
-                "made by the backward, for g·w"
-            );
+            // `wᵀ` made by the first matmul_t, `w` by the backward (for g·w).
+            for (name, dim) in [("packed_matmul_t", (24, 40)), ("packed_matmul", (40, 24))] {
+                let calls = std::cell::Cell::new(0);
+                let packed = tape.memo(id, name, || {
+                    calls.set(calls.get() + 1);
+                    PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
+                });
+                assert_eq!((calls.get(), packed.dim()), (0, dim), "{name}");
+            }
         }
     }
 

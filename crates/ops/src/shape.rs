@@ -40,7 +40,7 @@ impl<F: Float> Op<F> for Reshape {
         Ok(self.0.clone())
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let x = inputs[0].as_standard_layout().into_owned();
+        let x = row_major(inputs[0].view());
         Ok(x.into_shape_with_order(IxDyn(&self.0))
             .expect("the shape rule checked the count"))
     }

@@ -123,11 +123,7 @@ impl<'a, F: Float> Recurrent<'a, F> {
     fn forward(w: &'a ArrayD<F>, batch: usize) -> Self {
         let w = matrix(w);
         let packed = (batch > SMALL_ROWS).then(|| PackedMatrix::new(&w.t()));
-        Recurrent {
-            w,
-            packed,
-            descending: Default::default(),
-        }
+        Recurrent::laid_out(w, packed)
     }
 
     /// For `dh = dg·W`: above a few rows and where the kernel runs, `W` packed; else `W` as it
@@ -135,6 +131,10 @@ impl<'a, F: Float> Recurrent<'a, F> {
     fn backward(w: &'a ArrayD<F>, batch: usize) -> Self {
         let w = matrix(w);
         let packed = (batch > SMALL_ROWS && packed_kernel_available::<F>()).then(|| PackedMatrix::new(&w));
+        Recurrent::laid_out(w, packed)
+    }
+
+    fn laid_out(w: ArrayView2<'a, F>, packed: Option<PackedMatrix<F>>) -> Self {
         Recurrent {
             w,
             packed,
