@@ -5,7 +5,7 @@
 
 use crate::stats::{measure, Stats};
 use eddy_nn::init;
-use eddy_ops::packed::{packed_kernel_available, PackedMatrix};
+use eddy_ops::kernels::packed::{packed_kernel_available, PackedMatrix};
 use eddy_ops::MatMul;
 use eddy_tape::{Op, Result, Rng};
 use ndarray::{ArrayD, Ix2};
@@ -121,7 +121,7 @@ fn per_product(warmup: usize, steps: usize, mut product: impl FnMut() -> Result<
 }
 
 /// Times one case the way the recurrent layers compute it: the weight packed once
-/// (`eddy_ops::packed::PackedMatrix`, as a sequence op packs `W_hh` once per sequence), the
+/// (`eddy_ops::kernels::packed::PackedMatrix`, as a sequence op packs `W_hh` once per sequence), the
 /// products through the AVX-512 kernel. `None` where the layers would not use it (a transposed
 /// left operand, at most 4 rows, or no AVX-512F on this CPU).
 pub fn run_packed(c: &GemmCase, warmup: usize, steps: usize) -> Result<Option<Stats>> {

@@ -12,7 +12,7 @@
 //! Threads: the steps run inside a rayon pool of `--threads` workers (`pool.install`). A train
 //! step shards the batch across them (`eddy_nn::parallel::data_parallel`), and products large
 //! enough to pay for it (and batch-1 products with a large weight) are split across them inside
-//! `eddy_ops::gemm`. matrixmultiply's own threading stays off, so no two pools fight.
+//! `eddy_ops::kernels::gemm`. matrixmultiply's own threading stays off, so no two pools fight.
 
 /// A caching allocator for the whole benchmark, as an application would choose one (build with
 /// `--no-default-features` for the system allocator).

@@ -181,7 +181,7 @@ fn train<C: Cell<f32> + Sync>(
 /// How many data-parallel shards a train step uses on `threads` threads. Up to hidden size 512:
 /// one per thread (each shard's weight gradients are small, and its half-batch products still
 /// fill a core). From hidden size 1024 (W4): one shard, and the large products themselves are
-/// split across the threads (`eddy_ops::gemm`): a shard per thread would compute and sum two
+/// split across the threads (`eddy_ops::kernels::gemm`): a shard per thread would compute and sum two
 /// full-size weight gradients (24 MiB each at W4) from half-batch (M = 32) products, measured
 /// 7% slower.
 fn shards(s: Shape, threads: usize) -> usize {

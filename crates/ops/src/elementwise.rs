@@ -32,6 +32,13 @@ pub trait Elementwise<F: Float>: 'static {
     fn derivative_at(&self, _x: F, _y: F) -> Option<F> {
         None
     }
+    /// `f` over a slice, `out[i] = f(x[i])`. The default loops over [`Elementwise::value`];
+    /// an op with a dispatched kernel (tanh, sigmoid) overrides it.
+    fn values(&self, x: &[F], out: &mut [F]) {
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = self.value(x);
+        }
+    }
 }
 
 /// The [`Op`] of an [`Elementwise`] function: same shape out, `dx = g · f'(x)`.
@@ -50,7 +57,8 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
         Ok(match x.as_slice() {
             // A plain loop over row-major elements, which the compiler vectorises.
             Some(xs) => {
-                let v: Vec<F> = xs.iter().map(|&x| self.0.value(x)).collect();
+                let mut v = vec![F::zero(); xs.len()];
+                self.0.values(xs, &mut v);
                 ArrayD::from_shape_vec(x.raw_dim(), v).expect("the length is the shape's product")
             }
             None => x.mapv(|x| self.0.value(x)),
@@ -170,7 +178,10 @@ impl<F: Float> Elementwise<F> for Tanh {
         "tanh"
     }
     fn value(&self, x: F) -> F {
-        x.fast_tanh()
+        crate::kernels::activations::tanh(x)
+    }
+    fn values(&self, x: &[F], out: &mut [F]) {
+        crate::kernels::activations::tanh_slice(x, out)
     }
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         (y * y)?.affine(-F::one(), F::one(), "one_minus")
@@ -185,7 +196,7 @@ pub struct Sigmoid;
 
 /// The logistic sigmoid of one value, without overflow at ±1000.
 pub fn sigmoid<F: Float>(x: F) -> F {
-    x.fast_sigmoid()
+    crate::kernels::activations::sigmoid(x)
 }
 
 impl<F: Float> Elementwise<F> for Sigmoid {
@@ -194,6 +205,9 @@ impl<F: Float> Elementwise<F> for Sigmoid {
     }
     fn value(&self, x: F) -> F {
         sigmoid(x)
+    }
+    fn values(&self, x: &[F], out: &mut [F]) {
+        crate::kernels::activations::sigmoid_slice(x, out)
     }
     fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
         y * y.affine(-F::one(), F::one(), "one_minus")?
@@ -236,7 +250,7 @@ impl<F: Float> Elementwise<F> for Softplus {
         x.sigmoid()
     }
     fn derivative_at(&self, x: F, _y: F) -> Option<F> {
-        Some(x.fast_sigmoid())
+        Some(sigmoid(x))
     }
 }
 

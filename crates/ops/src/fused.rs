@@ -4,6 +4,9 @@
 //! is not recorded, and a recorded rule written with differentiable ops that gives the same
 //! gradients, so `create_graph` (gradients of gradients) works through them too.
 
+use crate::kernels::gates::{
+    add_row, column_sums, gru_row_backward, gru_row_forward, lstm_row_backward, lstm_row_forward,
+};
 use crate::matmul::MatMul;
 use crate::{concat, VarExt};
 use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
@@ -82,7 +85,7 @@ impl<F: Float> Op<F> for Linear {
         let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
         let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
         let mut y2 = ArrayViewMut2::from_shape((rows, n), &mut out).expect("y is [rows, N]");
-        crate::gemm::gemm(F::one(), &x2, &w2.t(), F::one(), &mut y2);
+        crate::kernels::gemm::gemm_unchecked(F::one(), &x2, &w2.t(), F::one(), &mut y2);
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("x has an axis") = n;
         Ok(shaped(out, &shape))
@@ -121,16 +124,16 @@ impl<F: Float> Op<F> for Linear {
             let dx = need_x.then(|| {
                 let mut dx = vec![F::zero(); rows * k];
                 let mut d2 = ArrayViewMut2::from_shape((rows, k), &mut dx).expect("[rows, K]");
-                crate::gemm::gemm(F::one(), &g2, &w2, F::zero(), &mut d2);
+                crate::kernels::gemm::gemm_unchecked(F::one(), &g2, &w2, F::zero(), &mut d2);
                 t.constant(shaped(dx, x.shape()))
             });
             let dw = need_w.then(|| {
                 let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
                 let mut dw = ndarray::Array2::zeros((n, k));
-                crate::gemm::gemm(F::one(), &g2.t(), &x2, F::zero(), &mut dw.view_mut());
+                crate::kernels::gemm::gemm_unchecked(F::one(), &g2.t(), &x2, F::zero(), &mut dw.view_mut());
                 t.constant(dw.into_dyn())
             });
-            let db = need_b.then(|| t.constant(column_sums(&gs, n)));
+            let db = need_b.then(|| t.constant(shaped(column_sums(&gs, n), &[n])));
             (dx, dw, db)
         };
         let mut out = vec![dx, dw];
@@ -169,148 +172,6 @@ pub(crate) fn flat<F: Float>(x: &ArrayD<F>) -> std::borrow::Cow<'_, [F]> {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(x.iter().copied().collect()),
     }
-}
-
-/// `row += b`, elementwise (a separate function so the slices are noalias and it vectorises).
-#[inline(never)]
-pub(crate) fn add_row<F: Float>(row: &mut [F], b: &[F]) {
-    let n = row.len().min(b.len());
-    let (row, b) = (&mut row[..n], &b[..n]);
-    for j in 0..n {
-        row[j] += b[j];
-    }
-}
-
-/// One row of the LSTM forward. Separate functions, so each slice is a distinct noalias
-/// argument and the loops vectorise.
-#[inline(never)]
-pub(crate) fn lstm_row_forward<F: Float>(
-    g: [&[F]; 4],
-    cp: &[F],
-    acts: [&mut [F]; 5],
-    cn: &mut [F],
-    hn: &mut [F],
-) {
-    let h = cp.len();
-    let [gi, gf, gg, go] = g;
-    let (gi, gf, gg, go) = (&gi[..h], &gf[..h], &gg[..h], &go[..h]);
-    let [si, sf, tg, so, tc] = acts;
-    let (si, sf, tg, so, tc) = (
-        &mut si[..h],
-        &mut sf[..h],
-        &mut tg[..h],
-        &mut so[..h],
-        &mut tc[..h],
-    );
-    let (cn, hn) = (&mut cn[..h], &mut hn[..h]);
-    for j in 0..h {
-        si[j] = gi[j].fast_sigmoid();
-        sf[j] = gf[j].fast_sigmoid();
-        tg[j] = gg[j].fast_tanh();
-        so[j] = go[j].fast_sigmoid();
-    }
-    for j in 0..h {
-        let c1 = sf[j] * cp[j] + si[j] * tg[j];
-        cn[j] = c1;
-        tc[j] = c1.fast_tanh();
-        hn[j] = so[j] * tc[j];
-    }
-}
-
-/// One row of the LSTM backward from the saved activations.
-#[inline(never)]
-pub(crate) fn lstm_row_backward<F: Float>(
-    acts: [&[F]; 5],
-    cp: &[F],
-    dh: &[F],
-    dc: &[F],
-    d: [&mut [F]; 4],
-    dcp: &mut [F],
-) {
-    let h = cp.len();
-    let one = F::one();
-    let [si, sf, tg, so, tc] = acts;
-    let (si, sf, tg, so, tc) = (&si[..h], &sf[..h], &tg[..h], &so[..h], &tc[..h]);
-    let (dh, dc, dcp) = (&dh[..h], &dc[..h], &mut dcp[..h]);
-    let [di, df, dg, d_o] = d;
-    let (di, df, dg, d_o) = (&mut di[..h], &mut df[..h], &mut dg[..h], &mut d_o[..h]);
-    for j in 0..h {
-        let dct = dc[j] + dh[j] * so[j] * (one - tc[j] * tc[j]);
-        di[j] = dct * tg[j] * si[j] * (one - si[j]);
-        df[j] = dct * cp[j] * sf[j] * (one - sf[j]);
-        dg[j] = dct * si[j] * (one - tg[j] * tg[j]);
-        d_o[j] = dh[j] * tc[j] * so[j] * (one - so[j]);
-        dcp[j] = dct * sf[j];
-    }
-}
-
-/// One row of the GRU forward (a separate function so the slices are noalias and it vectorises).
-#[inline(never)]
-pub(crate) fn gru_row_forward<F: Float>(x: [&[F]; 3], y: [&[F]; 3], hp: &[F], out: &mut [F]) {
-    let h = hp.len();
-    let ([xr, xz, xn], [yr, yz, yn]) = (x, y);
-    let (xr, xz, xn, yr, yz, yn) = (&xr[..h], &xz[..h], &xn[..h], &yr[..h], &yz[..h], &yn[..h]);
-    let out = &mut out[..h];
-    for j in 0..h {
-        let rg = (xr[j] + yr[j]).fast_sigmoid();
-        let z = (xz[j] + yz[j]).fast_sigmoid();
-        let n = (xn[j] + rg * yn[j]).fast_tanh();
-        out[j] = n + z * (hp[j] - n);
-    }
-}
-
-/// One row of the GRU backward: `x`, `y` are the row's `[3H]` projections.
-#[inline(never)]
-pub(crate) fn gru_row_backward<F: Float>(
-    x: &[F],
-    y: &[F],
-    hp: &[F],
-    g: &[F],
-    dx: &mut [F],
-    dy: &mut [F],
-    dh: &mut [F],
-) {
-    let h = hp.len();
-    let one = F::one();
-    let (xr, xz, xn) = (&x[..h], &x[h..2 * h], &x[2 * h..3 * h]);
-    let (yr, yz, yn) = (&y[..h], &y[h..2 * h], &y[2 * h..3 * h]);
-    let (dxr, rest) = dx.split_at_mut(h);
-    let (dxz, dxn) = rest.split_at_mut(h);
-    let (dyr, rest) = dy.split_at_mut(h);
-    let (dyz, dyn_) = rest.split_at_mut(h);
-    let (dxr, dxz, dxn, dyr, dyz, dyn_) = (
-        &mut dxr[..h],
-        &mut dxz[..h],
-        &mut dxn[..h],
-        &mut dyr[..h],
-        &mut dyz[..h],
-        &mut dyn_[..h],
-    );
-    let (g, dh) = (&g[..h], &mut dh[..h]);
-    for j in 0..h {
-        let rg = (xr[j] + yr[j]).fast_sigmoid();
-        let z = (xz[j] + yz[j]).fast_sigmoid();
-        let n = (xn[j] + rg * yn[j]).fast_tanh();
-        let dn = g[j] * (one - z) * (one - n * n);
-        let dz = g[j] * (hp[j] - n) * z * (one - z);
-        let dr = dn * yn[j] * rg * (one - rg);
-        dxr[j] = dr;
-        dxz[j] = dz;
-        dxn[j] = dn;
-        dyr[j] = dr;
-        dyz[j] = dz;
-        dyn_[j] = dn * rg;
-        dh[j] = g[j] * z;
-    }
-}
-
-/// `Σ_rows m` of a row-major matrix with `cols` columns (a bias gradient).
-pub(crate) fn column_sums<F: Float>(m: &[F], cols: usize) -> ArrayD<F> {
-    let mut out = vec![F::zero(); cols];
-    for row in m.chunks_exact(cols.max(1)) {
-        add_row(&mut out, row);
-    }
-    shaped(out, &[cols])
 }
 
 /// `v` as an array of `shape` (whose element count it has).

@@ -10,7 +10,7 @@ pub mod axis;
 pub mod elementwise;
 mod ext;
 pub mod fused;
-pub mod gemm;
+pub mod kernels;
 pub mod matmul;
 pub mod packed;
 pub mod random;

@@ -327,7 +327,7 @@ fn split_inference_equals_one_thread() -> Result<()> {
 }
 
 /// In f32 at batch > 4 the sequence ops multiply by `W_hh` through the packed AVX-512 kernel
-/// (`eddy_ops::packed`) where the CPU has it: values and gradients agree with the loop of
+/// (`eddy_ops::kernels::packed`) where the CPU has it: values and gradients agree with the loop of
 /// per-step ops (matrixmultiply) to f32 rounding.
 #[test]
 fn f32_sequence_ops_agree_with_the_loop_of_steps() -> Result<()> {

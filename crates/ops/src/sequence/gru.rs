@@ -1,7 +1,8 @@
 //! The GRU recurrence over a whole sequence.
 
 use super::*;
-use crate::fused::{gru_row_backward, gru_row_forward, GruPointwise};
+use crate::fused::GruPointwise;
+use crate::kernels::gates::{gru_row_backward, gru_row_forward};
 use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Op, Var};
 

@@ -1,7 +1,9 @@
 //! The LSTM recurrence over a whole sequence.
 
 use super::*;
-use crate::fused::{lstm_row_backward, lstm_row_forward, LstmPointwise};
+use crate::fused::LstmPointwise;
+use crate::kernels::gates::{lstm_row_backward, lstm_row_forward};
+use crate::kernels::split;
 use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Var};
 
@@ -58,9 +60,9 @@ impl<F: Float> MultiOp<F> for LstmSequence {
         let (h0, c0) = (flat(inputs[2]), flat(inputs[3]));
         let bias = self.bias.then(|| flat(inputs[4]));
         let (mut hs, mut cs) = (vec![F::zero(); steps * bh], vec![F::zero(); steps * bh]);
-        if !self.keep_activations && super::split::worth_it(batch, h, rayon::current_num_threads()) {
+        if !self.keep_activations && split::worth_it(batch, h, rayon::current_num_threads()) {
             let w = flat(inputs[1]);
-            let inputs = super::split::LstmInputs {
+            let inputs = split::LstmInputs {
                 xp: &xp,
                 w: &w,
                 h0: &h0,
@@ -69,7 +71,7 @@ impl<F: Float> MultiOp<F> for LstmSequence {
                 dims: (steps, batch, h),
                 reverse: self.reverse,
             };
-            super::split::lstm_forward(&inputs, &mut hs, &mut cs);
+            split::lstm_forward(&inputs, &mut hs, &mut cs);
             let (hs, cs) = (shaped(hs, &[steps, batch, h]), shaped(cs, &[steps, batch, h]));
             return Ok(vec![hs, cs, shaped(Vec::new(), &[0])]);
         }

@@ -18,15 +18,17 @@
 mod gru;
 mod lstm;
 mod rnn;
-mod split;
 
 pub use gru::GruSequence;
 pub use lstm::LstmSequence;
 pub use rnn::{RnnActivation, RnnSequence};
 
-use crate::fused::{add_row, column_sums, flat, shaped};
-use crate::gemm::{gemm, gemv_rows, gemv_rows_descending, SMALL_ROWS};
-use crate::packed::{packed_kernel_available, PackedMatrix};
+use crate::fused::{flat, shaped};
+use crate::kernels::gates::{add_row, column_sums, sum_into};
+use crate::kernels::gemm::{gemm_unchecked as gemm, SMALL_ROWS};
+use crate::kernels::packed::{packed_kernel_available, PackedMatrix};
+use crate::kernels::rows::{gemv_rows, gemv_rows_descending};
+use crate::kernels::steps::{prev_of, step_at};
 use eddy_tape::{Error, Float, Result};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2};
 
@@ -43,24 +45,6 @@ fn add_opt<F: Float>(a: Maybe<F>, b: Maybe<F>) -> Result<Maybe<F>> {
         (a, None) => a,
         (None, b) => b,
     })
-}
-
-/// The time step processed `i`-th.
-fn step_at(i: usize, steps: usize, reverse: bool) -> usize {
-    if reverse {
-        steps - 1 - i
-    } else {
-        i
-    }
-}
-
-/// The step processed just before step `t`, or `None` for the first one (which reads the
-/// initial state).
-fn prev_of(t: usize, steps: usize, reverse: bool) -> Option<usize> {
-    match reverse {
-        false => t.checked_sub(1),
-        true => (t + 1 < steps).then_some(t + 1),
-    }
 }
 
 /// Block `t` of `buf` (blocks of `n`), mutable, and block `p`, shared (`p != t`).
@@ -247,7 +231,7 @@ fn fast_gradients<F: Float>(
         out.push(need(2 + k).then(|| tape.constant(shaped(s, &[batch, h]))));
     }
     if bias {
-        out.push(db.map(|d| tape.constant(d)));
+        out.push(db.map(|d| tape.constant(shaped(d, &[g]))));
     }
     out
 }
@@ -301,16 +285,6 @@ impl<F: Float> RecordedGrads<F> {
             out.push(self.db);
         }
         Ok(out)
-    }
-}
-
-/// `out = a + b`, elementwise.
-#[inline(never)]
-fn sum_into<F: Float>(out: &mut [F], a: &[F], b: &[F]) {
-    let n = out.len().min(a.len()).min(b.len());
-    let (out, a, b) = (&mut out[..n], &a[..n], &b[..n]);
-    for j in 0..n {
-        out[j] = a[j] + b[j];
     }
 }
 

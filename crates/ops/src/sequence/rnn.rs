@@ -4,23 +4,8 @@ use super::*;
 use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Var};
 
-/// The nonlinearity of an Elman recurrence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RnnActivation {
-    Tanh,
-    Relu,
-}
-
-impl RnnActivation {
-    /// The derivative from the output `y`.
-    fn derivative<F: Float>(self, y: F) -> F {
-        match self {
-            RnnActivation::Tanh => F::one() - y * y,
-            RnnActivation::Relu if y > F::zero() => F::one(),
-            RnnActivation::Relu => F::zero(),
-        }
-    }
-}
+pub use crate::kernels::gates::RnnActivation;
+use crate::kernels::gates::{activate, scale_by_derivative};
 
 /// The Elman RNN over a whole sequence after the input projection: from `xp` `[T, B, H]`
 /// (`W_ih xₜ + b_ih` for every step), the recurrent weight `weight_hh` `[H, H]`, the initial `h0`
@@ -113,25 +98,6 @@ impl<F: Float> MultiOp<F> for RnnSequence {
             self.reverse,
             self.bias,
         ))
-    }
-}
-
-/// `h = act(h)` in place.
-#[inline(never)]
-fn activate<F: Float>(act: RnnActivation, h: &mut [F]) {
-    match act {
-        RnnActivation::Tanh => h.iter_mut().for_each(|v| *v = v.fast_tanh()),
-        RnnActivation::Relu => h.iter_mut().for_each(|v| *v = v.max(F::zero())),
-    }
-}
-
-/// `d ⊙= act'(y)`, from the outputs `y`.
-#[inline(never)]
-fn scale_by_derivative<F: Float>(act: RnnActivation, d: &mut [F], y: &[F]) {
-    let n = d.len().min(y.len());
-    let (d, y) = (&mut d[..n], &y[..n]);
-    for j in 0..n {
-        d[j] *= act.derivative(y[j]);
     }
 }
 

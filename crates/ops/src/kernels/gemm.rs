@@ -2,28 +2,64 @@
 //! - a few rows (recurrent steps at small batch) or one column (a `Linear(…→1)` head): row
 //!   kernels of our own, dot products or axpys on contiguous rows, where matrixmultiply would
 //!   repack the whole weight matrix or pad a register tile on every call;
-//! - in `f32` with AVX-512, many rows by a weight that fits in cache: the packed kernel of
-//!   [`crate::packed`], the weight packed for the call;
+//! - in `f32` at the AVX2 or AVX-512 level, many rows by a weight that fits in cache: the
+//!   packed kernel of [`super::packed`], the weight packed for the call;
 //! - anything else: matrixmultiply (via ndarray's `general_mat_mul`), split across the rayon
 //!   pool's threads when large.
 
-use eddy_tape::Float;
+use super::rows::{axpy_rows, gemv_rows, gemv_rows_par};
+use eddy_tape::{Error, Float, Result};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
-/// Up to this many rows of `a`, products use the row kernels below.
-pub(crate) const SMALL_ROWS: usize = 4;
+/// Up to this many rows of `a`, products use the row kernels of [`super::rows`].
+pub const SMALL_ROWS: usize = 4;
 
-/// Lanes of the partial sums in a dot product (a multiple of every SIMD width we target).
-const LANES: usize = 16;
+/// `c = α·a·b + β·c` for `a` `[M, K]`, `b` `[K, N]`, `c` `[M, N]`. Transposed operands are
+/// strided views, never transposed copies.
+///
+/// # Errors
+/// [`Error::MatmulInner`] if `a`'s columns are not `b`'s rows, [`Error::Shape`] if `c` is not
+/// `[M, N]`.
+pub fn gemm<F: Float>(
+    alpha: F,
+    a: &ArrayView2<F>,
+    b: &ArrayView2<F>,
+    beta: F,
+    c: &mut ArrayViewMut2<F>,
+) -> Result<()> {
+    if a.ncols() != b.nrows() {
+        return Err(Error::MatmulInner {
+            op: "gemm".into(),
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+        });
+    }
+    if c.dim() != (a.nrows(), b.ncols()) {
+        return Err(Error::shape(
+            "gemm",
+            &[a.shape(), b.shape(), c.shape()],
+            "c must be [rows of a, columns of b]",
+        ));
+    }
+    gemm_unchecked(alpha, a, b, beta, c);
+    Ok(())
+}
 
-/// `c = α·a·b + β·c`. Transposed operands are strided views, never transposed copies.
-pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
+/// [`gemm`] for operands whose shapes the caller has checked (an op's shape rule did).
+pub(crate) fn gemm_unchecked<F: Float>(
+    alpha: F,
+    a: &ArrayView2<F>,
+    b: &ArrayView2<F>,
+    beta: F,
+    c: &mut ArrayViewMut2<F>,
+) {
+    debug_assert!(a.ncols() == b.nrows() && c.dim() == (a.nrows(), b.ncols()));
     if c.ncols() == 1 && c.nrows() > SMALL_ROWS && a.ncols() > 0 {
         // One column (a `Linear(…→1)` head, or a weight gradient against a 1-wide input), where
         // matrixmultiply pads to a full register tile: `cᵀ = bᵀ·aᵀ` has one row, which the row
-        // kernels below compute as dot products with the rows of `a` (or updates by its columns).
-        return gemm(alpha, &b.t(), &a.t(), beta, &mut c.view_mut().reversed_axes());
+        // kernels compute as dot products with the rows of `a` (or updates by its columns).
+        return gemm_unchecked(alpha, &b.t(), &a.t(), beta, &mut c.view_mut().reversed_axes());
     }
     if a.nrows() <= SMALL_ROWS && a.ncols() > 0 && c.ncols() > 0 {
         let k = a.ncols();
@@ -56,14 +92,12 @@ pub fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c
                 let cs = crow
                     .as_slice_mut()
                     .expect("rows of a standard-layout matrix are contiguous");
-                if beta == F::zero() {
-                    cs.fill(F::zero());
-                } else if beta != F::one() {
-                    cs.iter_mut().for_each(|v| *v *= beta);
-                }
-                for (&s, br) in a.row(m).iter().zip(bs.chunks_exact(n)) {
-                    axpy(alpha * s, br, cs);
-                }
+                let ar = a.row(m);
+                let ar = ar.as_slice().map_or_else(
+                    || std::borrow::Cow::Owned(ar.to_vec()),
+                    std::borrow::Cow::Borrowed,
+                );
+                axpy_rows(alpha, &ar, &bs[..a.ncols() * n], beta, cs);
             }
             return;
         }
@@ -85,7 +119,7 @@ const PACKED_MIN_ROWS: usize = 128;
 /// From this many columns (a `Linear(…→1)` head has one, and the row kernels take it).
 const PACKED_MIN_COLS: usize = 16;
 
-/// `c = a·b` or `c += a·b` in `f32` where the packed kernel runs ([`crate::packed`]): `b` packed
+/// `c = a·b` or `c += a·b` in `f32` where the packed kernel runs ([`super::packed`]): `b` packed
 /// for this call, the rows of `a` read where they are. At the shapes the layers run through
 /// here (input projections, input gradients) 86–109 GFLOP/s against matrixmultiply's 60–108
 /// (`gemm` rows of `docs/performance.md`). Only for row-major `a` and `c`, `α = 1` and `β` 0 or
@@ -100,20 +134,20 @@ fn packed_gemm<F: Float>(
 ) -> bool {
     let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
     let (m, k, n) = (c.nrows(), a.ncols(), c.ncols());
-    let big = m >= PACKED_MIN_ROWS && n >= PACKED_MIN_COLS && k > 0 && 4 * k * n <= crate::packed::SMALL_B;
-    if !(plain && big && crate::packed::packed_kernel_available::<F>()) {
+    let big = m >= PACKED_MIN_ROWS && n >= PACKED_MIN_COLS && k > 0 && 4 * k * n <= super::packed::SMALL_B;
+    if !(plain && big && super::packed::packed_kernel_available::<F>()) {
         return false;
     }
     let (Some(a), Some(c)) = (a.as_slice(), c.as_slice_mut()) else {
         return false;
     };
-    crate::packed::PackedMatrix::new(b).mul_into(a, c, beta == F::one());
+    super::packed::PackedMatrix::new(b).mul_into(a, c, beta == F::one());
     true
 }
 
 /// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the
 /// current rayon pool's threads.
-pub(crate) const PAR_MIN_PRODUCT: usize = 1 << 22;
+pub const PAR_MIN_PRODUCT: usize = 1 << 22;
 
 /// `c = α·a·b + β·c` split into `parts` blocks run on the rayon pool: by rows of `a` and `c`
 /// when `c` is taller than wide, else by columns of `b` and `c` (so no operand is packed twice
@@ -151,143 +185,14 @@ fn gemm_par<F: Float>(
     }
 }
 
-/// Below this many weights a few-row product stays on one thread.
-const PAR_MIN_WEIGHTS: usize = 1 << 16;
-
-/// [`gemv_rows`] split across the current rayon pool's threads when the weight matrix is large
-/// enough to pay for it: each thread streams its own block of rows, which then stays in its
-/// core's cache from one time step to the next.
-fn gemv_rows_par<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
-    let threads = rayon::current_num_threads();
-    if threads < 2 || w.len() < PAR_MIN_WEIGHTS || out.len() < 8 * threads {
-        return gemv_rows(x, w, k, out, alpha, beta);
-    }
-    gemv_rows_split(x, w, k, out, alpha, beta, threads);
-}
-
-/// [`gemv_rows`] in `parts` blocks of rows (multiples of 4, for the four-row kernel), halved
-/// recursively with `rayon::join`.
-fn gemv_rows_split<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F, parts: usize) {
-    if parts < 2 {
-        return gemv_rows(x, w, k, out, alpha, beta);
-    }
-    let left = parts / 2;
-    let at = (out.len() * left / parts).next_multiple_of(4).min(out.len());
-    let (o1, o2) = out.split_at_mut(at);
-    let (w1, w2) = w.split_at(at * k);
-    rayon::join(
-        || gemv_rows_split(x, w1, k, o1, alpha, beta, left),
-        || gemv_rows_split(x, w2, k, o2, alpha, beta, parts - left),
-    );
-}
-
-/// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`, four
-/// rows at a time so each load of `x` feeds four accumulators.
-#[inline(never)]
-pub(crate) fn gemv_rows<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
-    let x = &x[..k];
-    let mut rows = w.chunks_exact(k);
-    let mut outs = out.chunks_exact_mut(4);
-    for o in &mut outs {
-        let (r0, r1, r2, r3) = (rows.next(), rows.next(), rows.next(), rows.next());
-        let (Some(r0), Some(r1), Some(r2), Some(r3)) = (r0, r1, r2, r3) else {
-            return;
-        };
-        let d = dot4(x, [r0, r1, r2, r3]);
-        for (o, d) in o.iter_mut().zip(d) {
-            *o = if beta == F::zero() {
-                alpha * d
-            } else {
-                beta * *o + alpha * d
-            };
-        }
-    }
-    for (o, r) in outs.into_remainder().iter_mut().zip(rows) {
-        let d = dot4(x, [r, r, r, r])[0];
-        *o = if beta == F::zero() {
-            alpha * d
-        } else {
-            beta * *o + alpha * d
-        };
-    }
-}
-
-/// Rows of `w` per block when [`gemv_rows_descending`] walks them backwards.
-const DESCENDING_BLOCK: usize = 128;
-
-/// [`gemv_rows`] with the blocks of rows of `w` taken last to first. A recurrence alternates the
-/// two from one step to the next, so the rows one step reads last (still in cache) are the next
-/// step's first: a weight a little larger than the core's L2 (W6's 1 MiB `W_hh`) is then partly
-/// read from L2 instead of all from L3. Each output is the same dot product either way.
-pub(crate) fn gemv_rows_descending<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
-    let blocks = out.len().div_ceil(DESCENDING_BLOCK);
-    for b in (0..blocks).rev() {
-        let rows = b * DESCENDING_BLOCK..((b + 1) * DESCENDING_BLOCK).min(out.len());
-        gemv_rows(
-            x,
-            &w[rows.start * k..rows.end * k],
-            k,
-            &mut out[rows],
-            alpha,
-            beta,
-        );
-    }
-}
-
-/// Four dot products of `x` with rows `w`, each with `LANES` partial sums reduced as a tree.
-#[inline(always)]
-fn dot4<F: Float>(x: &[F], w: [&[F]; 4]) -> [F; 4] {
-    let k = x.len();
-    let [w0, w1, w2, w3] = w;
-    let (w0, w1, w2, w3) = (&w0[..k], &w1[..k], &w2[..k], &w3[..k]);
-    let (mut a0, mut a1, mut a2, mut a3) = (
-        [F::zero(); LANES],
-        [F::zero(); LANES],
-        [F::zero(); LANES],
-        [F::zero(); LANES],
-    );
-    let chunks = x
-        .chunks_exact(LANES)
-        .zip(w0.chunks_exact(LANES))
-        .zip(w1.chunks_exact(LANES))
-        .zip(w2.chunks_exact(LANES))
-        .zip(w3.chunks_exact(LANES));
-    for ((((xc, c0), c1), c2), c3) in chunks {
-        for l in 0..LANES {
-            a0[l] = xc[l].mul_add(c0[l], a0[l]);
-            a1[l] = xc[l].mul_add(c1[l], a1[l]);
-            a2[l] = xc[l].mul_add(c2[l], a2[l]);
-            a3[l] = xc[l].mul_add(c3[l], a3[l]);
-        }
-    }
-    let full = k / LANES * LANES;
-    let finish = |mut a: [F; LANES], wr: &[F]| {
-        let mut width = LANES / 2;
-        while width > 0 {
-            for l in 0..width {
-                a[l] += a[l + width];
-            }
-            width /= 2;
-        }
-        (full..k).fold(a[0], |s, i| s + x[i] * wr[i])
-    };
-    [finish(a0, w0), finish(a1, w1), finish(a2, w2), finish(a3, w3)]
-}
-
-/// `y += s · x`.
-#[inline(never)]
-fn axpy<F: Float>(s: F, x: &[F], y: &mut [F]) {
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &mut y[..n]);
-    for i in 0..n {
-        y[i] += s * x[i];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::Array2;
+
+    fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
+        super::gemm(alpha, a, b, beta, c).unwrap()
+    }
 
     fn m(r: usize, c: usize, seed: f64) -> Array2<f64> {
         Array2::from_shape_fn((r, c), |(i, j)| ((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
@@ -361,27 +266,6 @@ mod tests {
     }
 
     #[test]
-    fn rows_walked_last_to_first_give_the_same_values_exactly() {
-        for n in [
-            1,
-            5,
-            DESCENDING_BLOCK,
-            DESCENDING_BLOCK + 3,
-            3 * DESCENDING_BLOCK - 1,
-        ] {
-            let (x, w) = (m(1, 37, 0.1), m(n, 37, 0.2));
-            let (x, w) = (x.as_slice().unwrap(), w.as_slice().unwrap());
-            for beta in [0.0, 1.0] {
-                let c0 = m(1, n, 0.3);
-                let (mut up, mut down) = (c0.clone(), c0.clone());
-                gemv_rows(x, w, 37, up.as_slice_mut().unwrap(), 1.5, beta);
-                gemv_rows_descending(x, w, 37, down.as_slice_mut().unwrap(), 1.5, beta);
-                assert_eq!(up, down, "n {n} beta {beta}");
-            }
-        }
-    }
-
-    #[test]
     fn one_column_products_match_matrixmultiply_in_every_layout() {
         for (rows, k) in [(5, 3), (37, 40), (300, 17)] {
             let a = m(rows, k, 0.1);
@@ -427,5 +311,29 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn mismatched_dimensions_are_errors_naming_the_shapes() {
+        let (a, b) = (Array2::<f32>::zeros((2, 3)), Array2::<f32>::zeros((4, 5)));
+        let mut c = Array2::<f32>::zeros((2, 5));
+        let e = gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut()).unwrap_err();
+        assert!(
+            e.to_string().contains("[2, 3]") && e.to_string().contains("[4, 5]"),
+            "{e}"
+        );
+        let b = Array2::<f32>::zeros((3, 5));
+        let mut c = Array2::<f32>::zeros((2, 4));
+        let e = gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut()).unwrap_err();
+        assert!(
+            e.to_string().contains("gemm") && e.to_string().contains("[2, 4]"),
+            "{e}"
+        );
     }
 }

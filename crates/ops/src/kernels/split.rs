@@ -7,9 +7,9 @@
 //! a step starting once every block of the previous step is done (`Tasks`). A block whose thread
 //! never started is run by the other, so nothing waits on a thread the pool did not start.
 
-use super::{prev_of, step_at};
-use crate::fused::{add_row, lstm_row_forward};
-use crate::gemm::gemv_rows;
+use super::gates::{add_row, lstm_row_forward};
+use super::rows::gemv_rows;
+use super::steps::{prev_of, step_at};
 use eddy_tape::Float;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -51,12 +51,12 @@ impl<F> Shared<F> {
 }
 
 /// Whether an LSTM forward at this size is worth splitting across `threads`.
-pub(super) fn worth_it(batch: usize, h: usize, threads: usize) -> bool {
-    threads >= 2 && batch <= crate::gemm::SMALL_ROWS && 4 * h * h >= 1 << 16 && h >= 16 * threads
+pub(crate) fn worth_it(batch: usize, h: usize, threads: usize) -> bool {
+    threads >= 2 && batch <= super::gemm::SMALL_ROWS && 4 * h * h >= 1 << 16 && h >= 16 * threads
 }
 
 /// The inputs of an LSTM forward, as flat row-major slices.
-pub(super) struct LstmInputs<'a, F> {
+pub(crate) struct LstmInputs<'a, F> {
     pub xp: &'a [F],
     pub w: &'a [F],
     pub h0: &'a [F],
@@ -68,7 +68,7 @@ pub(super) struct LstmInputs<'a, F> {
 
 /// Every `hₜ` and `cₜ` of an LSTM (no activations kept), the hidden units split across the
 /// current rayon pool's threads. Equal, element for element, to the one-thread forward.
-pub(super) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &mut [F]) {
+pub(crate) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &mut [F]) {
     let (steps, batch, h) = x.dims;
     let (hs, cs) = (Shared::new(hs), Shared::new(cs));
     // Task `(s, part)`: units `part` of step `s` (see `Tasks`).

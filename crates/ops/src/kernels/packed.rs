@@ -1,0 +1,571 @@
+//! A weight matrix packed once for the many products of a sequence.
+//!
+//! A recurrent layer multiplies the same `W_hh` by a new `[B, H]` state at every step, forward
+//! and backward. matrixmultiply packs both operands on every call: at W4's size that is a
+//! 16 MiB weight copied twice per step. Here the weight is packed once per sequence into
+//! column panels, and a tile kernel streams the panels past `MR × NR` blocks of the state: an
+//! AVX-512 tile (`MR × NR` in 16 registers of 16 lanes) or an AVX2+FMA tile (the same block as
+//! four `4 × 16` sub-tiles of 8 registers of 8 lanes), as [`super::level`] says. At the portable
+//! level, or for `f64`, the products go through [`super::gemm::gemm`] on the unpacked weight.
+
+use super::Level;
+use eddy_tape::Float;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use std::any::TypeId;
+use std::ops::Range;
+
+/// Rows of the state per block.
+const MR: usize = 8;
+/// Columns of the weight per panel: two 512-bit registers of f32.
+const NR: usize = 32;
+/// Bytes of `a` taken at a time by a product with many rows (measured best at W2's and W4's
+/// input projections among 64 KiB, 256 KiB and all of `a`).
+const A_CHUNK: usize = 64 << 10;
+/// Up to this many bytes `a` is not cut into chunks (half a Zen 4 core's L2).
+const A_WHOLE: usize = 512 << 10;
+/// A `b` of up to this many bytes stays in cache while `a` streams past it.
+pub(crate) const SMALL_B: usize = 1 << 20;
+
+/// `B` (`[K, N]`) ready for `c = a·B` with many `a`: packed in `f32` column panels of `NR`
+/// (panel `p` holds columns `p·NR ..` as `K` consecutive rows of `NR`, the last one
+/// zero-padded) when the AVX-512 kernel can run, else kept as a row-major copy.
+#[derive(Debug, Clone)]
+pub struct PackedMatrix<F> {
+    k: usize,
+    n: usize,
+    form: Form<F>,
+}
+
+#[derive(Debug, Clone)]
+enum Form<F> {
+    /// The panels, and the level whose tile multiplies by them.
+    Panels(Vec<f32>, Level),
+    Plain(Array2<F>),
+}
+
+/// Whether the packed kernel runs for element type `F` at the chosen kernel level (`f32` at
+/// the AVX2 or AVX-512 level).
+pub fn packed_kernel_available<F: Float>() -> bool {
+    TypeId::of::<F>() == TypeId::of::<f32>() && super::X86 && super::level() >= Level::Avx2
+}
+
+impl<F: Float> PackedMatrix<F> {
+    /// Packs `b` (any strides: pass `w.t()` to multiply by `wᵀ`).
+    pub fn new(b: &ArrayView2<F>) -> Self {
+        Self::new_at(b, super::level())
+    }
+
+    /// Packs `b` for the tile of `level` (the plain form below AVX2, for `f64`, or for a level
+    /// the CPU lacks): what the tests use to run every tile the CPU has.
+    pub fn new_at(b: &ArrayView2<F>, level: Level) -> Self {
+        let (k, n) = b.dim();
+        let tiles = TypeId::of::<F>() == TypeId::of::<f32>() && super::X86 && level >= Level::Avx2;
+        if !(tiles && level.is_available()) {
+            return PackedMatrix {
+                k,
+                n,
+                form: Form::Plain(b.as_standard_layout().into_owned()),
+            };
+        }
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        let f = |v: &F| v.as_f64() as f32;
+        let wt = b.t();
+        if let (Some(w), true) = (wt.as_slice(), n > 1) {
+            // `b = wᵀ` of a row-major `w` `[n, k]`: a transpose, `KB` rows of a panel at a time
+            // (8 KiB, in L1 while its columns are written from `NR` rows of `w`).
+            const KB: usize = 64;
+            for (p, panel) in data.chunks_exact_mut((k * NR).max(1)).enumerate().take(panels) {
+                for k0 in (0..k).step_by(KB) {
+                    let k1 = (k0 + KB).min(k);
+                    for j in 0..NR.min(n - p * NR) {
+                        let row = &w[(p * NR + j) * k + k0..(p * NR + j) * k + k1];
+                        for (i, v) in row.iter().enumerate() {
+                            panel[(k0 + i) * NR + j] = f(v);
+                        }
+                    }
+                }
+            }
+        } else {
+            // Rows read in order, each split across the panels.
+            for (kk, row) in b.rows().into_iter().enumerate() {
+                for (col, v) in row.iter().enumerate() {
+                    data[(col / NR) * k * NR + kk * NR + col % NR] = f(v);
+                }
+            }
+        }
+        PackedMatrix {
+            k,
+            n,
+            form: Form::Panels(data, level),
+        }
+    }
+
+    /// `(K, N)`.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// `a·B` as a new `[M, N]` array, for `a` `[M, K]` in any layout.
+    pub fn product(&self, a: &ndarray::ArrayD<F>) -> ndarray::ArrayD<F> {
+        let a = a.as_standard_layout();
+        let (m, n) = (a.shape()[0], self.n);
+        let mut out = vec![F::zero(); m * n];
+        self.mul_into(a.as_slice().expect("standard layout"), &mut out, false);
+        ndarray::ArrayD::from_shape_vec(vec![m, n], out).expect("[m, n]")
+    }
+
+    /// `c = a·B`, or `c += a·B` when `accumulate`, for `a` row-major `[M, K]` and `c` row-major
+    /// `[M, N]`.
+    ///
+    /// # Panics
+    /// If the lengths of `a` and `c` are not `M·K` and `M·N` for one `M`.
+    pub fn mul_into(&self, a: &[F], c: &mut [F], accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        let m = a.len().checked_div(k).unwrap_or(c.len() / n.max(1));
+        assert!(
+            a.len() == m * k && c.len() == m * n,
+            "a is [M, K] and c is [M, N]"
+        );
+        match &self.form {
+            Form::Plain(b) => {
+                let a = ArrayView2::from_shape((m, k), a).expect("[M, K]");
+                let mut c = ArrayViewMut2::from_shape((m, n), c).expect("[M, N]");
+                let beta = if accumulate { F::one() } else { F::zero() };
+                super::gemm::gemm_unchecked(F::one(), &a, &b.view(), beta, &mut c);
+            }
+            Form::Panels(panels, level) => {
+                // SAFETY: `F` is `f32` (checked when the panels were made), so the slices are
+                // the same memory with the same type.
+                let (a, c) = unsafe {
+                    (
+                        std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                        std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
+                    )
+                };
+                mul_panels(*level, panels, a, c, (m, k, n), accumulate);
+            }
+        }
+    }
+}
+
+/// `c (+)= a·B` with `B` in panels: for each panel (which stays in cache) every block of `MR`
+/// rows of `a`, read where it is (row-major, `k` apart; a ragged last block from a zero-padded
+/// copy). A product of at least 2²² multiply-adds splits its panels across the current rayon
+/// pool's threads.
+fn mul_panels(
+    level: Level,
+    panels: &[f32],
+    a: &[f32],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let full = m / MR * MR;
+    let mut tail = vec![0f32; if full < m { MR * k } else { 0 }];
+    tail[..(m - full) * k].copy_from_slice(&a[full * k..]);
+    let out = Output {
+        ptr: c.as_mut_ptr(),
+        len: c.len(),
+    };
+    let job = Job {
+        level,
+        panels,
+        a,
+        tail: &tail,
+        out: &out,
+        dims: (m, k, n),
+        accumulate,
+    };
+    let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(MR));
+    let threads = rayon::current_num_threads();
+    if threads >= 2 && m * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT {
+        job.run_split(panels, blocks, threads);
+    } else {
+        job.run(panels, blocks);
+    }
+}
+
+/// `c`, written by the tasks in disjoint tiles (column ranges of panels × row ranges of blocks).
+struct Output {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: every task writes only its own tiles: the columns of its panels in the rows of its
+// blocks (see `Job::run`).
+unsafe impl Sync for Output {}
+
+/// One product in panels, for one or several threads.
+struct Job<'a> {
+    /// Which tile runs (AVX2 or AVX-512; the panels exist only at one of those).
+    level: Level,
+    panels: &'a [f32],
+    /// `a`, row-major `[m, k]`.
+    a: &'a [f32],
+    /// The last `m mod MR` rows of `a`, zero-padded to `MR` rows (empty if there are none).
+    tail: &'a [f32],
+    out: &'a Output,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+}
+
+impl Job<'_> {
+    /// The tiles of `panels` × `blocks` across `parts` threads, halved recursively with
+    /// `rayon::join` along whichever of the two has more (a step's product has many panels
+    /// and few blocks of rows, an input projection the other way round).
+    fn run_split(&self, panels: Range<usize>, blocks: Range<usize>, parts: usize) {
+        if parts < 2 || (panels.len() < 2 && blocks.len() < 2) {
+            return self.run(panels, blocks);
+        }
+        let (left, right) = (parts / 2, parts - parts / 2);
+        let half = |r: &Range<usize>| r.start + r.len() * left / parts;
+        if panels.len() >= blocks.len() {
+            let mid = half(&panels);
+            rayon::join(
+                || self.run_split(panels.start..mid, blocks.clone(), left),
+                || self.run_split(mid..panels.end, blocks.clone(), right),
+            );
+        } else {
+            let mid = half(&blocks);
+            rayon::join(
+                || self.run_split(panels.clone(), blocks.start..mid, left),
+                || self.run_split(panels.clone(), mid..blocks.end, right),
+            );
+        }
+    }
+
+    /// The blocks of rows in `rows` times the panels in `range`.
+    fn run(&self, range: Range<usize>, rows: Range<usize>) {
+        let (m, k, n) = self.dims;
+        let first = rows.start;
+        let blocks: Vec<&[f32]> = self
+            .a
+            .chunks_exact(k * MR)
+            .chain(self.tail.chunks_exact(k * MR))
+            .skip(first)
+            .take(rows.len())
+            .collect();
+        // A large `a` times a `b` that fits in cache: `a` in chunks of about `A_CHUNK` bytes,
+        // each one in cache while every panel passes it. Otherwise `a` stays whole, so that the
+        // panels stream past once (W4's 16 MiB `W_hh` past a step's state).
+        let per_chunk = match 4 * m * k > A_WHOLE && 4 * k * n <= SMALL_B {
+            true => (A_CHUNK / (4 * k * MR)).max(1),
+            false => blocks.len().max(1),
+        };
+        for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
+            for p in range.clone() {
+                let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
+                let (c0, cols) = (p * NR, NR.min(n - p * NR));
+                for (i, block) in chunk.iter().enumerate() {
+                    let bi = first + ci * per_chunk + i;
+                    let rows = MR.min(m - bi * MR);
+                    let start = bi * MR * n + c0;
+                    let len = (rows - 1) * n + cols;
+                    assert!(start + len <= self.out.len, "the block lies inside c");
+                    // SAFETY: the panels exist only at the AVX2 or AVX-512 level, which the CPU
+                    // has (`PackedMatrix::new`, `super::level`); `block` (`MR` rows of `a`, or the padded tail) and
+                    // `panel` hold `k·MR` and `k·NR` elements, and `c` from `start` holds `len`
+                    // (checked above). The tile reads and writes only columns c0 .. c0 + cols of
+                    // its rows, a tile no other task touches (tasks split the panels or the
+                    // blocks), and the tasks end before `mul_panels` returns.
+                    unsafe {
+                        let out = self.out.ptr.add(start);
+                        tile(self.level, k, block, panel, out, n, rows, cols, self.accumulate)
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// One `MR × NR` block: `c[r, j] (+)= Σ_k a[r, k] · b[k, j]` for `rows` rows and `cols`
+    /// columns of `c` (row stride `ldc`), with `a` the block's `MR` rows (row-major, `k` long)
+    /// read where they are: eight sequential streams, no packing.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `a` holds `k·MR` and `b` `k·NR` elements; `c` points to
+    /// `(rows − 1)·ldc + cols` elements of which the tile reads and writes only the first
+    /// `cols` of each row (no other thread may access those meanwhile); `rows ≤ MR`,
+    /// `cols ≤ NR`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        debug_assert!(a.len() >= k * MR && b.len() >= k * NR && rows <= MR && cols <= NR);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for kk in 0..k {
+            // SAFETY: kk < k, so the loads read inside `a` and `b`.
+            let (b0, b1) = unsafe {
+                (
+                    _mm512_loadu_ps(bp.add(kk * NR)),
+                    _mm512_loadu_ps(bp.add(kk * NR + 16)),
+                )
+            };
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: r·k + kk < k·MR.
+                let s = _mm512_set1_ps(unsafe { *ap.add(r * k + kk) });
+                acc_r[0] = _mm512_fmadd_ps(s, b0, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(s, b1, acc_r[1]);
+            }
+        }
+        let mask = |from: usize| -> __mmask16 {
+            let c = cols.saturating_sub(from).min(16);
+            ((1u32 << c) - 1) as __mmask16
+        };
+        let (m0, m1) = (mask(0), mask(16));
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            // SAFETY: row r starts inside `c` (r < rows), and the masks cover only its first
+            // `cols` elements.
+            unsafe {
+                let p = c.add(r * ldc);
+                let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
+                    if m1 != 0 {
+                        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
+                    }
+                }
+                _mm512_mask_storeu_ps(p, m0, v0);
+                if m1 != 0 {
+                    _mm512_mask_storeu_ps(p.add(16), m1, v1);
+                }
+            }
+        }
+    }
+}
+
+/// One `MR × NR` tile at `level`.
+///
+/// # Safety
+/// As [`avx512::tile`]; `level` must be AVX2 or AVX-512 and supported by the CPU.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile(
+    level: Level,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
+    // SAFETY: the caller's contract.
+    unsafe {
+        match level {
+            Level::Avx512 => avx512::tile(k, a, b, c, ldc, rows, cols, accumulate),
+            _ => avx2::tile(k, a, b, c, ldc, rows, cols, accumulate),
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(feature = "portable-only"))))]
+    {
+        let _ = (level, k, a, b, c, ldc, rows, cols, accumulate);
+        unreachable!("packed panels exist only at the AVX2 and AVX-512 levels")
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
+mod avx2 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// One `MR × NR` block (see [`super::avx512::tile`], same contract, with AVX2 and FMA
+    /// instead of AVX-512F) as `4 × 16` sub-tiles: 8 accumulators of 8 lanes, two loads of the
+    /// panel and four broadcasts of `a` per 8 multiply-adds. Sub-tiles wholly below `rows` or
+    /// right of `cols` are skipped; partial ones compute on the zero padding and store masked.
+    ///
+    /// # Safety
+    /// As [`super::avx512::tile`], with AVX2 and FMA available.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        debug_assert!(a.len() >= k * MR && b.len() >= k * NR && rows <= MR && cols <= NR);
+        for r0 in (0..rows).step_by(4) {
+            for c0 in (0..cols).step_by(16) {
+                // SAFETY: rows r0..r0 + 4 of the block and columns c0..c0 + 16 of the panel lie
+                // inside `a` and `b` (MR and NR are multiples of 4 and 16); `c` at row r0,
+                // column c0 is inside the caller's tile.
+                unsafe {
+                    sub_tile(
+                        k,
+                        a.as_ptr().add(r0 * k),
+                        b.as_ptr().add(c0),
+                        c.add(r0 * ldc + c0),
+                        ldc,
+                        (rows - r0).min(4),
+                        (cols - c0).min(16),
+                        accumulate,
+                    )
+                }
+            }
+        }
+    }
+
+    /// `4 × 16` of the block: `a` at its first row (rows `k` apart), `b` at its first column
+    /// (rows `NR` apart).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sub_tile(
+        k: usize,
+        ap: *const f32,
+        bp: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY (whole body): the caller's bounds (`tile`), with AVX2 and FMA available.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+            for kk in 0..k {
+                let b0 = _mm256_loadu_ps(bp.add(kk * NR));
+                let b1 = _mm256_loadu_ps(bp.add(kk * NR + 8));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let s = _mm256_broadcast_ss(&*ap.add(r * k + kk));
+                    acc_r[0] = _mm256_fmadd_ps(s, b0, acc_r[0]);
+                    acc_r[1] = _mm256_fmadd_ps(s, b1, acc_r[1]);
+                }
+            }
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = |from: usize| {
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.saturating_sub(from).min(8) as i32), lanes)
+            };
+            let (m0, m1) = (mask(0), mask(8));
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                let p = c.add(r * ldc);
+                let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+                if accumulate {
+                    v0 = _mm256_add_ps(v0, _mm256_maskload_ps(p, m0));
+                    if cols > 8 {
+                        v1 = _mm256_add_ps(v1, _mm256_maskload_ps(p.add(8), m1));
+                    }
+                }
+                _mm256_maskstore_ps(p, m0, v0);
+                if cols > 8 {
+                    _mm256_maskstore_ps(p.add(8), m1, v1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::linalg::general_mat_mul;
+
+    fn m<F: Float>(r: usize, c: usize, seed: f64) -> Array2<F> {
+        Array2::from_shape_fn((r, c), |(i, j)| {
+            F::of(((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
+        })
+    }
+
+    fn check<F: Float>(level: Level, tol: f64) {
+        let shapes = [
+            (1, 1, 1),
+            (8, 16, 32),
+            (9, 17, 33),
+            (32, 50, 200),
+            (5, 3, 15),
+            (64, 20, 7),
+            (3, 0, 4),
+        ];
+        for (rows, k, n) in shapes {
+            let a = m::<F>(rows, k, 0.1);
+            let w = m::<F>(n, k, 0.2);
+            let packed = PackedMatrix::new_at(&w.t(), level);
+            assert_eq!(packed.dim(), (k, n));
+            for accumulate in [false, true] {
+                let c0 = m::<F>(rows, n, 0.3);
+                let mut want = c0.clone();
+                let beta = if accumulate { F::one() } else { F::zero() };
+                general_mat_mul(F::one(), &a.view(), &w.t(), beta, &mut want.view_mut());
+                let mut got = c0.clone();
+                packed.mul_into(a.as_slice().unwrap(), got.as_slice_mut().unwrap(), accumulate);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f64, |e, (g, w)| e.max((*g - *w).as_f64().abs()));
+                assert!(
+                    err < tol,
+                    "{} {rows}x{k}·{k}x{n} accumulate {accumulate}: {err}",
+                    F::NAME
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_packed_product_split_across_threads_matches() {
+        let (rows, k, n) = (67, 256, 300); // above PAR_MIN_PRODUCT, ragged blocks and panels
+        assert!(rows * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT);
+        let a = m::<f32>(rows, k, 0.1);
+        let w = m::<f32>(n, k, 0.2);
+        let packed = PackedMatrix::new(&w.t());
+        let c0 = m::<f32>(rows, n, 0.3);
+        let mut want = c0.clone();
+        general_mat_mul(1.0, &a.view(), &w.t(), 1.0, &mut want.view_mut());
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut got = c0.clone();
+            pool.install(|| packed.mul_into(a.as_slice().unwrap(), got.as_slice_mut().unwrap(), true));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |e, (g, w)| e.max((g - w).abs()));
+            assert!(err < 1e-3, "{threads} threads: {err}");
+        }
+    }
+
+    #[test]
+    fn packed_products_match_matrixmultiply_at_every_edge() {
+        // Every tile this CPU has, whatever EDDY_KERNELS chose; f64 always the plain GEMM.
+        for level in Level::ALL {
+            if !level.is_available() {
+                println!("skipped: the {level} tile (this CPU lacks {level})");
+                continue;
+            }
+            check::<f32>(level, 1e-4);
+            check::<f64>(level, 1e-12);
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Few-row products: a recurrent step at batch ≤ 4 (or a one-column product turned around),
+//! where matrixmultiply would repack the whole weight or pad a register tile on every call.
+//! Dot products against the contiguous rows of a weight, or updates by its rows; each kernel
+//! compiled per instruction set (`multiversion!`).
+
+use super::{madd, multiversion};
+use eddy_tape::Float;
+
+/// Lanes of the partial sums in a dot product (a multiple of every SIMD width we target).
+const LANES: usize = 16;
+
+/// Below this many weights a few-row product stays on one thread.
+const PAR_MIN_WEIGHTS: usize = 1 << 16;
+
+/// Rows of `w` per block when [`gemv_rows_descending`] walks them backwards.
+pub(crate) const DESCENDING_BLOCK: usize = 128;
+
+multiversion! {
+    /// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`,
+    /// four rows at a time so each load of `x` feeds four accumulators.
+    pub fn gemv_rows<F: Float, const FMA: bool>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+        gemv_rows_body::<F, FMA>(x, w, k, out, alpha, beta)
+    }
+}
+
+multiversion! {
+    /// [`gemv_rows`] with the blocks of rows of `w` taken last to first. A recurrence alternates
+    /// the two from one step to the next, so the rows one step reads last (still in cache) are
+    /// the next step's first: a weight a little larger than the core's L2 (W6's 1 MiB `W_hh`)
+    /// is then partly read from L2 instead of all from L3. Each output is the same dot product
+    /// either way.
+    pub fn gemv_rows_descending<F: Float, const FMA: bool>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+        let blocks = out.len().div_ceil(DESCENDING_BLOCK);
+        for b in (0..blocks).rev() {
+            let rows = b * DESCENDING_BLOCK..((b + 1) * DESCENDING_BLOCK).min(out.len());
+            gemv_rows_body::<F, FMA>(x, &w[rows.start * k..rows.end * k], k, &mut out[rows], alpha, beta);
+        }
+    }
+}
+
+/// [`gemv_rows`]'s body, inlined into each level's copy.
+#[inline(always)]
+fn gemv_rows_body<F: Float, const FMA: bool>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+    let x = &x[..k];
+    let mut rows = w.chunks_exact(k.max(1));
+    let mut outs = out.chunks_exact_mut(4);
+    let put = |o: &mut F, d: F| {
+        *o = if beta == F::zero() {
+            alpha * d
+        } else {
+            beta * *o + alpha * d
+        };
+    };
+    for o in &mut outs {
+        let (r0, r1, r2, r3) = (rows.next(), rows.next(), rows.next(), rows.next());
+        let (Some(r0), Some(r1), Some(r2), Some(r3)) = (r0, r1, r2, r3) else {
+            return;
+        };
+        let d = dot4::<F, FMA>(x, [r0, r1, r2, r3]);
+        for (o, d) in o.iter_mut().zip(d) {
+            put(o, d);
+        }
+    }
+    for (o, r) in outs.into_remainder().iter_mut().zip(rows) {
+        put(o, dot4::<F, FMA>(x, [r, r, r, r])[0]);
+    }
+}
+
+/// Four dot products of `x` with rows `w`, each with `LANES` partial sums reduced as a tree.
+#[inline(always)]
+fn dot4<F: Float, const FMA: bool>(x: &[F], w: [&[F]; 4]) -> [F; 4] {
+    let k = x.len();
+    let [w0, w1, w2, w3] = w;
+    let (w0, w1, w2, w3) = (&w0[..k], &w1[..k], &w2[..k], &w3[..k]);
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        [F::zero(); LANES],
+        [F::zero(); LANES],
+        [F::zero(); LANES],
+        [F::zero(); LANES],
+    );
+    let chunks = x
+        .chunks_exact(LANES)
+        .zip(w0.chunks_exact(LANES))
+        .zip(w1.chunks_exact(LANES))
+        .zip(w2.chunks_exact(LANES))
+        .zip(w3.chunks_exact(LANES));
+    for ((((xc, c0), c1), c2), c3) in chunks {
+        for l in 0..LANES {
+            a0[l] = madd::<F, FMA>(xc[l], c0[l], a0[l]);
+            a1[l] = madd::<F, FMA>(xc[l], c1[l], a1[l]);
+            a2[l] = madd::<F, FMA>(xc[l], c2[l], a2[l]);
+            a3[l] = madd::<F, FMA>(xc[l], c3[l], a3[l]);
+        }
+    }
+    let full = k / LANES * LANES;
+    let finish = |mut a: [F; LANES], wr: &[F]| {
+        let mut width = LANES / 2;
+        while width > 0 {
+            for l in 0..width {
+                a[l] += a[l + width];
+            }
+            width /= 2;
+        }
+        (full..k).fold(a[0], |s, i| s + x[i] * wr[i])
+    };
+    [finish(a0, w0), finish(a1, w1), finish(a2, w2), finish(a3, w3)]
+}
+
+multiversion! {
+    /// `c = α · a · b + β · c` for one row: `a` `[K]`, `b` row-major `[K, N]`, `c` `[N]`, as
+    /// `K` updates of `c` by the rows of `b`.
+    pub fn axpy_rows<F: Float, const FMA: bool>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F]) {
+        let n = c.len();
+        if beta == F::zero() {
+            c.fill(F::zero());
+        } else if beta != F::one() {
+            c.iter_mut().for_each(|v| *v *= beta);
+        }
+        for (&s, br) in a.iter().zip(b.chunks_exact(n.max(1))) {
+            let s = alpha * s;
+            let br = &br[..n];
+            for i in 0..n {
+                c[i] = madd::<F, FMA>(s, br[i], c[i]);
+            }
+        }
+    }
+}
+
+/// [`gemv_rows`] split across the current rayon pool's threads when the weight matrix is large
+/// enough to pay for it: each thread streams its own block of rows, which then stays in its
+/// core's cache from one time step to the next.
+pub fn gemv_rows_par<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || w.len() < PAR_MIN_WEIGHTS || out.len() < 8 * threads {
+        return gemv_rows(x, w, k, out, alpha, beta);
+    }
+    gemv_rows_split(x, w, k, out, alpha, beta, threads);
+}
+
+/// [`gemv_rows`] in `parts` blocks of rows (multiples of 4, for the four-row kernel), halved
+/// recursively with `rayon::join`.
+fn gemv_rows_split<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F, parts: usize) {
+    if parts < 2 {
+        return gemv_rows(x, w, k, out, alpha, beta);
+    }
+    let left = parts / 2;
+    let at = (out.len() * left / parts).next_multiple_of(4).min(out.len());
+    let (o1, o2) = out.split_at_mut(at);
+    let (w1, w2) = w.split_at(at * k);
+    rayon::join(
+        || gemv_rows_split(x, w1, k, o1, alpha, beta, left),
+        || gemv_rows_split(x, w2, k, o2, alpha, beta, parts - left),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(n: usize, seed: f64) -> Vec<f64> {
+        (0..n).map(|i| (i as f64 * 0.37 + seed).sin()).collect()
+    }
+
+    #[test]
+    fn rows_walked_last_to_first_give_the_same_values_exactly() {
+        for n in [
+            1,
+            5,
+            DESCENDING_BLOCK,
+            DESCENDING_BLOCK + 3,
+            3 * DESCENDING_BLOCK - 1,
+        ] {
+            let (x, w) = (v(37, 0.1), v(n * 37, 0.2));
+            for beta in [0.0, 1.0] {
+                let c0 = v(n, 0.3);
+                let (mut up, mut down) = (c0.clone(), c0.clone());
+                gemv_rows(&x, &w, 37, &mut up, 1.5, beta);
+                gemv_rows_descending(&x, &w, 37, &mut down, 1.5, beta);
+                assert_eq!(up, down, "n {n} beta {beta}");
+            }
+        }
+    }
+
+    #[test]
+    fn dot_products_and_row_updates_match_a_plain_loop() {
+        for (k, n) in [(1, 1), (3, 5), (16, 4), (40, 33), (70, 9)] {
+            let (x, w, c0) = (v(k, 0.1), v(n * k, 0.2), v(n, 0.3));
+            for beta in [0.0, 1.0, 0.5] {
+                let want: Vec<f64> = (0..n)
+                    .map(|j| 1.5 * (0..k).map(|i| x[i] * w[j * k + i]).sum::<f64>() + beta * c0[j])
+                    .collect();
+                let mut dot = c0.clone();
+                gemv_rows(&x, &w, k, &mut dot, 1.5, beta);
+                // The same product as updates: w read as `[K, N]` is wᵀ's layout of another w.
+                let wt: Vec<f64> = (0..k * n).map(|p| w[(p % n) * k + p / n]).collect();
+                let mut upd = c0.clone();
+                axpy_rows(1.5, &x, &wt, beta, &mut upd);
+                for j in 0..n {
+                    assert!((dot[j] - want[j]).abs() < 1e-12, "dot k {k} n {n} beta {beta}");
+                    assert!((upd[j] - want[j]).abs() < 1e-12, "axpy k {k} n {n} beta {beta}");
+                }
+            }
+        }
+    }
+}
