@@ -150,3 +150,55 @@ fn a_training_step_lowers_the_loss() {
     }
     assert!(losses[4] < losses[0], "{losses:?}");
 }
+
+#[test]
+fn results_are_deterministic_per_thread_count_and_agree_across_counts() {
+    // A layer large enough that the kernels split products across the pool (W_hh 4·256×256
+    // at batch 1: the split inference and the threaded row kernels; batch 160: the packed
+    // kernel's split), run in pools of 1, 2 and 3 threads, each twice.
+    let lstm = RecurrentConfig::new(8, 256).lstm::<f32>(&mut Rng::seed(5));
+    let step = |batch: usize| {
+        let x = ArrayD::from_shape_fn(vec![4, batch, 8], |i| {
+            ((i[0] * 8 + i[1] + i[2]) as f32 * 0.13).sin()
+        });
+        let infer = Tape::no_grad();
+        let y_infer = lstm
+            .forward(&infer.constant(x.clone()))
+            .unwrap()
+            .output
+            .value()
+            .clone();
+        let tape = Tape::new();
+        let xv = tape.input(x);
+        let y = lstm.forward(&xv).unwrap().output;
+        let grads = y.powi(2).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut all: Vec<f32> = y_infer.iter().copied().collect();
+        all.extend(y.value().iter());
+        all.extend(grads.var(&xv).unwrap().iter());
+        for p in lstm.param_list() {
+            all.extend(grads.param(&p).unwrap().iter());
+        }
+        all
+    };
+    for batch in [1, 160] {
+        let mut first: Option<Vec<f32>> = None;
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (a, b) = pool.install(|| (step(batch), step(batch)));
+            assert!(a == b, "batch {batch}: two runs on {threads} threads differ");
+            match &first {
+                None => first = Some(a),
+                Some(one) => {
+                    let err = one
+                        .iter()
+                        .zip(&a)
+                        .fold(0f32, |e, (x, y)| e.max((x - y).abs() / (1.0 + x.abs())));
+                    assert!(err < 1e-4, "batch {batch}: {threads} threads against 1: {err}");
+                }
+            }
+        }
+    }
+}
