@@ -3,7 +3,13 @@
 
 Usage
   python3 bench/run.py [--steps 10] [--warmup 3] [--threads 1,2] [--markdown] [--json FILE]
+                       [--levels default,avx2,portable] [--native]
                        [--no-build] [--no-torch] [W1 .. W7 gemm fma | all]
+
+--levels runs eddy once per kernel level (EDDY_KERNELS=avx512|avx2|portable; `default` leaves
+it unset: the best the CPU has, what a user's program gets). --native adds a binary built with
+RUSTFLAGS="-C target-cpu=native" (in target/native), labelled "native": for comparison only,
+since eddy's users build without it.
 
 For each thread count and each target it runs `eddy-bench --in-process TARGET` and
 `bench/torch_bench.py --in-process TARGET`, one process each (so each peak RSS is the
@@ -70,11 +76,18 @@ def run_json(cmd, env=None):
     return lines
 
 
-def build_eddy():
+def build_eddy(native=False):
     cmd = ["cargo", "build", "--release", "-p", "eddy-bench"]
-    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    env = dict(os.environ)
+    target = env.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    if native:
+        target = os.path.join(ROOT, "target", "native")
+        env["CARGO_TARGET_DIR"] = target
+        env["RUSTFLAGS"] = "-C target-cpu=native"
+    else:
+        env.pop("RUSTFLAGS", None)
+    print("$ " + ("RUSTFLAGS='-C target-cpu=native' " if native else "") + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env=env)
     return os.path.join(target, "release", "eddy-bench")
 
 
@@ -130,6 +143,10 @@ def main(argv):
     p.add_argument("--no-build", action="store_true", help="do not run cargo build first")
     p.add_argument("--eddy-bin", help="the eddy-bench binary to run")
     p.add_argument("--no-torch", action="store_true", help="run eddy only")
+    p.add_argument("--levels", default="default",
+                   help="comma-separated kernel levels to run eddy at: default, avx512, avx2, portable")
+    p.add_argument("--native", action="store_true",
+                   help="also run a binary built with -C target-cpu=native (labelled native)")
     p.add_argument("targets", nargs="*")
     a = p.parse_args(argv)
 
@@ -150,12 +167,31 @@ def main(argv):
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         eddy_bin = os.path.join(target, "release", "eddy-bench")
 
+    variants = [v.strip() for v in a.levels.split(",") if v.strip()]
+    for v in variants:
+        if v not in ("default", "avx512", "avx2", "portable"):
+            p.error(f"unknown level {v}; expected default, avx512, avx2 or portable")
+    bins = {v: eddy_bin for v in variants}
+    if a.native:
+        variants.append("native")
+        bins["native"] = build_eddy(native=True)
+
     common = ["--steps", str(a.steps), "--warmup", str(a.warmup)]
     results = []
     torch_version = None
     for n in threads:
         for t in targets:
-            results += run_json([eddy_bin, *common, "--threads", str(n), "--in-process", t])
+            for v in variants:
+                if t == "fma" and v != variants[0]:
+                    continue
+                env = dict(os.environ)
+                env.pop("EDDY_KERNELS", None)
+                if v not in ("default", "native"):
+                    env["EDDY_KERNELS"] = v
+                got = run_json([bins[v], *common, "--threads", str(n), "--in-process", t], env=env)
+                for r in got:
+                    r["variant"] = v
+                results += got
             if not a.no_torch and t != "fma":
                 got = run_json([sys.executable, os.path.join(ROOT, "bench", "torch_bench.py"), *common,
                                 "--threads", str(n), "--in-process", t])
@@ -167,26 +203,47 @@ def main(argv):
             for r in results:
                 f.write(json.dumps(r) + "\n")
 
-    by = {(r["impl"], r["kind"], r["id"], r["threads"]): r for r in results}
+    by = {(r["impl"], r["kind"], r["id"], r["threads"], r.get("variant", "torch")): r for r in results}
+    peak = {}
+    for r in results:
+        if r["kind"] == "fma":
+            peak[r["threads"]] = max(peak.get(r["threads"], 0.0), r["gflops"])
     info = machine_info()
     print()
     print(f"machine: {info['cpu']}, {info['cores']} cores; AVX-512: {info['avx512']}; FMA: {info.get('fma', '?')}")
     print(f"eddy {info['commit']} ({info['rustc']}); torch {torch_version or '—'}; "
           f"{a.warmup} warm-up + {a.steps} timed steps; float32")
+    chosen = {v: next((r.get("level") for r in results if r.get("variant") == v and r.get("level")), "?")
+              for v in variants}
+    print("eddy variants: " + ", ".join(f"{v} (kernel level {chosen[v]})" for v in variants))
     print()
 
     rows = []
     for t in [t for t in targets if t.startswith("W")]:
         for n in threads:
-            e, q = by.get(("eddy", "workload", t, n)), by.get(("torch", "workload", t, n))
-            if e is None and q is None:
+            q = by.get(("torch", "workload", t, n, "torch"))
+            es = [by.get(("eddy", "workload", t, n, v)) for v in variants]
+            if q is None and all(e is None for e in es):
                 continue
-            rows.append([t, str(n), fmt_ms(e), fmt_ms(q), fmt_ratio(e, q), fmt_rss(e), fmt_rss(q, delta=True)])
+            row = [t, str(n), fmt_ms(q)]
+            for e in es:
+                pct = "—"
+                if e is not None and e.get("gflops") and peak.get(n):
+                    pct = f"{100 * e['gflops'] / peak[n]:.0f}%"
+                row += [fmt_ms(e), fmt_ratio(e, q), pct]
+            first = next((e for e in es if e is not None), None)
+            row += [f"{first['flops'] / 1e9:.2f}" if first and first.get("flops") else "—", fmt_rss(first),
+                    fmt_rss(q, delta=True)]
+            rows.append(row)
     if rows:
-        print("Workloads (ms per step; ratio = torch/eddy, > 1: eddy faster; RSS MiB, torch's "
-              "growth over its import in parentheses)")
-        print(table(["workload", "threads", "eddy median [min–max] ms", "torch median [min–max] ms",
-                     "torch/eddy", "eddy peak RSS", "torch peak RSS"], rows, a.markdown))
+        print("Workloads (ms per step; torch/eddy > 1: eddy faster; % of the FMA peak at that thread "
+              "count, from the fma rows, counting the layers' GFLOP per step; RSS MiB of the first eddy "
+              "variant, torch's growth over its import in parentheses)")
+        header = ["workload", "threads", "torch median [min–max] ms"]
+        for v in variants:
+            header += [f"eddy {v} ms", f"torch/eddy {v}", f"% peak {v}"]
+        header += ["GFLOP/step", "eddy peak RSS", "torch peak RSS"]
+        print(table(header, rows, a.markdown))
         print()
 
     if "gemm" in targets:
@@ -199,7 +256,8 @@ def main(argv):
             for n in threads:
                 # "<id> packed" is eddy's packed-weight kernel at shape <id>: against torch's <id>.
                 torch_id = gid.removesuffix(" packed")
-                e, q = by.get(("eddy", "gemm", gid, n)), by.get(("torch", "gemm", torch_id, n))
+                e = by.get(("eddy", "gemm", gid, n, variants[0]))
+                q = by.get(("torch", "gemm", torch_id, n, "torch"))
                 note = (e or q or {}).get("note", "")
                 rows.append([gid, str(n), f"{e['median_ms']:.4f}" if e else "—",
                              f"{e['gflops']:.1f}" if e else "—", f"{q['median_ms']:.4f}" if q else "—",

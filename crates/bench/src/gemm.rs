@@ -1,5 +1,8 @@
-//! GEMM at the shapes the workloads use, through eddy's own `MatMul` forward kernel
-//! (matrixmultiply via ndarray's `general_mat_mul`, transposes as strided views).
+//! GEMM at the shapes the workloads use, through eddy's own `MatMul` forward: the kernels
+//! layer's GEMM dispatcher (`eddy_ops::kernels::gemm`), which picks the few-row kernels, the
+//! packed kernel (its weight packed for the call) or matrixmultiply by shape and kernel level
+//! (transposes as strided views); and, as "packed" rows, the packed-weight kernel with the
+//! weight packed once beforehand, as the sequence ops use it.
 //!
 //! `bench/torch_bench.py` has the same list (`GEMM_CASES`); keep the two in step.
 

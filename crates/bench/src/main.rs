@@ -190,6 +190,7 @@ fn common(kind: &str, id: &str, args: &Args) -> Value {
         "kind": kind,
         "id": id,
         "threads": args.threads,
+        "level": eddy_ops::kernels::level().name(),
         "warmup": args.warmup,
         "steps": args.steps,
     })
@@ -250,6 +251,8 @@ fn run_target(target: &str, args: &Args) -> Result<Vec<Value>, String> {
             );
             let mut line = common("workload", spec.id, args);
             line["desc"] = json!(spec.desc);
+            line["flops"] = json!(spec.flops);
+            line["gflops"] = json!(spec.flops / (s.median_ms * 1e-3) / 1e9);
             line["median_ms"] = json!(s.median_ms);
             line["min_ms"] = json!(s.min_ms);
             line["max_ms"] = json!(s.max_ms);

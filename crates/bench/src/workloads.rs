@@ -15,10 +15,28 @@ use eddy_tape::{Error, Result, Rng, Tape};
 use ndarray::{ArrayD, Axis, Slice};
 use std::hint::black_box;
 
-/// A workload's id and what it runs.
+/// A workload's id, what it runs, and its arithmetic.
 pub struct Workload {
     pub id: &'static str,
     pub desc: &'static str,
+    /// Floating-point operations of one step (a multiply-add counts 2), from the layers'
+    /// products alone: a train step of an LSTM layer is `24·T·B·H·(I+H)` (its forward
+    /// `8·T·B·H·(I+H)`, the backward twice that), a GRU's `18·…`, an Elman RNN's `6·…`; an
+    /// inference step is the forward third. Summed over the layers, each with its own `I`.
+    pub flops: f64,
+}
+
+/// `k·T·B·H·(I+H)` per layer (see [`Workload::flops`]), for `layers` layers of hidden size `h`
+/// over input size `i`.
+const fn flops(k: usize, t: usize, b: usize, i: usize, h: usize, layers: usize) -> f64 {
+    let mut sum = 0;
+    let mut layer = 0;
+    while layer < layers {
+        let input = if layer == 0 { i } else { h };
+        sum += k * t * b * h * (input + h);
+        layer += 1;
+    }
+    sum as f64
 }
 
 /// Every workload, in order.
@@ -26,30 +44,37 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         id: "W1",
         desc: "train: 2-layer LSTM(50), input 1, batch 32, T 50, Linear(50->1) per step, MSE, Adam(0.01)",
+        flops: flops(24, 50, 32, 1, 50, 2),
     },
     Workload {
         id: "W2",
         desc: "train: LSTM input 128, hidden 256, batch 64, T 100, Linear(256->1) per step, MSE, Adam",
+        flops: flops(24, 100, 64, 128, 256, 1),
     },
     Workload {
         id: "W3",
         desc: "train: GRU input 128, hidden 256, batch 64, T 100, Linear(256->1) per step, MSE, Adam",
+        flops: flops(18, 100, 64, 128, 256, 1),
     },
     Workload {
         id: "W4",
         desc: "train: LSTM input 512, hidden 1024, batch 64, T 50, Linear(1024->1) per step, MSE, Adam",
+        flops: flops(24, 50, 64, 512, 1024, 1),
     },
     Workload {
         id: "W5",
         desc: "train: Elman RNN (tanh) input 64, hidden 128, batch 32, T 200, Linear(128->1) per step, MSE, Adam",
+        flops: flops(6, 200, 32, 64, 128, 1),
     },
     Workload {
         id: "W6",
         desc: "inference: LSTM input 128, hidden 256, batch 1, T 1000, forward only, no tape",
+        flops: flops(8, 1000, 1, 128, 256, 1),
     },
     Workload {
         id: "W7",
-        desc: "train: W2 with a user-written LSTM cell from primitive ops (no fused kernels)",
+        desc: "train: W2 with a user-written LSTM cell (crates/bench/src/custom_cell.rs): its input projection through the fused Linear op (x·Wᵀ + b, as a cell's `project`), its step from primitive ops (matmul_t, chunk, sigmoid, tanh, *, +), no fused gate kernel or sequence op",
+        flops: flops(24, 100, 64, 128, 256, 1),
     },
 ];
 
