@@ -5,7 +5,8 @@ One .safetensors file per optimizer configuration, all tensors float64:
   param.w [3,4], param.b [4]             initial parameters
   grad.<k>.w, grad.<k>.b                 gradient fed to step k (k = 0..steps-1)
   expected.<k>.w, expected.<k>.b         parameters after step k
-Metadata (strings): optimizer (SGD|Adam|AdamW|RMSprop|Adagrad), steps, name,
+Metadata (strings): optimizer (SGD|Adam|AdamW|RMSprop|Adagrad|NAdam|RAdam|Adamax|
+Adadelta), steps (5, or 10 for RAdam, whose rectified branch starts at step 7), name,
 seed, torch_version, hparams = JSON of the exact constructor kwargs used
 (every hyper-parameter spelled out, defaults included, plus maximize/foreach).
 Both parameters are in one param group. All configurations share the same
@@ -35,8 +36,9 @@ torch.set_default_dtype(torch.float64)
 
 STEPS = 5
 # per-step gradient scale: step 3 is small so Adam's second moment shrinks and
-# amsgrad's running max makes a difference
-GRAD_SCALE = [1.0, 0.5, 2.0, 0.1, 1.0]
+# amsgrad's running max makes a difference. The last five serve only the longer
+# (RAdam) trajectories; the first five gradients are the same either way.
+GRAD_SCALE = [1.0, 0.5, 2.0, 0.1, 1.0, 0.3, 1.5, 0.05, 1.0, 0.7]
 
 ADAM_DEFAULTS = dict(betas=[0.9, 0.999], eps=1e-8, maximize=False, foreach=False)
 
@@ -54,7 +56,27 @@ def configs():
     ada = lambda **kw: dict(dict(lr=0.01, lr_decay=0.0, weight_decay=0.0,  # noqa: E731
                                  initial_accumulator_value=0.0, eps=1e-10,
                                  maximize=False, foreach=False), **kw)
+    nadam = lambda **kw: dict(dict(lr=2e-3, **ADAM_DEFAULTS, weight_decay=0.0,  # noqa: E731
+                                   momentum_decay=4e-3, decoupled_weight_decay=False), **kw)
+    radam = lambda **kw: dict(dict(lr=1e-3, **ADAM_DEFAULTS, weight_decay=0.0,  # noqa: E731
+                                   decoupled_weight_decay=False), **kw)
+    adamax = lambda **kw: dict(dict(lr=2e-3, **ADAM_DEFAULTS, weight_decay=0.0), **kw)  # noqa: E731
+    adadelta = lambda **kw: dict(dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,  # noqa: E731
+                                      maximize=False, foreach=False), **kw)
     return [
+        ("nadam_default", "NAdam", nadam()),
+        ("nadam_weight_decay", "NAdam", nadam(lr=0.01, weight_decay=0.01)),
+        ("nadam_decoupled_weight_decay", "NAdam",
+         nadam(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, momentum_decay=0.01)),
+        ("radam_default", "RAdam", radam()),
+        ("radam_weight_decay", "RAdam", radam(lr=0.01, weight_decay=0.01)),
+        ("radam_decoupled_weight_decay_maximize", "RAdam",
+         radam(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+        ("adamax_default", "Adamax", adamax()),
+        ("adamax_weight_decay", "Adamax", adamax(lr=0.01, betas=[0.8, 0.99], weight_decay=0.01)),
+        ("adadelta_default", "Adadelta", adadelta()),
+        ("adadelta_rho_weight_decay_maximize", "Adadelta",
+         adadelta(lr=0.5, rho=0.5, eps=1e-4, weight_decay=0.01, maximize=True)),
         ("sgd_plain", "SGD", sgd()),
         ("sgd_momentum", "SGD", sgd(momentum=0.9)),
         ("sgd_momentum_dampening", "SGD", sgd(momentum=0.9, dampening=0.1)),
@@ -162,6 +184,48 @@ def ref_steps(optimizer, h, p, grads):
                 p = p - h["lr"] * st["buf"]
             else:
                 p = p - h["lr"] * g / avg
+        elif optimizer in ("NAdam", "RAdam"):
+            b1, b2 = h["betas"]
+            if h["weight_decay"] and h["decoupled_weight_decay"]:
+                p = p * (1 - h["lr"] * h["weight_decay"])
+            elif h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            m = st.get("m", np.zeros_like(p)) * b1 + (1 - b1) * g
+            v = st.get("v", np.zeros_like(p)) * b2 + (1 - b2) * g * g
+            st["m"], st["v"] = m, v
+            bc2 = 1 - b2 ** t
+            if optimizer == "NAdam":
+                mu = lambda s: b1 * (1 - 0.5 * 0.96 ** (s * h["momentum_decay"]))  # noqa: E731
+                prod = np.prod([mu(s) for s in range(1, t + 1)])
+                denom = np.sqrt(v / bc2) + h["eps"]
+                p = (p - h["lr"] * (1 - mu(t)) / (1 - prod) * g / denom
+                     - h["lr"] * mu(t + 1) / (1 - prod * mu(t + 1)) * m / denom)
+            else:
+                mhat = m / (1 - b1 ** t)
+                rho_inf = 2 / (1 - b2) - 1
+                rho = rho_inf - 2 * t * b2 ** t / bc2
+                if rho > 5:
+                    r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                    p = p - h["lr"] * mhat * r * np.sqrt(bc2) / (np.sqrt(v) + h["eps"])
+                else:
+                    p = p - h["lr"] * mhat
+        elif optimizer == "Adamax":
+            b1, b2 = h["betas"]
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            m = st.get("m", np.zeros_like(p)) * b1 + (1 - b1) * g
+            u = np.maximum(st.get("u", np.zeros_like(p)) * b2, np.abs(g) + h["eps"])
+            st["m"], st["u"] = m, u
+            p = p - h["lr"] / (1 - b1 ** t) * m / u
+        elif optimizer == "Adadelta":
+            rho, eps = h["rho"], h["eps"]
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            v = st.get("v", np.zeros_like(p)) * rho + (1 - rho) * g * g
+            a = st.get("a", np.zeros_like(p))
+            delta = np.sqrt(a + eps) / np.sqrt(v + eps) * g
+            st["v"], st["a"] = v, rho * a + (1 - rho) * delta * delta
+            p = p - h["lr"] * delta
         elif optimizer == "Adagrad":
             if h["weight_decay"]:
                 g = g + h["weight_decay"] * p
@@ -235,16 +299,17 @@ def main():
     total = 0
     results = {}
     for name, optimizer, hparams in configs():
-        traj = run_torch(optimizer, hparams, init, grads)
+        steps = 2 * STEPS if optimizer == "RAdam" else STEPS
+        traj = run_torch(optimizer, hparams, init, grads[:steps])
         results[name] = traj
         tensors = {"param.w": init["w"], "param.b": init["b"]}
-        for k in range(STEPS):
+        for k in range(steps):
             for x in "wb":
                 tensors[f"grad.{k}.{x}"] = grads[k][x]
                 tensors[f"expected.{k}.{x}"] = traj[k][x]
         meta = {
             "optimizer": optimizer,
-            "steps": str(STEPS),
+            "steps": str(steps),
             "hparams": json.dumps(hparams, sort_keys=True),
             "name": name,
             "seed": str(args.seed),
@@ -258,7 +323,10 @@ def main():
                  ("adamw_default", "adam_default"), ("adam_weight_decay", "adam_default"),
                  ("sgd_momentum_dampening", "sgd_momentum"), ("sgd_nesterov", "sgd_momentum"),
                  ("rmsprop_centered", "rmsprop_default"),
-                 ("adagrad_lr_decay_weight_decay_init_acc", "adagrad_default")]:
+                 ("adagrad_lr_decay_weight_decay_init_acc", "adagrad_default"),
+                 ("nadam_weight_decay", "nadam_default"), ("radam_weight_decay", "radam_default"),
+                 ("adamax_weight_decay", "adamax_default"),
+                 ("adadelta_rho_weight_decay_maximize", "adadelta_default")]:
         assert not torch.equal(results[a][-1]["w"], results[b][-1]["w"]), (a, b)
     print(f"wrote {len(results)} files to {out} ({total} bytes)")
     return 0

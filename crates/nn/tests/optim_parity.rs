@@ -2,8 +2,8 @@
 //! `tools/torch_optim_fixtures.py`) is replayed and each step compared within 1e-10.
 
 use eddy_nn::optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
-    SgdConfig,
+    Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Adamax,
+    AdamaxConfig, NAdam, NAdamConfig, Optimizer, RAdam, RAdamConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig,
 };
 use eddy_tape::{Float, Grads, Param};
 use ndarray::{ArrayD, IxDyn};
@@ -171,6 +171,61 @@ fn build<F: Float>(fx: &Fixture, params: Vec<Param<F>>) -> Box<dyn Optimizer<F>>
             )
             .unwrap(),
         ),
+        "NAdam" => Box::new(
+            NAdam::new(
+                params,
+                NAdamConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    momentum_decay: h.f("momentum_decay"),
+                    decoupled_weight_decay: h.b("decoupled_weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "RAdam" => Box::new(
+            RAdam::new(
+                params,
+                RAdamConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    decoupled_weight_decay: h.b("decoupled_weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "Adamax" => Box::new(
+            Adamax::new(
+                params,
+                AdamaxConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "Adadelta" => Box::new(
+            Adadelta::new(
+                params,
+                AdadeltaConfig {
+                    lr: h.f("lr"),
+                    rho: h.f("rho"),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
         other => panic!("{}: unknown optimizer {other}", fx.name),
     };
     h.finish();
@@ -219,7 +274,13 @@ fn fixtures() -> Vec<Fixture> {
 #[test]
 fn every_optimizer_fixture_matches_pytorch() {
     let all = fixtures();
-    assert_eq!(all.len(), 16, "expected the 16 committed fixtures");
+    assert_eq!(all.len(), 26, "expected the 26 committed fixtures");
+    for kind in ["NAdam", "RAdam", "Adamax", "Adadelta"] {
+        assert!(
+            all.iter().filter(|fx| fx.optimizer == kind).count() >= 2,
+            "{kind}"
+        );
+    }
     for fx in &all {
         let params = params(fx);
         let mut opt = build(fx, params.clone());

@@ -7,6 +7,10 @@
 //! | [`AdamW`] | `torch.optim.AdamW` | as Adam |
 //! | [`RmsProp`] | `torch.optim.RMSprop` | `square_avg`, `grad_avg`, `momentum_buffer` |
 //! | [`Adagrad`] | `torch.optim.Adagrad` | `sum` |
+//! | [`Adadelta`] | `torch.optim.Adadelta` | `square_avg`, `acc_delta` |
+//! | [`Adamax`] | `torch.optim.Adamax` | `exp_avg`, `exp_inf` |
+//! | [`NAdam`] | `torch.optim.NAdam` | `exp_avg`, `exp_avg_sq` (`mu_product` from the step) |
+//! | [`RAdam`] | `torch.optim.RAdam` | `exp_avg`, `exp_avg_sq` |
 //!
 //! Each is built from its parameters and a config struct whose `Default` is PyTorch's defaults,
 //! and implements [`Optimizer`]: [`step`](Optimizer::step) updates every parameter that has a
@@ -32,15 +36,23 @@
 //! # Ok::<(), eddy_tape::Error>(())
 //! ```
 
+mod adadelta;
 mod adagrad;
 mod adam;
+mod adamax;
 mod adamw;
+mod nadam;
+mod radam;
 mod rmsprop;
 mod sgd;
 
+pub use adadelta::{Adadelta, AdadeltaConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
+pub use adamax::{Adamax, AdamaxConfig};
 pub use adamw::{AdamW, AdamWConfig};
+pub use nadam::{NAdam, NAdamConfig};
+pub use radam::{RAdam, RAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
