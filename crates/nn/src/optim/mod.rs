@@ -70,8 +70,20 @@ pub trait Optimizer<F: Float> {
     fn step(&mut self, grads: &Grads<F>) -> Result<StepReport>;
     /// The learning rate.
     fn lr(&self) -> f64;
-    /// Sets the learning rate (schedules call this).
+    /// Sets the learning rate (of every parameter group).
     fn set_lr(&mut self, lr: f64);
+    /// The learning rate of each parameter group: one for a plain optimizer, one per group for
+    /// an optimizer over several groups. Schedules read their base rates here.
+    fn group_lrs(&self) -> Vec<f64> {
+        vec![self.lr()]
+    }
+    /// Sets the learning rate of each parameter group (schedules call this); `lrs` has one
+    /// entry per group, as [`Optimizer::group_lrs`] gives them.
+    fn set_group_lrs(&mut self, lrs: &[f64]) {
+        if let Some(&lr) = lrs.first() {
+            self.set_lr(lr);
+        }
+    }
     /// The parameters, in the order the state keys number them.
     fn params(&self) -> &[Param<F>];
     /// The position: learning rate, step counts and buffers.
