@@ -9,8 +9,12 @@ Metadata (strings): optimizer (SGD|Adam|AdamW|RMSprop|Adagrad|NAdam|RAdam|Adamax
 Adadelta), steps (5, or 10 for RAdam, whose rectified branch starts at step 7), name,
 seed, torch_version, hparams = JSON of the exact constructor kwargs used
 (every hyper-parameter spelled out, defaults included, plus maximize/foreach).
-Both parameters are in one param group. All configurations share the same
-initial parameters and gradients for a given seed.
+Both parameters are in one param group, except in the groups_* files, whose
+metadata adds groups = JSON list of two dicts of per-group options (w is in
+group 0, b in group 1; the rest of each group's options are hparams), and
+optionally schedule = JSON {"name": "CosineAnnealingLR", ...kwargs}, a
+scheduler stepped after every optimizer step. All configurations share the
+same initial parameters and gradients for a given seed.
 
 Usage
   python3 tools/torch_optim_fixtures.py [--seed 0] [--out fixtures/torch/optim]
@@ -64,6 +68,10 @@ def configs():
     adadelta = lambda **kw: dict(dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,  # noqa: E731
                                       maximize=False, foreach=False), **kw)
     return [
+        ("groups_sgd_momentum", "SGD", sgd(momentum=0.9)),
+        ("groups_adam", "Adam", adam()),
+        ("groups_adamw", "AdamW", adamw()),
+        ("groups_adamw_cosine", "AdamW", adamw()),
         ("nadam_default", "NAdam", nadam()),
         ("nadam_weight_decay", "NAdam", nadam(lr=0.01, weight_decay=0.01)),
         ("nadam_decoupled_weight_decay", "NAdam",
@@ -105,16 +113,36 @@ def make_opt(optimizer, params, hparams):
     return getattr(torch.optim, optimizer)(params, **kw)
 
 
-def run_torch(optimizer, hparams, init, grads):
+GROUPS = {
+    "groups_sgd_momentum": [dict(lr=0.1, weight_decay=0.01), dict(lr=0.02, weight_decay=0.0)],
+    "groups_adam": [dict(lr=0.01, weight_decay=0.1), dict(lr=0.002, weight_decay=0.0)],
+    "groups_adamw": [dict(lr=0.01, weight_decay=0.1), dict(lr=0.003, weight_decay=0.0, betas=[0.8, 0.99])],
+    "groups_adamw_cosine": [dict(lr=0.01, weight_decay=0.1), dict(lr=0.003, weight_decay=0.0)],
+}
+SCHEDULES = {"groups_adamw_cosine": dict(name="CosineAnnealingLR", T_max=4, eta_min=0.0005)}
+
+
+def run_torch(optimizer, hparams, init, grads, groups=None, schedule=None):
     """init: {'w','b'}; grads: list of {'w','b'}; returns list of {'w','b'}."""
     params = {k: torch.nn.Parameter(v.clone()) for k, v in init.items()}
-    opt = make_opt(optimizer, [params["w"], params["b"]], hparams)
+    if groups is None:
+        opt = make_opt(optimizer, [params["w"], params["b"]], hparams)
+    else:
+        gs = [dict(params=[params[x]], **{k: tuple(v) if k == "betas" else v for k, v in g.items()})
+              for x, g in zip("wb", groups)]
+        opt = make_opt(optimizer, gs, hparams)
+    sched = None
+    if schedule is not None:
+        kw = {k: v for k, v in schedule.items() if k != "name"}
+        sched = getattr(torch.optim.lr_scheduler, schedule["name"])(opt, **kw)
     out = []
     for g in grads:
         opt.zero_grad(set_to_none=True)
         for k in ("w", "b"):
             params[k].grad = g[k].clone()
         opt.step()
+        if sched is not None:
+            sched.step()
         out.append({k: p.detach().clone() for k, p in params.items()})
     return out
 
@@ -245,6 +273,8 @@ def check_file(path, tol=1e-12):
         t = {k: f.get_tensor(k) for k in f.keys()}
     n = int(meta["steps"])
     h = json.loads(meta["hparams"])
+    groups = json.loads(meta["groups"]) if "groups" in meta else None
+    schedule = json.loads(meta["schedule"]) if "schedule" in meta else None
     opt = meta["optimizer"]
     problems = []
     want_keys = {"param.w", "param.b"} | {f"{p}.{k}.{x}" for p in ("grad", "expected")
@@ -257,17 +287,20 @@ def check_file(path, tol=1e-12):
             problems.append(f"{k} dtype {v.dtype}")
     init = {x: t[f"param.{x}"] for x in "wb"}
     grads = [{x: t[f"grad.{k}.{x}"] for x in "wb"} for k in range(n)]
-    got = run_torch(opt, h, init, grads)
-    for x in "wb":
-        ref = ref_steps(opt, h, init[x].numpy(), [g[x].numpy() for g in grads])
+    got = run_torch(opt, h, init, grads, groups, schedule)
+    for i, x in enumerate("wb"):
+        hx = dict(h, **groups[i]) if groups else h
+        # the reference has no schedules; torch's replay still checks those files
+        ref = None if schedule else ref_steps(opt, hx, init[x].numpy(), [g[x].numpy() for g in grads])
         for k in range(n):
             want = t[f"expected.{k}.{x}"]
             e1 = (got[k][x] - want).abs().max().item()
-            e2 = np.abs(ref[k] - want.numpy()).max()
             if e1 > 0:
                 problems.append(f"torch replay expected.{k}.{x} err {e1:.3g}")
-            if e2 > tol * max(1.0, want.abs().max().item()):
-                problems.append(f"numpy ref expected.{k}.{x} err {e2:.3g}")
+            if ref is not None:
+                e2 = np.abs(ref[k] - want.numpy()).max()
+                if e2 > tol * max(1.0, want.abs().max().item()):
+                    problems.append(f"numpy ref expected.{k}.{x} err {e2:.3g}")
     return problems
 
 
@@ -300,7 +333,8 @@ def main():
     results = {}
     for name, optimizer, hparams in configs():
         steps = 2 * STEPS if optimizer == "RAdam" else STEPS
-        traj = run_torch(optimizer, hparams, init, grads[:steps])
+        groups, schedule = GROUPS.get(name), SCHEDULES.get(name)
+        traj = run_torch(optimizer, hparams, init, grads[:steps], groups, schedule)
         results[name] = traj
         tensors = {"param.w": init["w"], "param.b": init["b"]}
         for k in range(steps):
@@ -315,6 +349,10 @@ def main():
             "seed": str(args.seed),
             "torch_version": torch.__version__.split("+")[0],
         }
+        if groups is not None:
+            meta["groups"] = json.dumps(groups, sort_keys=True)
+        if schedule is not None:
+            meta["schedule"] = json.dumps(schedule, sort_keys=True)
         path = out / f"{name}.safetensors"
         save_deterministic(tensors, path, meta)
         total += path.stat().st_size
@@ -324,6 +362,8 @@ def main():
                  ("sgd_momentum_dampening", "sgd_momentum"), ("sgd_nesterov", "sgd_momentum"),
                  ("rmsprop_centered", "rmsprop_default"),
                  ("adagrad_lr_decay_weight_decay_init_acc", "adagrad_default"),
+                 ("groups_adam", "adam_default"), ("groups_adamw", "adamw_default"),
+                 ("groups_adamw_cosine", "groups_adamw"),
                  ("nadam_weight_decay", "nadam_default"), ("radam_weight_decay", "radam_default"),
                  ("adamax_weight_decay", "adamax_default"),
                  ("adadelta_rho_weight_decay_maximize", "adadelta_default")]:

@@ -12,6 +12,9 @@
 //! | [`NAdam`] | `torch.optim.NAdam` | `exp_avg`, `exp_avg_sq` (`mu_product` from the step) |
 //! | [`RAdam`] | `torch.optim.RAdam` | `exp_avg`, `exp_avg_sq` |
 //!
+//! [`ParamGroups`] puts several of one kind together as parameter groups with their own
+//! options (PyTorch's list of dicts), e.g. no weight decay on biases ([`split_decay`]).
+//!
 //! Each is built from its parameters and a config struct whose `Default` is PyTorch's defaults,
 //! and implements [`Optimizer`]: [`step`](Optimizer::step) updates every parameter that has a
 //! gradient in place (through [`Param::update`]), in the parameters' own float type, and
@@ -41,6 +44,7 @@ mod adagrad;
 mod adam;
 mod adamax;
 mod adamw;
+mod groups;
 mod nadam;
 mod radam;
 mod rmsprop;
@@ -51,6 +55,7 @@ pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamax::{Adamax, AdamaxConfig};
 pub use adamw::{AdamW, AdamWConfig};
+pub use groups::{split_decay, ParamGroups};
 pub use nadam::{NAdam, NAdamConfig};
 pub use radam::{RAdam, RAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
@@ -73,7 +78,7 @@ pub trait Optimizer<F: Float> {
     /// Sets the learning rate (of every parameter group).
     fn set_lr(&mut self, lr: f64);
     /// The learning rate of each parameter group: one for a plain optimizer, one per group for
-    /// an optimizer over several groups. Schedules read their base rates here.
+    /// [`ParamGroups`]. Schedules read their base rates here.
     fn group_lrs(&self) -> Vec<f64> {
         vec![self.lr()]
     }
