@@ -133,7 +133,7 @@ fn the_new_losses_pass_gradcheck() -> Result<()> {
             };
             gradcheck(
                 |_, x| cross_entropy_with(&x[0], &classes, &options, m),
-                &[logits.clone()],
+                std::slice::from_ref(&logits),
                 &opts,
             )?;
         }
