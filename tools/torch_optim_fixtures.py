@@ -5,11 +5,16 @@ One .safetensors file per optimizer configuration, all tensors float64:
   param.w [3,4], param.b [4]             initial parameters
   grad.<k>.w, grad.<k>.b                 gradient fed to step k (k = 0..steps-1)
   expected.<k>.w, expected.<k>.b         parameters after step k
-Metadata (strings): optimizer (SGD|Adam|AdamW|RMSprop|Adagrad), steps, name,
+Metadata (strings): optimizer (SGD|Adam|AdamW|RMSprop|Adagrad|NAdam|RAdam|Adamax|
+Adadelta), steps (5, or 10 for RAdam, whose rectified branch starts at step 7), name,
 seed, torch_version, hparams = JSON of the exact constructor kwargs used
 (every hyper-parameter spelled out, defaults included, plus maximize/foreach).
-Both parameters are in one param group. All configurations share the same
-initial parameters and gradients for a given seed.
+Both parameters are in one param group, except in the groups_* files, whose
+metadata adds groups = JSON list of two dicts of per-group options (w is in
+group 0, b in group 1; the rest of each group's options are hparams), and
+optionally schedule = JSON {"name": "CosineAnnealingLR", ...kwargs}, a
+scheduler stepped after every optimizer step. All configurations share the
+same initial parameters and gradients for a given seed.
 
 Usage
   python3 tools/torch_optim_fixtures.py [--seed 0] [--out fixtures/torch/optim]
@@ -35,8 +40,9 @@ torch.set_default_dtype(torch.float64)
 
 STEPS = 5
 # per-step gradient scale: step 3 is small so Adam's second moment shrinks and
-# amsgrad's running max makes a difference
-GRAD_SCALE = [1.0, 0.5, 2.0, 0.1, 1.0]
+# amsgrad's running max makes a difference. The last five serve only the longer
+# (RAdam) trajectories; the first five gradients are the same either way.
+GRAD_SCALE = [1.0, 0.5, 2.0, 0.1, 1.0, 0.3, 1.5, 0.05, 1.0, 0.7]
 
 ADAM_DEFAULTS = dict(betas=[0.9, 0.999], eps=1e-8, maximize=False, foreach=False)
 
@@ -54,7 +60,31 @@ def configs():
     ada = lambda **kw: dict(dict(lr=0.01, lr_decay=0.0, weight_decay=0.0,  # noqa: E731
                                  initial_accumulator_value=0.0, eps=1e-10,
                                  maximize=False, foreach=False), **kw)
+    nadam = lambda **kw: dict(dict(lr=2e-3, **ADAM_DEFAULTS, weight_decay=0.0,  # noqa: E731
+                                   momentum_decay=4e-3, decoupled_weight_decay=False), **kw)
+    radam = lambda **kw: dict(dict(lr=1e-3, **ADAM_DEFAULTS, weight_decay=0.0,  # noqa: E731
+                                   decoupled_weight_decay=False), **kw)
+    adamax = lambda **kw: dict(dict(lr=2e-3, **ADAM_DEFAULTS, weight_decay=0.0), **kw)  # noqa: E731
+    adadelta = lambda **kw: dict(dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0,  # noqa: E731
+                                      maximize=False, foreach=False), **kw)
     return [
+        ("groups_sgd_momentum", "SGD", sgd(momentum=0.9)),
+        ("groups_adam", "Adam", adam()),
+        ("groups_adamw", "AdamW", adamw()),
+        ("groups_adamw_cosine", "AdamW", adamw()),
+        ("nadam_default", "NAdam", nadam()),
+        ("nadam_weight_decay", "NAdam", nadam(lr=0.01, weight_decay=0.01)),
+        ("nadam_decoupled_weight_decay", "NAdam",
+         nadam(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, momentum_decay=0.01)),
+        ("radam_default", "RAdam", radam()),
+        ("radam_weight_decay", "RAdam", radam(lr=0.01, weight_decay=0.01)),
+        ("radam_decoupled_weight_decay_maximize", "RAdam",
+         radam(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+        ("adamax_default", "Adamax", adamax()),
+        ("adamax_weight_decay", "Adamax", adamax(lr=0.01, betas=[0.8, 0.99], weight_decay=0.01)),
+        ("adadelta_default", "Adadelta", adadelta()),
+        ("adadelta_rho_weight_decay_maximize", "Adadelta",
+         adadelta(lr=0.5, rho=0.5, eps=1e-4, weight_decay=0.01, maximize=True)),
         ("sgd_plain", "SGD", sgd()),
         ("sgd_momentum", "SGD", sgd(momentum=0.9)),
         ("sgd_momentum_dampening", "SGD", sgd(momentum=0.9, dampening=0.1)),
@@ -83,16 +113,36 @@ def make_opt(optimizer, params, hparams):
     return getattr(torch.optim, optimizer)(params, **kw)
 
 
-def run_torch(optimizer, hparams, init, grads):
+GROUPS = {
+    "groups_sgd_momentum": [dict(lr=0.1, weight_decay=0.01), dict(lr=0.02, weight_decay=0.0)],
+    "groups_adam": [dict(lr=0.01, weight_decay=0.1), dict(lr=0.002, weight_decay=0.0)],
+    "groups_adamw": [dict(lr=0.01, weight_decay=0.1), dict(lr=0.003, weight_decay=0.0, betas=[0.8, 0.99])],
+    "groups_adamw_cosine": [dict(lr=0.01, weight_decay=0.1), dict(lr=0.003, weight_decay=0.0)],
+}
+SCHEDULES = {"groups_adamw_cosine": dict(name="CosineAnnealingLR", T_max=4, eta_min=0.0005)}
+
+
+def run_torch(optimizer, hparams, init, grads, groups=None, schedule=None):
     """init: {'w','b'}; grads: list of {'w','b'}; returns list of {'w','b'}."""
     params = {k: torch.nn.Parameter(v.clone()) for k, v in init.items()}
-    opt = make_opt(optimizer, [params["w"], params["b"]], hparams)
+    if groups is None:
+        opt = make_opt(optimizer, [params["w"], params["b"]], hparams)
+    else:
+        gs = [dict(params=[params[x]], **{k: tuple(v) if k == "betas" else v for k, v in g.items()})
+              for x, g in zip("wb", groups)]
+        opt = make_opt(optimizer, gs, hparams)
+    sched = None
+    if schedule is not None:
+        kw = {k: v for k, v in schedule.items() if k != "name"}
+        sched = getattr(torch.optim.lr_scheduler, schedule["name"])(opt, **kw)
     out = []
     for g in grads:
         opt.zero_grad(set_to_none=True)
         for k in ("w", "b"):
             params[k].grad = g[k].clone()
         opt.step()
+        if sched is not None:
+            sched.step()
         out.append({k: p.detach().clone() for k, p in params.items()})
     return out
 
@@ -162,6 +212,48 @@ def ref_steps(optimizer, h, p, grads):
                 p = p - h["lr"] * st["buf"]
             else:
                 p = p - h["lr"] * g / avg
+        elif optimizer in ("NAdam", "RAdam"):
+            b1, b2 = h["betas"]
+            if h["weight_decay"] and h["decoupled_weight_decay"]:
+                p = p * (1 - h["lr"] * h["weight_decay"])
+            elif h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            m = st.get("m", np.zeros_like(p)) * b1 + (1 - b1) * g
+            v = st.get("v", np.zeros_like(p)) * b2 + (1 - b2) * g * g
+            st["m"], st["v"] = m, v
+            bc2 = 1 - b2 ** t
+            if optimizer == "NAdam":
+                mu = lambda s: b1 * (1 - 0.5 * 0.96 ** (s * h["momentum_decay"]))  # noqa: E731
+                prod = np.prod([mu(s) for s in range(1, t + 1)])
+                denom = np.sqrt(v / bc2) + h["eps"]
+                p = (p - h["lr"] * (1 - mu(t)) / (1 - prod) * g / denom
+                     - h["lr"] * mu(t + 1) / (1 - prod * mu(t + 1)) * m / denom)
+            else:
+                mhat = m / (1 - b1 ** t)
+                rho_inf = 2 / (1 - b2) - 1
+                rho = rho_inf - 2 * t * b2 ** t / bc2
+                if rho > 5:
+                    r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                    p = p - h["lr"] * mhat * r * np.sqrt(bc2) / (np.sqrt(v) + h["eps"])
+                else:
+                    p = p - h["lr"] * mhat
+        elif optimizer == "Adamax":
+            b1, b2 = h["betas"]
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            m = st.get("m", np.zeros_like(p)) * b1 + (1 - b1) * g
+            u = np.maximum(st.get("u", np.zeros_like(p)) * b2, np.abs(g) + h["eps"])
+            st["m"], st["u"] = m, u
+            p = p - h["lr"] / (1 - b1 ** t) * m / u
+        elif optimizer == "Adadelta":
+            rho, eps = h["rho"], h["eps"]
+            if h["weight_decay"]:
+                g = g + h["weight_decay"] * p
+            v = st.get("v", np.zeros_like(p)) * rho + (1 - rho) * g * g
+            a = st.get("a", np.zeros_like(p))
+            delta = np.sqrt(a + eps) / np.sqrt(v + eps) * g
+            st["v"], st["a"] = v, rho * a + (1 - rho) * delta * delta
+            p = p - h["lr"] * delta
         elif optimizer == "Adagrad":
             if h["weight_decay"]:
                 g = g + h["weight_decay"] * p
@@ -181,6 +273,8 @@ def check_file(path, tol=1e-12):
         t = {k: f.get_tensor(k) for k in f.keys()}
     n = int(meta["steps"])
     h = json.loads(meta["hparams"])
+    groups = json.loads(meta["groups"]) if "groups" in meta else None
+    schedule = json.loads(meta["schedule"]) if "schedule" in meta else None
     opt = meta["optimizer"]
     problems = []
     want_keys = {"param.w", "param.b"} | {f"{p}.{k}.{x}" for p in ("grad", "expected")
@@ -193,17 +287,20 @@ def check_file(path, tol=1e-12):
             problems.append(f"{k} dtype {v.dtype}")
     init = {x: t[f"param.{x}"] for x in "wb"}
     grads = [{x: t[f"grad.{k}.{x}"] for x in "wb"} for k in range(n)]
-    got = run_torch(opt, h, init, grads)
-    for x in "wb":
-        ref = ref_steps(opt, h, init[x].numpy(), [g[x].numpy() for g in grads])
+    got = run_torch(opt, h, init, grads, groups, schedule)
+    for i, x in enumerate("wb"):
+        hx = dict(h, **groups[i]) if groups else h
+        # the reference has no schedules; torch's replay still checks those files
+        ref = None if schedule else ref_steps(opt, hx, init[x].numpy(), [g[x].numpy() for g in grads])
         for k in range(n):
             want = t[f"expected.{k}.{x}"]
             e1 = (got[k][x] - want).abs().max().item()
-            e2 = np.abs(ref[k] - want.numpy()).max()
             if e1 > 0:
                 problems.append(f"torch replay expected.{k}.{x} err {e1:.3g}")
-            if e2 > tol * max(1.0, want.abs().max().item()):
-                problems.append(f"numpy ref expected.{k}.{x} err {e2:.3g}")
+            if ref is not None:
+                e2 = np.abs(ref[k] - want.numpy()).max()
+                if e2 > tol * max(1.0, want.abs().max().item()):
+                    problems.append(f"numpy ref expected.{k}.{x} err {e2:.3g}")
     return problems
 
 
@@ -235,21 +332,27 @@ def main():
     total = 0
     results = {}
     for name, optimizer, hparams in configs():
-        traj = run_torch(optimizer, hparams, init, grads)
+        steps = 2 * STEPS if optimizer == "RAdam" else STEPS
+        groups, schedule = GROUPS.get(name), SCHEDULES.get(name)
+        traj = run_torch(optimizer, hparams, init, grads[:steps], groups, schedule)
         results[name] = traj
         tensors = {"param.w": init["w"], "param.b": init["b"]}
-        for k in range(STEPS):
+        for k in range(steps):
             for x in "wb":
                 tensors[f"grad.{k}.{x}"] = grads[k][x]
                 tensors[f"expected.{k}.{x}"] = traj[k][x]
         meta = {
             "optimizer": optimizer,
-            "steps": str(STEPS),
+            "steps": str(steps),
             "hparams": json.dumps(hparams, sort_keys=True),
             "name": name,
             "seed": str(args.seed),
             "torch_version": torch.__version__.split("+")[0],
         }
+        if groups is not None:
+            meta["groups"] = json.dumps(groups, sort_keys=True)
+        if schedule is not None:
+            meta["schedule"] = json.dumps(schedule, sort_keys=True)
         path = out / f"{name}.safetensors"
         save_deterministic(tensors, path, meta)
         total += path.stat().st_size
@@ -258,7 +361,12 @@ def main():
                  ("adamw_default", "adam_default"), ("adam_weight_decay", "adam_default"),
                  ("sgd_momentum_dampening", "sgd_momentum"), ("sgd_nesterov", "sgd_momentum"),
                  ("rmsprop_centered", "rmsprop_default"),
-                 ("adagrad_lr_decay_weight_decay_init_acc", "adagrad_default")]:
+                 ("adagrad_lr_decay_weight_decay_init_acc", "adagrad_default"),
+                 ("groups_adam", "adam_default"), ("groups_adamw", "adamw_default"),
+                 ("groups_adamw_cosine", "groups_adamw"),
+                 ("nadam_weight_decay", "nadam_default"), ("radam_weight_decay", "radam_default"),
+                 ("adamax_weight_decay", "adamax_default"),
+                 ("adadelta_rho_weight_decay_maximize", "adadelta_default")]:
         assert not torch.equal(results[a][-1]["w"], results[b][-1]["w"]), (a, b)
     print(f"wrote {len(results)} files to {out} ({total} bytes)")
     return 0

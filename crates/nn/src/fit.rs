@@ -333,7 +333,7 @@ impl<F: Float> Model<F> {
             let c = self.compiled.as_mut().expect("checked");
             if let Some(s) = c.schedule.as_mut() {
                 s.seek(s.position() + 1);
-                c.optimizer.set_lr(s.lr());
+                c.optimizer.set_group_lrs(&s.lrs());
             }
             let metrics = c.metrics.clone();
             self.epoch += 1;

@@ -25,8 +25,8 @@
 use crate::cells::Nonlinearity;
 use crate::loss::{self, Reduction};
 use crate::optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
-    SgdConfig,
+    Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Adamax,
+    AdamaxConfig, NAdam, NAdamConfig, Optimizer, RAdam, RAdamConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig,
 };
 use crate::schedule::Schedule;
 use crate::{prefixed, Dropout, Gru, Linear, Lstm, Module, RecurrentConfig, Rnn};
@@ -374,6 +374,10 @@ pub enum Optim {
     AdamW(AdamWConfig),
     RmsProp(RmsPropConfig),
     Adagrad(AdagradConfig),
+    NAdam(NAdamConfig),
+    RAdam(RAdamConfig),
+    Adamax(AdamaxConfig),
+    Adadelta(AdadeltaConfig),
 }
 
 impl Optim {
@@ -404,6 +408,10 @@ impl Optim {
             Optim::AdamW(c) => Box::new(AdamW::new(params, c)?),
             Optim::RmsProp(c) => Box::new(RmsProp::new(params, c)?),
             Optim::Adagrad(c) => Box::new(Adagrad::new(params, c)?),
+            Optim::NAdam(c) => Box::new(NAdam::new(params, c)?),
+            Optim::RAdam(c) => Box::new(RAdam::new(params, c)?),
+            Optim::Adamax(c) => Box::new(Adamax::new(params, c)?),
+            Optim::Adadelta(c) => Box::new(Adadelta::new(params, c)?),
         })
     }
 }
@@ -451,22 +459,19 @@ impl<F: Float> Model<F> {
         self.compile_with(optimizer, loss)
     }
 
-    /// Like [`Model::compile`] with an optimizer you built yourself over [`Module::param_list`].
+    /// Like [`Model::compile`] with an optimizer you built yourself over the parameters of
+    /// [`Module::param_list`], each once, in any order (so a
+    /// [`ParamGroups`](crate::optim::ParamGroups) over them works too).
     ///
     /// # Errors
-    /// [`Error::Invalid`] if the optimizer's parameters are not this model's, in order.
+    /// [`Error::Invalid`] if the optimizer's parameters are not this model's.
     pub fn compile_with(&mut self, optimizer: Box<dyn Optimizer<F>>, loss: Loss) -> Result<()> {
-        let mine = self.param_list();
-        let same = optimizer.params().len() == mine.len()
-            && optimizer
-                .params()
-                .iter()
-                .zip(&mine)
-                .all(|(a, b)| a.id() == b.id());
-        if !same {
+        let mine: std::collections::HashSet<_> = self.param_list().iter().map(|p| p.id()).collect();
+        let theirs: std::collections::HashSet<_> = optimizer.params().iter().map(|p| p.id()).collect();
+        if optimizer.params().len() != mine.len() || theirs != mine {
             return Err(Error::invalid(
                 "compile",
-                "the optimizer must be built over the model's param_list(), in order",
+                "the optimizer must be built over the model's param_list() parameters, each once",
             ));
         }
         self.compiled = Some(Compiled {

@@ -1,10 +1,13 @@
 //! PyTorch parity of the optimizers: every trajectory in `fixtures/torch/optim` (made by
-//! `tools/torch_optim_fixtures.py`) is replayed and each step compared within 1e-10.
+//! `tools/torch_optim_fixtures.py`) is replayed and each step compared within 1e-10, including
+//! two parameter groups with their own lr and weight decay (`ParamGroups`), one under a schedule.
 
 use eddy_nn::optim::{
-    Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, RmsProp, RmsPropConfig, Sgd,
-    SgdConfig,
+    Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Adamax,
+    AdamaxConfig, NAdam, NAdamConfig, Optimizer, ParamGroups, RAdam, RAdamConfig, RmsProp, RmsPropConfig,
+    Sgd, SgdConfig,
 };
+use eddy_nn::schedule::{CosineAnnealingLr, Schedule};
 use eddy_tape::{Float, Grads, Param};
 use ndarray::{ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
@@ -19,6 +22,10 @@ struct Fixture {
     optimizer: String,
     steps: usize,
     hparams: Map<String, Value>,
+    /// Per-group options (w in group 0, b in group 1) over `hparams`, for the groups_* files.
+    groups: Option<Vec<Map<String, Value>>>,
+    /// A scheduler stepped after every optimizer step.
+    schedule: Option<Map<String, Value>>,
     tensors: HashMap<String, ArrayD<f64>>,
 }
 
@@ -47,7 +54,26 @@ fn load(path: &Path) -> Fixture {
     let Value::Object(hparams) = serde_json::from_str(&meta["hparams"]).unwrap() else {
         panic!("hparams of {path:?} is not an object")
     };
+    let object = |key: &str| {
+        meta.get(key).map(|v| match serde_json::from_str(v).unwrap() {
+            Value::Object(m) => m,
+            _ => panic!("{key} of {path:?} is not an object"),
+        })
+    };
+    let groups = meta.get("groups").map(|v| {
+        let Value::Array(gs) = serde_json::from_str(v).unwrap() else {
+            panic!("groups of {path:?} is not a list")
+        };
+        gs.into_iter()
+            .map(|g| match g {
+                Value::Object(m) => m,
+                _ => panic!("a group of {path:?} is not an object"),
+            })
+            .collect()
+    });
     Fixture {
+        groups,
+        schedule: object("schedule"),
         name: path.file_stem().unwrap().to_string_lossy().into_owned(),
         optimizer: meta["optimizer"].clone(),
         steps: meta["steps"].parse().unwrap(),
@@ -93,9 +119,40 @@ impl<'a> Hparams<'a> {
     }
 }
 
+/// The optimizer of a fixture: one over both parameters, or [`ParamGroups`] of one per
+/// parameter with the group's options over the shared ones.
 fn build<F: Float>(fx: &Fixture, params: Vec<Param<F>>) -> Box<dyn Optimizer<F>> {
+    let Some(groups) = &fx.groups else {
+        return build_one(fx, &fx.hparams, params);
+    };
+    assert_eq!(groups.len(), params.len());
+    let per_group = groups
+        .iter()
+        .zip(params)
+        .map(|(g, p)| {
+            let mut map = fx.hparams.clone();
+            map.extend(g.clone());
+            build_one(fx, &map, vec![p])
+        })
+        .collect();
+    Box::new(ParamGroups::new(per_group).unwrap())
+}
+
+/// The fixture's scheduler over `opt`, if it has one.
+fn schedule<F: Float>(fx: &Fixture, opt: &mut dyn Optimizer<F>) -> Option<CosineAnnealingLr> {
+    let s = fx.schedule.as_ref()?;
+    assert_eq!(s["name"], "CosineAnnealingLR", "{}", fx.name);
+    let t_max = s["T_max"].as_u64().unwrap() as usize;
+    Some(CosineAnnealingLr::new(opt, t_max, s["eta_min"].as_f64().unwrap()).unwrap())
+}
+
+fn build_one<F: Float>(
+    fx: &Fixture,
+    map: &Map<String, Value>,
+    params: Vec<Param<F>>,
+) -> Box<dyn Optimizer<F>> {
     let mut h = Hparams {
-        map: &fx.hparams,
+        map,
         used: Vec::new(),
     };
     let opt: Box<dyn Optimizer<F>> = match fx.optimizer.as_str() {
@@ -171,6 +228,61 @@ fn build<F: Float>(fx: &Fixture, params: Vec<Param<F>>) -> Box<dyn Optimizer<F>>
             )
             .unwrap(),
         ),
+        "NAdam" => Box::new(
+            NAdam::new(
+                params,
+                NAdamConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    momentum_decay: h.f("momentum_decay"),
+                    decoupled_weight_decay: h.b("decoupled_weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "RAdam" => Box::new(
+            RAdam::new(
+                params,
+                RAdamConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    decoupled_weight_decay: h.b("decoupled_weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "Adamax" => Box::new(
+            Adamax::new(
+                params,
+                AdamaxConfig {
+                    lr: h.f("lr"),
+                    betas: h.betas(),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
+        "Adadelta" => Box::new(
+            Adadelta::new(
+                params,
+                AdadeltaConfig {
+                    lr: h.f("lr"),
+                    rho: h.f("rho"),
+                    eps: h.f("eps"),
+                    weight_decay: h.f("weight_decay"),
+                    maximize: h.b("maximize"),
+                },
+            )
+            .unwrap(),
+        ),
         other => panic!("{}: unknown optimizer {other}", fx.name),
     };
     h.finish();
@@ -219,13 +331,24 @@ fn fixtures() -> Vec<Fixture> {
 #[test]
 fn every_optimizer_fixture_matches_pytorch() {
     let all = fixtures();
-    assert_eq!(all.len(), 16, "expected the 16 committed fixtures");
+    assert_eq!(all.len(), 30, "expected the 30 committed fixtures");
+    assert_eq!(all.iter().filter(|fx| fx.groups.is_some()).count(), 4);
+    for kind in ["NAdam", "RAdam", "Adamax", "Adadelta"] {
+        assert!(
+            all.iter().filter(|fx| fx.optimizer == kind).count() >= 2,
+            "{kind}"
+        );
+    }
     for fx in &all {
         let params = params(fx);
         let mut opt = build(fx, params.clone());
+        let mut sched = schedule(fx, opt.as_mut());
         for k in 0..fx.steps {
             let report = opt.step(&grads(fx, &params, k)).unwrap();
             assert!(report.no_grad.is_empty());
+            if let Some(s) = sched.as_mut() {
+                s.step(opt.as_mut());
+            }
             check(fx, &params, k);
         }
     }
@@ -236,9 +359,13 @@ fn a_restored_state_continues_bit_identically() {
     for fx in &fixtures() {
         let params = params(fx);
         let mut opt = build(fx, params.clone());
+        let mut sched = schedule(fx, opt.as_mut());
         let half = fx.steps / 2;
         for k in 0..half {
             opt.step(&grads(fx, &params, k)).unwrap();
+            if let Some(s) = sched.as_mut() {
+                s.step(opt.as_mut());
+            }
         }
         // A fresh optimizer over copies of the parameters, restored from the saved state.
         let copies: Vec<Param<f64>> = params
@@ -248,11 +375,19 @@ fn a_restored_state_continues_bit_identically() {
         let mut fresh = build(fx, copies.clone());
         fresh.set_lr(123.0);
         fresh.load_state(opt.state()).unwrap();
-        assert_eq!(fresh.lr(), opt.lr());
+        assert_eq!(fresh.group_lrs(), opt.group_lrs());
         assert_eq!(fresh.state(), opt.state());
+        let mut fresh_sched = schedule(fx, fresh.as_mut());
+        if let (Some(a), Some(b)) = (&sched, &mut fresh_sched) {
+            b.load_state(&a.state()).unwrap();
+        }
         for k in half..fx.steps {
             opt.step(&grads(fx, &params, k)).unwrap();
             fresh.step(&grads(fx, &copies, k)).unwrap();
+            if let (Some(a), Some(b)) = (&mut sched, &mut fresh_sched) {
+                a.step(opt.as_mut());
+                b.step(fresh.as_mut());
+            }
             for (a, b) in params.iter().zip(&copies) {
                 assert_eq!(a.value(), b.value(), "{}: step {k}, param {}", fx.name, a.name());
             }
@@ -269,6 +404,7 @@ fn f32_parameters_follow_the_f64_trajectory() {
             .map(|k| Param::new(*k, fx.tensors[&format!("param.{k}")].mapv(|v| v as f32)))
             .collect();
         let mut opt32 = build(fx, params32.clone());
+        let mut sched = schedule(fx, opt32.as_mut());
         for k in 0..fx.steps {
             let mut g = Grads::default();
             for p in &params32 {
@@ -278,6 +414,9 @@ fn f32_parameters_follow_the_f64_trajectory() {
                 );
             }
             opt32.step(&g).unwrap();
+            if let Some(s) = sched.as_mut() {
+                s.step(opt32.as_mut());
+            }
             for p in &params32 {
                 let want = &fx.tensors[&format!("expected.{k}.{}", p.name())];
                 for (a, b) in p.value().iter().zip(want) {

@@ -114,6 +114,16 @@ fn schedules_work_as_trait_objects() {
 }
 
 #[test]
+fn a_boxed_schedule_steps_the_optimizer() {
+    let mut o = opt(1.0);
+    let mut boxed: Box<dyn Schedule> = Box::new(StepLr::new(&mut o, 1, 0.5).unwrap());
+    boxed.step(&mut o);
+    boxed.step(&mut o);
+    assert_eq!(o.lr(), 0.25);
+    assert_eq!(boxed.position(), 2);
+}
+
+#[test]
 fn invalid_schedules_are_errors() {
     let mut o = opt(0.1);
     assert!(StepLr::new(&mut o, 0, 0.5).is_err());

@@ -7,6 +7,13 @@
 //! | [`AdamW`] | `torch.optim.AdamW` | as Adam |
 //! | [`RmsProp`] | `torch.optim.RMSprop` | `square_avg`, `grad_avg`, `momentum_buffer` |
 //! | [`Adagrad`] | `torch.optim.Adagrad` | `sum` |
+//! | [`Adadelta`] | `torch.optim.Adadelta` | `square_avg`, `acc_delta` |
+//! | [`Adamax`] | `torch.optim.Adamax` | `exp_avg`, `exp_inf` |
+//! | [`NAdam`] | `torch.optim.NAdam` | `exp_avg`, `exp_avg_sq` (`mu_product` from the step) |
+//! | [`RAdam`] | `torch.optim.RAdam` | `exp_avg`, `exp_avg_sq` |
+//!
+//! [`ParamGroups`] puts several of one kind together as parameter groups with their own
+//! options (PyTorch's list of dicts), e.g. no weight decay on biases ([`split_decay`]).
 //!
 //! Each is built from its parameters and a config struct whose `Default` is PyTorch's defaults,
 //! and implements [`Optimizer`]: [`step`](Optimizer::step) updates every parameter that has a
@@ -32,15 +39,25 @@
 //! # Ok::<(), eddy_tape::Error>(())
 //! ```
 
+mod adadelta;
 mod adagrad;
 mod adam;
+mod adamax;
 mod adamw;
+mod groups;
+mod nadam;
+mod radam;
 mod rmsprop;
 mod sgd;
 
+pub use adadelta::{Adadelta, AdadeltaConfig};
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
+pub use adamax::{Adamax, AdamaxConfig};
 pub use adamw::{AdamW, AdamWConfig};
+pub use groups::{split_decay, ParamGroups};
+pub use nadam::{NAdam, NAdamConfig};
+pub use radam::{RAdam, RAdamConfig};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use sgd::{Sgd, SgdConfig};
 
@@ -58,8 +75,20 @@ pub trait Optimizer<F: Float> {
     fn step(&mut self, grads: &Grads<F>) -> Result<StepReport>;
     /// The learning rate.
     fn lr(&self) -> f64;
-    /// Sets the learning rate (schedules call this).
+    /// Sets the learning rate (of every parameter group).
     fn set_lr(&mut self, lr: f64);
+    /// The learning rate of each parameter group: one for a plain optimizer, one per group for
+    /// [`ParamGroups`]. Schedules read their base rates here.
+    fn group_lrs(&self) -> Vec<f64> {
+        vec![self.lr()]
+    }
+    /// Sets the learning rate of each parameter group (schedules call this); `lrs` has one
+    /// entry per group, as [`Optimizer::group_lrs`] gives them.
+    fn set_group_lrs(&mut self, lrs: &[f64]) {
+        if let Some(&lr) = lrs.first() {
+            self.set_lr(lr);
+        }
+    }
     /// The parameters, in the order the state keys number them.
     fn params(&self) -> &[Param<F>];
     /// The position: learning rate, step counts and buffers.
