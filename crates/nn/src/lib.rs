@@ -26,7 +26,10 @@ pub mod schedule;
 pub mod sequential;
 
 pub use cell::{Cell, RecurrentState};
-pub use cells::{GruCell, LayerNormLstmCell, LstmCell, MinGruCell, Nonlinearity, PeepholeLstmCell, RnnCell};
+pub use cells::{
+    GruCell, LayerNormLstmCell, LstmCell, MinGruCell, MinLstmCell, MlstmCell, Nonlinearity, PeepholeLstmCell,
+    RgLruCell, RnnCell, SlstmCell,
+};
 pub use fit::{FitOptions, History};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
