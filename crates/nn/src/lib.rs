@@ -41,6 +41,11 @@ pub use sequential::{Model, Sequential};
 #[doc = include_str!("../../../docs/custom-cells.md")]
 pub struct CustomCellsDoc;
 
+/// The page on the cells beyond PyTorch's (`docs/cells.md`); its code blocks run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/cells.md")]
+pub struct CellsDoc;
+
 /// The guide's page on porting PyTorch models; its code blocks run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/porting-pytorch.md")]
