@@ -28,8 +28,9 @@ pub use eddy_tape as tape;
 /// Everything a model script needs: the engine types, the op methods, and the nn layers.
 pub mod prelude {
     pub use eddy_nn::{
-        Cell, Dropout, Embedding, Gru, GruCell, LayerNorm, Linear, Lstm, LstmCell, Module, Nonlinearity,
-        Recurrent, RecurrentConfig, RecurrentOutput, RecurrentState, Rnn, RnnCell,
+        Cell, Dropout, Embedding, Gru, GruCell, LayerNorm, Linear, Lstm, LstmCell, MinGruCell, MinLstmCell,
+        MlstmCell, Module, Nonlinearity, Recurrent, RecurrentConfig, RecurrentOutput, RecurrentState,
+        RgLruCell, Rnn, RnnCell, SlstmCell,
     };
     pub use eddy_ops::prelude::*;
 }

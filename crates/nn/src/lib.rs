@@ -26,7 +26,10 @@ pub mod schedule;
 pub mod sequential;
 
 pub use cell::{Cell, RecurrentState};
-pub use cells::{GruCell, LayerNormLstmCell, LstmCell, MinGruCell, Nonlinearity, PeepholeLstmCell, RnnCell};
+pub use cells::{
+    GruCell, LayerNormLstmCell, LstmCell, MinGruCell, MinLstmCell, MlstmCell, Nonlinearity, PeepholeLstmCell,
+    RgLruCell, RnnCell, SlstmCell,
+};
 pub use fit::{FitOptions, History};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
@@ -37,6 +40,11 @@ pub use sequential::{Model, Sequential};
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/custom-cells.md")]
 pub struct CustomCellsDoc;
+
+/// The page on the cells beyond PyTorch's (`docs/cells.md`); its code blocks run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/cells.md")]
+pub struct CellsDoc;
 
 /// The guide's page on porting PyTorch models; its code blocks run as doc tests.
 #[cfg(doctest)]

@@ -1,9 +1,14 @@
 //! PyTorch parity: runs a recurrent layer on a fixture written by `tools/torch_fixtures.py`
-//! (weights by their PyTorch names, inputs, states, lengths, outputs and the gradients of
-//! `loss = Σ output·g_output + Σ h_n·g_h_n (+ Σ c_n·g_c_n)`), and reports the largest errors.
+//! (`torch.nn.RNN/LSTM/GRU`) or `tools/torch_cell_fixtures.py` (minGRU, minLSTM, RG-LRU, sLSTM,
+//! mLSTM written in plain PyTorch): weights by their PyTorch-style names, inputs, every state
+//! part's initial `s0` and final `s_n`, lengths, outputs and the gradients of
+//! `loss = Σ output·g_output + Σ_s Σ s_n·g_s_n`; it reports the largest errors.
 
 use crate::io::TensorFile;
-use crate::{io, Cell, Nonlinearity, Recurrent, RecurrentConfig};
+use crate::{
+    io, Cell, MinGruCell, MinLstmCell, MlstmCell, Nonlinearity, Recurrent, RecurrentConfig, RgLruCell,
+    SlstmCell,
+};
 use eddy_tape::{Error, Float, Result, Rng, Tape, Var};
 use ndarray::ArrayD;
 use std::path::Path;
@@ -52,25 +57,51 @@ pub fn run_case<F: Float>(path: impl AsRef<Path>) -> Result<CaseErrors> {
                 .unwrap_or(0),
         );
     let mut rng = Rng::seed(0);
+    let log_space = file.metadata.get("log_space").is_some_and(|v| v == "true");
+    let xlstm = ["h", "c", "n", "m"];
     match file.meta("mode")? {
-        "LSTM" => compare(cfg.lstm::<F>(&mut rng), &file),
-        "GRU" => compare(cfg.gru::<F>(&mut rng), &file),
-        "RNN_TANH" => compare(cfg.rnn::<F>(Nonlinearity::Tanh, &mut rng), &file),
-        "RNN_RELU" => compare(cfg.rnn::<F>(Nonlinearity::Relu, &mut rng), &file),
+        "LSTM" => compare(cfg.lstm::<F>(&mut rng), &file, &["h", "c"]),
+        "GRU" => compare(cfg.gru::<F>(&mut rng), &file, &["h"]),
+        "RNN_TANH" => compare(cfg.rnn::<F>(Nonlinearity::Tanh, &mut rng), &file, &["h"]),
+        "RNN_RELU" => compare(cfg.rnn::<F>(Nonlinearity::Relu, &mut rng), &file, &["h"]),
+        "mingru" => {
+            let make = |i, h, r: &mut Rng| MinGruCell::<F>::new(i, h, true, r).log_space(log_space);
+            compare(cfg.build(make, &mut rng), &file, &["h"])
+        }
+        "minlstm" => {
+            let make = |i, h, r: &mut Rng| MinLstmCell::<F>::new(i, h, true, r).log_space(log_space);
+            compare(cfg.build(make, &mut rng), &file, &["h"])
+        }
+        "rglru" => compare(cfg.try_build(RgLruCell::<F>::new, &mut rng)?, &file, &["h"]),
+        "slstm" => {
+            let heads = num("heads")?;
+            let layer = cfg.try_build(|i, h, r| SlstmCell::<F>::new(i, h, heads, r), &mut rng)?;
+            compare(layer, &file, &xlstm)
+        }
+        "mlstm" => {
+            let heads = num("heads")?;
+            let layer = cfg.try_build(|i, h, r| MlstmCell::<F>::new(i, h, heads, r), &mut rng)?;
+            compare(layer, &file, &["h", "C", "n", "m"])
+        }
         other => Err(Error::file(&file.path, format!("unknown mode {other:?}"))),
     }
 }
 
-fn compare<F: Float, C: Cell<F>>(mut layer: Recurrent<F, C>, file: &TensorFile) -> Result<CaseErrors> {
+/// Runs `layer` on the case in `file`, whose state parts are named `parts` (`h`, `c`, …: the
+/// tensors `{s}0`, `{s}_n`, `g_{s}_n`, `grad.{s}0`).
+fn compare<F: Float, C: Cell<F>>(
+    mut layer: Recurrent<F, C>,
+    file: &TensorFile,
+    parts: &[&str],
+) -> Result<CaseErrors> {
     io::load_params(&layer, file, false)?;
     crate::Module::set_training(&mut layer, false);
     let tape = Tape::<F>::new();
     let x = tape.input(file.float("input")?);
-    let lstm = file.meta("mode")? == "LSTM";
-    let mut init = vec![tape.input(file.float("h0")?)];
-    if lstm {
-        init.push(tape.input(file.float("c0")?));
-    }
+    let init = parts
+        .iter()
+        .map(|s| Ok(tape.input(file.float(&format!("{s}0"))?)))
+        .collect::<Result<Vec<_>>>()?;
     let lengths: Option<Vec<usize>> = match file.tensors.get("lengths") {
         Some(_) => Some(file.int("lengths")?.iter().map(|&l| l.max(0) as usize).collect()),
         None => None,
@@ -78,9 +109,9 @@ fn compare<F: Float, C: Cell<F>>(mut layer: Recurrent<F, C>, file: &TensorFile) 
     let out = layer.forward_with(&x, Some(&init), lengths.as_deref(), None)?;
     let weighted =
         |v: &Var<F>, name: &str| -> Result<Var<F>> { (v * &tape.constant(file.float(name)?))?.sum_all() };
-    let mut loss = (weighted(&out.output, "g_output")? + weighted(out.h_n(), "g_h_n")?)?;
-    if let Some(c_n) = out.c_n() {
-        loss = (loss + weighted(c_n, "g_c_n")?)?;
+    let mut loss = weighted(&out.output, "g_output")?;
+    for (s, state) in parts.iter().zip(&out.states) {
+        loss = (loss + weighted(state, &format!("g_{s}_n"))?)?;
     }
     let grads = loss.backward()?;
 
@@ -120,33 +151,13 @@ fn compare<F: Float, C: Cell<F>>(mut layer: Recurrent<F, C>, file: &TensorFile) 
         Ok(())
     };
     check("output", out.output.value(), false)?;
-    check("h_n", out.h_n().value(), false)?;
-    if let Some(c_n) = out.c_n() {
-        check("c_n", c_n.value(), false)?;
+    for (s, state) in parts.iter().zip(&out.states) {
+        check(&format!("{s}_n"), state.value(), false)?;
     }
-    let zeros_like = |v: &Var<F>| ArrayD::zeros(v.shape());
-    check(
-        "grad.input",
-        &grads.var(&x).cloned().unwrap_or_else(|| zeros_like(&x)),
-        true,
-    )?;
-    check(
-        "grad.h0",
-        &grads
-            .var(&init[0])
-            .cloned()
-            .unwrap_or_else(|| zeros_like(&init[0])),
-        true,
-    )?;
-    if lstm {
-        check(
-            "grad.c0",
-            &grads
-                .var(&init[1])
-                .cloned()
-                .unwrap_or_else(|| zeros_like(&init[1])),
-            true,
-        )?;
+    let grad_of = |v: &Var<F>| grads.var(v).cloned().unwrap_or_else(|| ArrayD::zeros(v.shape()));
+    check("grad.input", &grad_of(&x), true)?;
+    for (s, v) in parts.iter().zip(&init) {
+        check(&format!("grad.{s}0"), &grad_of(v), true)?;
     }
     for (name, p) in crate::Module::params(&layer) {
         let g = grads

@@ -101,24 +101,40 @@ impl RecurrentConfig {
         mut make: impl FnMut(usize, usize, &mut Rng) -> C,
         rng: &mut Rng,
     ) -> Recurrent<F, C> {
+        self.try_build(|i, h, r| Ok(make(i, h, r)), rng)
+            .expect("an infallible constructor")
+    }
+
+    /// As [`build`](Self::build), for a cell whose constructor can fail (a cell with a
+    /// constraint on its sizes, such as [`RgLruCell`](crate::RgLruCell)'s `I = H`).
+    ///
+    /// # Errors
+    /// The first error of `make`, with the layer and direction it arose in.
+    pub fn try_build<F: Float, C: Cell<F>>(
+        &self,
+        mut make: impl FnMut(usize, usize, &mut Rng) -> Result<C>,
+        rng: &mut Rng,
+    ) -> Result<Recurrent<F, C>> {
         let mut cells = Vec::new();
         let mut input = self.input_size;
-        for _ in 0..self.num_layers {
+        for l in 0..self.num_layers {
             let mut out = 0;
-            for _ in 0..self.directions() {
-                let cell = make(input, self.hidden_size, rng);
+            for dir in 0..self.directions() {
+                let reverse = if dir == 1 { " reverse" } else { "" };
+                let cell = make(input, self.hidden_size, rng)
+                    .map_err(|e| e.context(format!("building layer {l}{reverse} (input size {input})")))?;
                 out = cell.output_size();
                 cells.push(cell);
             }
             input = out * self.directions();
         }
-        Recurrent {
+        Ok(Recurrent {
             cells,
             config: self.clone(),
             name: "recurrent".into(),
             training: true,
             _f: PhantomData,
-        }
+        })
     }
 
     /// `torch.nn.LSTM` with this configuration.

@@ -3,8 +3,8 @@
 //! respect to the input, the initial states and every parameter. Tiny sizes, f64.
 
 use eddy_nn::{
-    Cell, LayerNormLstmCell, MinGruCell, Module, Nonlinearity, PeepholeLstmCell, Recurrent, RecurrentConfig,
-    RnnCell,
+    Cell, LayerNormLstmCell, MinGruCell, MinLstmCell, MlstmCell, Module, Nonlinearity, PeepholeLstmCell,
+    Recurrent, RecurrentConfig, RgLruCell, RnnCell, SlstmCell,
 };
 use eddy_ops::prelude::*;
 use ndarray::ArrayD;
@@ -35,19 +35,32 @@ fn run<C: Cell<f64>>(layer: &Recurrent<f64, C>, xs: &[Var<f64>], with_initial: b
     concat(&flat.iter().collect::<Vec<_>>(), 0)
 }
 
+/// Draws initial state part `part` of shape `shape`.
+type Draw = fn(usize, &[usize], &mut Rng) -> ArrayD<f64>;
+
+fn any_state(_: usize, shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
+    uniform(shape, rng)
+}
+
 /// Checks `layer`'s gradients with respect to `x`, (optionally) the initial states and all
 /// parameters: gradcheck element by element; gradgradcheck element by element with respect to
 /// the inputs, and along a random direction (`vᵀJu`, which a wrong element cannot escape) for
 /// the parameters too, which keeps the suite fast.
 fn check<C: Cell<f64>>(layer: &Recurrent<f64, C>, with_initial: bool, seed: u64) -> Result<()> {
+    check_from(layer, with_initial.then_some(any_state as Draw), seed)
+}
+
+/// [`check`] from initial states drawn by `initial` (`None`: the cell's zero state).
+fn check_from<C: Cell<f64>>(layer: &Recurrent<f64, C>, initial: Option<Draw>, seed: u64) -> Result<()> {
     let mut rng = Rng::seed(seed);
-    let mut inputs = vec![uniform(&[T, B, I], &mut rng)];
-    if with_initial {
+    let mut inputs = vec![uniform(&[T, B, layer.config.input_size], &mut rng)];
+    if let Some(draw) = initial {
         let n = layer.config.num_layers * layer.directions();
-        for size in layer.cells[0].state_sizes() {
-            inputs.push(uniform(&[n, B, size], &mut rng));
+        for (part, size) in layer.cells[0].state_sizes().into_iter().enumerate() {
+            inputs.push(draw(part, &[n, B, size], &mut rng));
         }
     }
+    let with_initial = initial.is_some();
     let f = |_: &Tape<f64>, xs: &[Var<f64>]| run(layer, xs, with_initial);
     let opts = GradcheckOptions {
         seed,
@@ -171,4 +184,101 @@ fn min_gru() -> Result<()> {
     let layer = config().build(|i, h, r| MinGruCell::new(i, h, true, r), &mut Rng::seed(4));
     check(&layer, false, 14)?;
     check(&layer, true, 15)
+}
+
+// ---- The linear recurrences and xLSTM (issue 13). ----
+
+/// A positive state, as the log-space modes need.
+fn positive_state(_: usize, shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
+    uniform(shape, rng).mapv(|v| v.abs() + 0.2)
+}
+
+#[test]
+fn min_lstm() -> Result<()> {
+    let layer = config().build(|i, h, r| MinLstmCell::new(i, h, true, r), &mut Rng::seed(40));
+    check(&layer, false, 41)?;
+    check(&layer, true, 42)
+}
+
+#[test]
+fn min_gru_and_min_lstm_in_log_space() -> Result<()> {
+    let gru = config().build(
+        |i, h, r| MinGruCell::new(i, h, true, r).log_space(true),
+        &mut Rng::seed(43),
+    );
+    check(&gru, false, 44)?;
+    check_from(&gru, Some(positive_state), 45)?;
+    let lstm = config().build(
+        |i, h, r| MinLstmCell::new(i, h, true, r).log_space(true),
+        &mut Rng::seed(46),
+    );
+    check(&lstm, false, 47)?;
+    check_from(&lstm, Some(positive_state), 48)
+}
+
+#[test]
+fn rg_lru() -> Result<()> {
+    // I = H: two layers one way, or one layer both ways.
+    let stacked = RecurrentConfig::new(H, H)
+        .num_layers(2)
+        .try_build(RgLruCell::new, &mut Rng::seed(49))?;
+    check(&stacked, false, 50)?;
+    check(&stacked, true, 51)?;
+    let bidirectional = RecurrentConfig::new(H, H)
+        .bidirectional(true)
+        .try_build(RgLruCell::new, &mut Rng::seed(52))?;
+    check(&bidirectional, true, 53)
+}
+
+/// xLSTM's cells: hidden 4 in 2 heads.
+fn xlstm_config() -> RecurrentConfig {
+    RecurrentConfig::new(I, 4).num_layers(2).bidirectional(true)
+}
+
+#[test]
+fn slstm() -> Result<()> {
+    let layer = xlstm_config().try_build(|i, h, r| SlstmCell::new(i, h, 2, r), &mut Rng::seed(54))?;
+    check(&layer, false, 55)?;
+    // Any h, c and m; a positive normaliser n (part 2), so that c / n stays finite.
+    let draw: Draw = |part, shape, rng| {
+        let v = uniform(shape, rng);
+        if part == 2 {
+            v.mapv(|v| v.abs() + 0.5)
+        } else {
+            v
+        }
+    };
+    check_from(&layer, Some(draw), 56)
+}
+
+#[test]
+fn mlstm() -> Result<()> {
+    let layer = xlstm_config().try_build(|i, h, r| MlstmCell::new(i, h, 2, r), &mut Rng::seed(57))?;
+    check(&layer, false, 58)?;
+    check(&layer, true, 59)
+}
+
+/// The parallel form, with respect to the input and every parameter, both directions.
+#[test]
+fn mlstm_parallel_form() -> Result<()> {
+    let cell = MlstmCell::new(I, 4, 2, &mut Rng::seed(60))?;
+    let x = uniform(&[4, B, I], &mut Rng::seed(61));
+    for reverse in [false, true] {
+        let f = |_: &Tape<f64>, xs: &[Var<f64>]| cell.parallel(&xs[0], reverse);
+        let opts = GradcheckOptions {
+            seed: 62,
+            ..GradcheckOptions::default()
+        };
+        gradcheck(
+            f,
+            std::slice::from_ref(&x),
+            &opts.clone().params(cell.param_list()),
+        )?;
+        gradgradcheck(
+            f,
+            std::slice::from_ref(&x),
+            &opts.params(cell.param_list()).fast(),
+        )?;
+    }
+    Ok(())
 }

@@ -3,22 +3,51 @@
 use eddy_nn::parity::run_case;
 use std::path::PathBuf;
 
-#[test]
-fn every_fixture_matches_pytorch() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/torch/rnn");
+/// The committed fixtures in `fixtures/torch/{dir}`, sorted.
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/torch")
+        .join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("fixtures/torch/rnn exists")
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     files.sort();
+    files
+}
+
+/// `torch.nn.RNN/LSTM/GRU` (tools/torch_fixtures.py).
+#[test]
+fn every_fixture_matches_pytorch() {
+    let files = fixtures("rnn");
     assert!(
         files.len() >= 30,
         "expected the committed fixtures, found {}",
         files.len()
     );
+    all_match(&files);
+}
+
+/// minGRU, minLSTM (both modes), RG-LRU, sLSTM and mLSTM written in plain PyTorch from their
+/// equations (tools/torch_cell_fixtures.py).
+#[test]
+fn every_new_cell_fixture_matches_pytorch() {
+    let files = fixtures("cells");
+    let modes = ["mingru_", "minlstm_", "rglru_", "slstm_", "mlstm_"];
+    for mode in modes {
+        let n = files
+            .iter()
+            .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(mode))
+            .count();
+        assert!(n >= 3, "expected the committed {mode}* fixtures, found {n}");
+    }
+    all_match(&files);
+}
+
+fn all_match(files: &[PathBuf]) {
     let mut failures = Vec::new();
-    for f in &files {
+    for f in files {
         let name = f.file_stem().unwrap().to_string_lossy().to_string();
         match (run_case::<f64>(f), run_case::<f32>(f)) {
             (Ok(e64), Ok(e32)) => {

@@ -1,4 +1,5 @@
-//! Normalising activations along an axis, all stable at ±1000: softmax, log_softmax, logsumexp.
+//! Normalising activations along an axis, all stable at ±1000: softmax, log_softmax, logsumexp;
+//! and logaddexp, the logsumexp of two tensors.
 
 use crate::reduce::Sum;
 use eddy_tape::{Float, Op, Result, Var};
@@ -90,6 +91,31 @@ pub fn logsumexp<F: Float>(x: &Var<F>, axis: usize, keepdim: bool) -> Result<Var
         shape.remove(axis);
         out.reshape(&shape)
     }
+}
+
+/// `ln(eᵃ + eᵇ)` elementwise, `a` and `b` broadcast together: the `+` of log-space arithmetic
+/// (the log-space scan `log h_t = logaddexp(log a_t + log h_{t−1}, log b_t)`). Composed from
+/// differentiable ops around a constant shift by the larger value, `m + ln(e^(a−m) + e^(b−m))`,
+/// so it is stable at ±1000 and its gradient (`σ(a − b)` to `a`, `σ(b − a)` to `b`) is smooth,
+/// ties included, and differentiates again.
+///
+/// # Errors
+/// [`eddy_tape::Error::Shape`] if `a` and `b` cannot be broadcast together.
+pub fn logaddexp<F: Float>(a: &Var<F>, b: &Var<F>) -> Result<Var<F>> {
+    use crate::VarExt;
+    if eddy_tape::broadcast_shapes(a.shape(), b.shape()).is_none() {
+        return Err(eddy_tape::Error::shape(
+            "logaddexp",
+            &[a.shape(), b.shape()],
+            "the two inputs cannot be broadcast together",
+        ));
+    }
+    let m = <crate::reduce::Maximum as Op<F>>::forward(&crate::reduce::Maximum, &[a.value(), b.value()])?;
+    let m = a
+        .tape()
+        .constant(m.mapv(|v| if v.is_finite() { v } else { F::zero() }));
+    let s = ((a - &m)?.exp()? + (b - &m)?.exp()?)?;
+    s.log()? + &m
 }
 
 #[cfg(test)]
@@ -184,6 +210,7 @@ mod tests {
             ("softmax", x.softmax(1)?),
             ("log_softmax", x.log_softmax(-1)?),
             ("logsumexp", x.logsumexp(1, true)?.broadcast_to(&[4, 2])?),
+            ("logaddexp", x.logaddexp(&w)?),
         ];
         for (name, y) in &outputs {
             assert!(
@@ -212,6 +239,32 @@ mod tests {
         assert!((lsm[[3, 0]] + 1000.0).abs() < 1e-3 && lsm[[3, 1]] == 0.0);
         assert!((lse[[1, 0]] - (1000.0 + 2f64.ln())).abs() < 1e-3);
         assert!((lse[[2, 0]] - (-1000.0 + 2f64.ln())).abs() < 1e-3);
+        Ok(())
+    }
+
+    #[test]
+    fn logaddexp_matches_the_textbook_and_is_stable_at_a_thousand() -> Result<()> {
+        let t = Tape::<f64>::with_anomaly_detection();
+        let a = t.input(ndarray::arr1(&[0.5, -1.0, 1000.0, -1000.0, 3.0]).into_dyn());
+        let b = t.input(ndarray::arr1(&[-2.0, -1.0, 999.0, -1000.0, 3.0 - 1e-9]).into_dyn());
+        let y = a.logaddexp(&b)?;
+        let want = [
+            (0.5f64.exp() + (-2.0f64).exp()).ln(),
+            -1.0 + 2f64.ln(),
+            1000.0 + (1.0 + (-1.0f64).exp()).ln(),
+            -1000.0 + 2f64.ln(),
+            3.0 + 2f64.ln(),
+        ];
+        for (got, want) in y.value().iter().zip(want) {
+            assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        }
+        // d/da = σ(a − b): a half at a tie, not the whole.
+        let g = y.sum_all()?.backward()?;
+        let ga = g.var(&a).unwrap();
+        assert!((ga[1] - 0.5).abs() < 1e-12 && (ga[3] - 0.5).abs() < 1e-12);
+        assert!((ga[2] - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-12);
+        let err = a.logaddexp(&t.input(ArrayD::zeros(vec![2]))).unwrap_err();
+        assert!(err.to_string().contains("logaddexp"), "{err}");
         Ok(())
     }
 

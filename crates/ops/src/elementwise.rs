@@ -11,6 +11,8 @@
 //! | `relu` | `max(x, 0)` | `[x > 0]` |
 //! | `softplus` | `max(x,0) + ln(1 + e^−|x|)`, stable | `sigmoid(x)` |
 //! | `abs` | `|x|` | `sign(x)` |
+//! | `log_sigmoid` | `ln σ(x) = min(x,0) − ln(1 + e^−|x|)`, stable | `σ(−x)` |
+//! | `expm1` | `eˣ − 1`, exact near 0 | `y + 1` |
 
 use crate::VarExt;
 use eddy_tape::{Float, Op, Result, Var};
@@ -286,6 +288,42 @@ impl<F: Float> Elementwise<F> for Abs {
     }
 }
 
+/// `ln σ(x) = −softplus(−x)`, stable for large `|x|` (the log of a gate, as xLSTM's forget
+/// gate `log f = logsigmoid(f̃)`).
+pub struct LogSigmoid;
+impl<F: Float> Elementwise<F> for LogSigmoid {
+    fn name(&self) -> &str {
+        "log_sigmoid"
+    }
+    fn value(&self, x: F) -> F {
+        x.min(F::zero()) - (-x.abs()).exp().ln_1p()
+    }
+    fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
+        x.neg()?.sigmoid()
+    }
+    fn derivative_at(&self, x: F, _y: F) -> Option<F> {
+        Some(sigmoid(-x))
+    }
+}
+
+/// `eˣ − 1`, without the cancellation of `exp(x) − 1` near 0 (`1 − a² = −expm1(2 ln a)` for
+/// `a` close to 1, as in RG-LRU).
+pub struct Expm1;
+impl<F: Float> Elementwise<F> for Expm1 {
+    fn name(&self) -> &str {
+        "expm1"
+    }
+    fn value(&self, x: F) -> F {
+        x.exp_m1()
+    }
+    fn derivative(&self, _: &Var<F>, y: &Var<F>) -> Result<Var<F>> {
+        y.shift(F::one())
+    }
+    fn derivative_at(&self, _x: F, y: F) -> Option<F> {
+        Some(y + F::one())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +347,8 @@ mod tests {
         check(x.relu().unwrap(), |v| if v > 0.0 { v } else { 0.0 });
         check(x.powi(3).unwrap(), |v| v * v * v);
         check(x.abs().unwrap(), f64::abs);
+        check(x.log_sigmoid().unwrap(), |v| (1.0 / (1.0 + (-v).exp())).ln());
+        check(x.expm1().unwrap(), |v| v.exp() - 1.0);
         let p = t.constant(arr1(&[0.5, 2.0]).into_dyn());
         assert!((p.log().unwrap().value()[1] - 2f64.ln()).abs() < 1e-15);
         assert!((p.sqrt().unwrap().value()[1] - 2f64.sqrt()).abs() < 1e-15);
@@ -329,6 +369,8 @@ mod tests {
             ("relu", |x| x.shift(-1.0)?.relu()),
             ("softplus", |x| x.softplus()),
             ("abs", |x| x.shift(-1.0)?.abs()),
+            ("log_sigmoid", |x| x.shift(-1.0)?.log_sigmoid()),
+            ("expm1", |x| x.expm1()),
         ];
         for (name, f) in ops {
             let grad = |create_graph: bool| {
@@ -359,6 +401,10 @@ mod tests {
         assert_eq!(s.value().as_slice().unwrap(), &[0.0, 1.0]);
         let sp = x.softplus().unwrap();
         assert_eq!(sp.value().as_slice().unwrap(), &[0.0, 1000.0]);
+        let ls = x.log_sigmoid().unwrap();
+        assert_eq!(ls.value().as_slice().unwrap(), &[-1000.0, 0.0]);
+        let g = ls.sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.var(&x).unwrap().as_slice().unwrap(), &[1.0, 0.0]);
         let g = sp.sum_all().unwrap().backward().unwrap();
         assert!(g.var(&x).unwrap().iter().all(|v| v.is_finite()));
     }

@@ -1,11 +1,13 @@
 //! [`VarExt`]: the catalogue as methods on [`Var`] (`x.matmul(&w)?.tanh()`), plus the ops that
 //! take several inputs as free functions ([`concat`], [`stack`], [`where_`]).
 
-use crate::activation::{logsumexp, LogSoftmax, Softmax};
+use crate::activation::{logaddexp, logsumexp, LogSoftmax, Softmax};
 use crate::axis::resolve;
-use crate::elementwise::{Abs, Elementwise, Exp, Log, Powi, Relu, Sigmoid, Softplus, Sqrt, Tanh, Unary};
+use crate::elementwise::{
+    Abs, Elementwise, Exp, Expm1, Log, LogSigmoid, Powi, Relu, Sigmoid, Softplus, Sqrt, Tanh, Unary,
+};
 use crate::matmul::MatMul;
-use crate::reduce::{Max, Sum};
+use crate::reduce::{Max, Maximum, Sum};
 use crate::shape::{Concat, IndexSelect, Narrow, Permute, Reshape, Split, Stack, Where};
 use eddy_tape::{Error, Float, Result, Rng, Var};
 use ndarray::ArrayD;
@@ -33,6 +35,14 @@ pub trait VarExt<F: Float>: Sized {
     fn softplus(&self) -> Result<Var<F>>;
     /// `|x|`.
     fn abs(&self) -> Result<Var<F>>;
+    /// `ln σ(x)` (stable).
+    fn log_sigmoid(&self) -> Result<Var<F>>;
+    /// `eˣ − 1` (exact near 0).
+    fn expm1(&self) -> Result<Var<F>>;
+    /// The larger of `self` and `other` elementwise, broadcasting; see [`Maximum`].
+    fn maximum(&self, other: &Var<F>) -> Result<Var<F>>;
+    /// `ln(eˣ + eʸ)` elementwise, broadcasting (stable); see [`logaddexp`].
+    fn logaddexp(&self, other: &Var<F>) -> Result<Var<F>>;
 
     /// Matrix product; see [`MatMul`] for the shapes (2-D or batched 3-D).
     fn matmul(&self, other: &Var<F>) -> Result<Var<F>>;
@@ -111,6 +121,18 @@ impl<F: Float> VarExt<F> for Var<F> {
     }
     fn abs(&self) -> Result<Var<F>> {
         self.map(Abs)
+    }
+    fn log_sigmoid(&self) -> Result<Var<F>> {
+        self.map(LogSigmoid)
+    }
+    fn expm1(&self) -> Result<Var<F>> {
+        self.map(Expm1)
+    }
+    fn maximum(&self, other: &Var<F>) -> Result<Var<F>> {
+        self.tape().apply(Maximum, &[self, other])
+    }
+    fn logaddexp(&self, other: &Var<F>) -> Result<Var<F>> {
+        logaddexp(self, other)
     }
 
     fn matmul(&self, other: &Var<F>) -> Result<Var<F>> {

@@ -1,5 +1,5 @@
-//! Reductions along an axis: sum (mean is a scaled sum) and max. Sum of everything is
-//! `Var::sum_all` in the tape.
+//! Reductions along an axis: sum (mean is a scaled sum) and max; and [`Maximum`], the larger
+//! of two tensors, max's elementwise twin. Sum of everything is `Var::sum_all` in the tape.
 
 use eddy_tape::{Error, Float, Op, Result, Var};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -122,6 +122,66 @@ impl<F: Float> Op<F> for Max {
     }
 }
 
+/// The larger of two tensors elementwise, `a` and `b` broadcast together (NumPy's and
+/// PyTorch's `maximum`).
+///
+/// Gradient: to the larger argument, `da = sum_to(a ≥ b ? g : 0)`, `db = sum_to(a ≥ b ? 0 : g)`;
+/// at a tie all of it goes to `a` (PyTorch splits a tie in halves). The mask is a constant, so
+/// the rule is linear in `g` and differentiates again. This is the `max` of xLSTM's stabiliser
+/// `m_t = max(log f + m_{t−1}, ĩ)`, differentiated as is rather than detached.
+pub struct Maximum;
+
+impl Maximum {
+    /// `a ≥ b` at every position of the broadcast shape.
+    fn mask<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, shape: &[usize]) -> ArrayD<bool> {
+        let sh = IxDyn(shape);
+        let (a, b) = (
+            a.broadcast(sh.clone()).expect("checked by the shape rule"),
+            b.broadcast(sh).expect("checked by the shape rule"),
+        );
+        ndarray::Zip::from(&a).and(&b).map_collect(|&a, &b| a >= b)
+    }
+}
+
+impl<F: Float> Op<F> for Maximum {
+    fn name(&self) -> &str {
+        "maximum"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        crate::arity("maximum", inputs, 2)?;
+        eddy_tape::broadcast_shapes(inputs[0], inputs[1])
+            .ok_or_else(|| Error::shape("maximum", inputs, "the two inputs cannot be broadcast together"))
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let shape = <Self as Op<F>>::shape(self, &[a.shape(), b.shape()])?;
+        let mask = Self::mask(a, b, &shape);
+        let sh = IxDyn(&shape);
+        let (av, bv) = (
+            a.broadcast(sh.clone()).expect("checked"),
+            b.broadcast(sh).expect("checked"),
+        );
+        Ok(ndarray::Zip::from(&mask)
+            .and(&av)
+            .and(&bv)
+            .map_collect(|&m, &a, &b| if m { a } else { b }))
+    }
+    fn backward(&self, inputs: &[Var<F>], out: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let mask = Self::mask(a.value(), b.value(), out.shape());
+        let zeros = g.tape().constant(ArrayD::zeros(g.shape()));
+        let pick = |first: bool, x: &Var<F>| -> Result<Option<Var<F>>> {
+            if !x.requires_grad() {
+                return Ok(None);
+            }
+            let (on, off) = if first { (g, &zeros) } else { (&zeros, g) };
+            let routed = crate::where_(&mask, on, off)?;
+            Ok(Some(routed.sum_to(x.shape())?))
+        };
+        Ok(vec![pick(true, a)?, pick(false, b)?])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The kernels against slow references that walk each lane by index.
@@ -236,5 +296,24 @@ mod tests {
         .unwrap();
         assert!(y[[0]].is_nan());
         assert_eq!(y[[1]], f32::INFINITY);
+    }
+
+    #[test]
+    fn maximum_broadcasts_and_routes_the_gradient_to_the_larger_argument() -> Result<()> {
+        use crate::VarExt;
+        let t = eddy_tape::Tape::<f64>::new();
+        let a = t.input(ndarray::arr2(&[[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]]).into_dyn());
+        let b = t.input(ndarray::arr1(&[0.0, -2.0, 5.0]).into_dyn());
+        let y = a.maximum(&b)?;
+        let want = ndarray::arr2(&[[1.0, -2.0, 5.0], [0.5, 4.0, 5.0]]).into_dyn();
+        assert_eq!(y.value(), &want);
+        let g = y.sum_all()?.backward()?;
+        // The tie at column 1, row 0 goes to `a`.
+        let ga = ndarray::arr2(&[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]).into_dyn();
+        assert_eq!(g.var(&a).unwrap(), &ga);
+        assert_eq!(g.var(&b).unwrap(), &ndarray::arr1(&[0.0, 0.0, 2.0]).into_dyn());
+        let err = a.maximum(&t.input(ArrayD::zeros(vec![2]))).unwrap_err();
+        assert!(err.to_string().contains("maximum"), "{err}");
+        Ok(())
     }
 }

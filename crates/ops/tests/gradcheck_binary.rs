@@ -1,4 +1,5 @@
-//! gradcheck and gradgradcheck of `+ - * /` and `where_` under NumPy broadcasting.
+//! gradcheck and gradgradcheck of `+ - * /`, `where_`, `maximum` and `logaddexp` under NumPy
+//! broadcasting.
 
 mod common;
 
@@ -65,5 +66,22 @@ proptest! {
         let shape = eddy_tape::broadcast_shapes(a.shape(), b.shape()).unwrap();
         let mask = ArrayD::from_shape_vec(shape, mask_bits).unwrap();
         check(|_, v| &where_(&mask, &v[0], &v[1])? * &v[0], &[a, b])?;
+    }
+
+    #[test]
+    fn maximum_away_from_ties((a, b) in pair(value)) {
+        // Keep every pair at least 0.05 apart, far beyond the 1e-6 step, so no evaluation
+        // crosses a tie; multiply by `a` so the second derivative is not zero.
+        let shape = eddy_tape::broadcast_shapes(a.shape(), b.shape()).unwrap();
+        let (ab, bb) = (a.broadcast(shape.clone()).unwrap(), b.broadcast(shape).unwrap());
+        prop_assume!(ab.iter().zip(bb.iter()).all(|(x, y)| (x - y).abs() > 0.05));
+        check(|_, v| &v[0].maximum(&v[1])? * &v[0], &[a, b])?;
+    }
+
+    #[test]
+    fn logaddexp((a, b) in pair(value)) {
+        check(|_, v| v[0].logaddexp(&v[1]), &[a.clone(), b.clone()])?;
+        // Ties included: the gradient is smooth there.
+        check(|_, v| v[0].logaddexp(&v[0]), &[a])?;
     }
 }

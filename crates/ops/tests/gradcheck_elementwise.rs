@@ -79,6 +79,16 @@ proptest! {
     }
 
     #[test]
+    fn log_sigmoid(x in any_array_of(|| -6.0f64..6.0)) {
+        check(|_, v| v[0].log_sigmoid(), &[x])?;
+    }
+
+    #[test]
+    fn expm1(x in any_array()) {
+        check(|_, v| v[0].expm1(), &[x])?;
+    }
+
+    #[test]
     fn abs_away_from_zero(x in any_array()) {
         check(|_, v| v[0].abs(), std::slice::from_ref(&x))?;
         check(|_, v| &v[0].abs()? * &v[0], &[x])?;

@@ -1,8 +1,9 @@
 //! minGRU, from "Were RNNs All We Needed?" (Feng et al. 2024).
 
+use super::linear_recurrence::{half_state, linear_step, log_g, log_space_step};
 use crate::{init, Cell, Module};
 use eddy_ops::{concat, VarExt};
-use eddy_tape::{Float, Param, Result, Rng, Var};
+use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 
 /// The minGRU cell (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs All We Needed?",
 /// 2024): a GRU whose gate and candidate depend on the input alone, not on `h`.
@@ -13,9 +14,17 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// h' = (1 − z) ⊙ h + z ⊙ h̃
 /// ```
 ///
-/// Since nothing but the final blend depends on `h`, [`project`](Cell::project) computes `z`
-/// and `h̃` for the whole sequence in one GEMM, and a step is pointwise: this is what makes
+/// Since nothing but the final blend depends on `h`, [`project`](Cell::project) computes, for
+/// the whole sequence in one GEMM, the coefficients of the linear recurrence
+/// `h' = a ⊙ h + b` with `a = 1 − z`, `b = z ⊙ h̃`, and a step is pointwise: this is what makes
 /// minGRU parallel-friendly (the recurrence is a linear scan).
+///
+/// **Log-space mode** ([`MinGruCell::log_space`], the paper's appendix): a different function,
+/// `h' = (1 − z) ⊙ h + z ⊙ g(h̃)` with `g(v) = v + 0.5` for `v ≥ 0` and `σ(v)` otherwise, so every
+/// term is positive and the recurrence runs on logarithms,
+/// `log h' = logaddexp(log(1 − z) + log h, log z + log g(h̃))` (`log z = logsigmoid(k)`,
+/// `log(1 − z) = −softplus(k)`). The state must be positive: the default initial state is
+/// `g(0) = 0.5` (the paper passes `h_0` through `g`), and a given one must be positive.
 ///
 /// Parameters: `weight_ih` `[2H, I]` (rows `W_z` then `W_h`) and `bias_ih` `[2H]`, both
 /// `U(-1/√I, 1/√I)` as the paper's `nn.Linear`. State `h [B, H]`.
@@ -33,12 +42,20 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// let out = layer.forward(&tape.input(ndarray::ArrayD::zeros(vec![5, 2, 3])))?; // [T, B, I]
 /// assert_eq!(out.output.shape(), &[5, 2, 4]);
 /// assert_eq!(out.h_n().shape(), &[2, 2, 4]);
+///
+/// // The log-space mode: its states stay positive.
+/// let log_layer = RecurrentConfig::new(3, 4)
+///     .build(|i, h, rng| MinGruCell::<f32>::new(i, h, true, rng).log_space(true), &mut rng);
+/// let out = log_layer.forward(&tape.input(ndarray::ArrayD::zeros(vec![5, 2, 3])))?;
+/// assert!(out.h_n().value().iter().all(|&v| v > 0.0));
 /// # Ok::<(), Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct MinGruCell<F: Float = f32> {
     pub weight_ih: Param<F>,
     pub bias_ih: Option<Param<F>>,
+    /// The paper's log-space mode (candidate through `g`, positive state); see the type's docs.
+    pub log_space: bool,
 }
 
 impl<F: Float> MinGruCell<F> {
@@ -50,7 +67,14 @@ impl<F: Float> MinGruCell<F> {
                 init::pytorch_default(&[2 * hidden, input], input, rng),
             ),
             bias_ih: bias.then(|| Param::new("bias_ih", init::pytorch_default(&[2 * hidden], input, rng))),
+            log_space: false,
         }
+    }
+
+    /// Switches the paper's log-space mode on or off.
+    pub fn log_space(mut self, yes: bool) -> Self {
+        self.log_space = yes;
+        self
     }
 
     /// The state size `H`.
@@ -78,26 +102,45 @@ impl<F: Float> Cell<F> for MinGruCell<F> {
         vec![self.hidden_size()]
     }
 
-    /// `[z, h̃]` (`[T, B, 2H]`) for all time steps: one GEMM and a sigmoid.
+    /// `[a, b] = [1 − z, z ⊙ h̃]` (`[T, B, 2H]`) for all time steps: one GEMM and pointwise
+    /// ops; in log-space mode `[log(1 − z), log z + log g(h̃)]`.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
         let t = x.tape();
         let b = self.bias_ih.as_ref().map(|b| t.param(b));
-        let zh = x.linear(&t.param(&self.weight_ih), b.as_ref())?;
-        let [z, h]: [Var<F>; 2] = zh.chunk(2, -1)?.try_into().expect("two chunks");
-        concat(&[&z.sigmoid()?, &h], -1)
+        let kh = x.linear(&t.param(&self.weight_ih), b.as_ref())?;
+        let [k, candidate]: [Var<F>; 2] = kh.chunk(2, -1)?.try_into().expect("two chunks");
+        if self.log_space {
+            let log_a = k.softplus()?.neg()?;
+            let log_b = (k.log_sigmoid()? + log_g(&candidate)?)?;
+            return concat(&[&log_a, &log_b], -1);
+        }
+        let z = k.sigmoid()?;
+        let a = z.affine(-F::one(), F::one(), "one_minus")?;
+        concat(&[&a, &(z * candidate)?], -1)
     }
 
-    fn step(&self, zh: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
-        let [z, candidate]: [Var<F>; 2] = zh.chunk(2, 1)?.try_into().expect("two chunks");
-        // h' = (1 − z) h + z h̃ = h + z (h̃ − h)
-        h + (z * (candidate - h)?)?
+    fn step(&self, ab: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
+        if self.log_space {
+            log_space_step("min_gru", ab, h)
+        } else {
+            linear_step(ab, h)
+        }
+    }
+
+    /// Zeros; in log-space mode `g(0) = 0.5`.
+    fn zero_state(&self, tape: &Tape<F>, batch: usize) -> Result<Var<F>> {
+        if self.log_space {
+            Ok(half_state(tape, batch, self.hidden_size()))
+        } else {
+            Ok(tape.constant(ndarray::ArrayD::zeros(vec![batch, self.hidden_size()])))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cells::reference::{assert_close, mat, random, sigmoid, vec};
+    use crate::cells::reference::{assert_close, assert_within, g, mat, random, run_steps, sigmoid, vec};
     use eddy_tape::Tape;
     use ndarray::s;
 
@@ -131,5 +174,49 @@ mod tests {
         let h = tape.constant(ndarray::ArrayD::zeros(vec![4, 3]));
         assert!(!cell.step(&z.select(0, 0)?, &h)?.requires_grad());
         Ok(())
+    }
+
+    /// The log-space mode equals its own sequential form, `h' = (1 − z) h + z g(h̃)` looped in
+    /// plain f64, over enough steps for the logs to matter, from the default state `g(0)` and
+    /// from a given positive one.
+    #[test]
+    fn the_log_space_mode_equals_its_sequential_form() -> Result<()> {
+        let mut rng = Rng::seed(8);
+        let (steps, batch, input, hidden) = (30, 3, 2, 4);
+        let cell = MinGruCell::<f64>::new(input, hidden, true, &mut rng).log_space(true);
+        // Inputs scaled so that candidates fall on both sides of g's two pieces.
+        let xs: Vec<_> = (0..steps)
+            .map(|_| random(batch, input, &mut rng).mapv(|v| 4.0 * v))
+            .collect();
+        let w = mat(&cell.weight_ih);
+        let b = vec(cell.bias_ih.as_ref().unwrap());
+        let positive = random(batch, hidden, &mut rng).mapv(|v| v.abs() + 0.1);
+        for h0 in [ndarray::Array2::from_elem((batch, hidden), 0.5), positive] {
+            let mut h = h0.clone();
+            for x in &xs {
+                let pre = x.dot(&w.t()) + &b;
+                let z = pre.slice(s![.., 0..hidden]).mapv(sigmoid);
+                let candidate = pre.slice(s![.., hidden..]).mapv(g);
+                h = z.mapv(|z| 1.0 - z) * &h + &z * &candidate;
+            }
+            assert_within(&run_steps(&cell, &xs, &h0)?, &h, 1e-12);
+        }
+        // The default state is g(0).
+        let zero = cell.zero_state(&Tape::new(), 2)?;
+        assert!(zero.value().iter().all(|&v| v == 0.5));
+        Ok(())
+    }
+
+    #[test]
+    fn the_log_space_mode_rejects_a_state_that_is_not_positive() {
+        let mut rng = Rng::seed(9);
+        let cell = MinGruCell::<f64>::new(2, 3, true, &mut rng).log_space(true);
+        let mut h0 = random(1, 3, &mut rng).mapv(|v| v.abs() + 0.1);
+        h0[[0, 1]] = 0.0;
+        let err = run_steps(&cell, &[random(1, 2, &mut rng)], &h0).unwrap_err();
+        assert!(
+            err.to_string().contains("min_gru") && err.to_string().contains("positive"),
+            "{err}"
+        );
     }
 }

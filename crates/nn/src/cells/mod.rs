@@ -3,17 +3,26 @@
 
 mod gru;
 mod layer_norm_lstm;
+mod linear_recurrence;
 mod lstm;
 mod min_gru;
+mod min_lstm;
+mod mlstm;
 mod peephole;
+mod rg_lru;
 mod rnn;
+mod slstm;
 
 pub use gru::GruCell;
 pub use layer_norm_lstm::LayerNormLstmCell;
 pub use lstm::LstmCell;
 pub use min_gru::MinGruCell;
+pub use min_lstm::MinLstmCell;
+pub use mlstm::MlstmCell;
 pub use peephole::PeepholeLstmCell;
+pub use rg_lru::RgLruCell;
 pub use rnn::{Nonlinearity, RnnCell};
+pub use slstm::SlstmCell;
 
 use crate::init;
 use eddy_ops::VarExt;
@@ -105,6 +114,37 @@ pub(crate) mod reference {
 
     pub fn sigmoid(x: f64) -> f64 {
         1.0 / (1.0 + (-x).exp())
+    }
+
+    /// minGRU's and minLSTM's `g(v)`: `v + 0.5` for `v ≥ 0`, `σ(v)` otherwise.
+    pub fn g(v: f64) -> f64 {
+        if v >= 0.0 {
+            v + 0.5
+        } else {
+            sigmoid(v)
+        }
+    }
+
+    /// Runs `cell` step by step over `xs` (`T × [B, I]`) from `h0`: the final `h`.
+    pub fn run_steps<C: crate::Cell<f64, State = eddy_tape::Var<f64>>>(
+        cell: &C,
+        xs: &[Array2<f64>],
+        h0: &Array2<f64>,
+    ) -> eddy_tape::Result<ArrayD<f64>> {
+        let tape = eddy_tape::Tape::new();
+        let mut h = tape.constant(h0.clone().into_dyn());
+        for x in xs {
+            h = cell.step(&cell.project(&tape.constant(x.clone().into_dyn()))?, &h)?;
+        }
+        Ok(h.value().clone())
+    }
+
+    /// Within `tol` of `want`, elementwise.
+    pub fn assert_within(got: &ArrayD<f64>, want: &Array2<f64>, tol: f64) {
+        assert_eq!(got.shape(), want.shape());
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < tol, "got {got}, want {want}");
+        }
     }
 
     pub fn assert_close(got: &ArrayD<f64>, want: &Array2<f64>) {
