@@ -5,7 +5,8 @@
 //!
 //! - [`tape`]: the engine (`Tape`, `Var`, `Param`, `Grads`, the `Op` trait, `gradcheck`);
 //! - [`ops`]: the differentiable op catalogue (methods through `VarExt`);
-//! - [`nn`]: modules, cells, the generic recurrent layer, losses, optimizers.
+//! - [`nn`]: modules, cells, the generic recurrent layer, losses, optimizers;
+//! - `dist` (with the `mpi` feature): data-parallel training over MPI.
 //!
 //! ```
 //! use eddy::prelude::*;
@@ -21,6 +22,9 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+/// Data-parallel training over MPI (the `mpi` feature): see `docs/distributed.md`.
+#[cfg(feature = "mpi")]
+pub use eddy_dist as dist;
 pub use eddy_nn as nn;
 pub use eddy_ops as ops;
 pub use eddy_tape as tape;

@@ -261,7 +261,19 @@ impl<F: Float> Model<F> {
         if self.compiled.is_none() {
             return Err(Error::invalid("load_checkpoint", "the model is not compiled"));
         }
-        let file = TensorFile::read(path.as_ref())?;
+        self.load_training_file(TensorFile::read(path.as_ref())?)
+    }
+
+    /// [`Model::load_checkpoint`] from the bytes of a checkpoint (rank 0's state sent to the
+    /// other ranks by [`Model::fit_distributed`]); `origin` names them in errors.
+    pub(crate) fn load_checkpoint_bytes(&mut self, bytes: &[u8], origin: &str) -> Result<()> {
+        if self.compiled.is_none() {
+            return Err(Error::invalid("load_checkpoint", "the model is not compiled"));
+        }
+        self.load_training_file(TensorFile::from_bytes(bytes, origin)?)
+    }
+
+    fn load_training_file(&mut self, file: TensorFile) -> Result<()> {
         let state = read_training_state(&file)?;
         check_no_extra(self, &file)?;
         let c = self.compiled.as_ref().expect("checked");

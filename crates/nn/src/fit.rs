@@ -10,13 +10,16 @@
 //! ([`Model::save_checkpoint`]) resumes the run bit for bit.
 
 use crate::clip::{clip_grad_norm, GradAccumulator};
-use crate::sequential::{run_layers, Layer, Metric, Model};
+use crate::distributed::{rank_stream, shard_of};
+use crate::sequential::{run_layers, Layer, Loss, Metric, Model};
+use crate::sync::GradientSync;
 use crate::Module;
 use eddy_tape::{Error, Float, Grads, Result, Rng, Tape};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -144,16 +147,16 @@ pub struct Evaluation {
 
 /// Sums for an epoch's mean loss and metrics.
 #[derive(Debug, Default)]
-struct Sums {
-    loss: f64,
-    rows: usize,
-    abs: f64,
-    sq: f64,
-    elems: usize,
+pub(crate) struct Sums {
+    pub(crate) loss: f64,
+    pub(crate) rows: usize,
+    pub(crate) abs: f64,
+    pub(crate) sq: f64,
+    pub(crate) elems: usize,
 }
 
 impl Sums {
-    fn add<F: Float>(&mut self, loss: f64, pred: &ArrayD<F>, y: &ArrayD<F>) {
+    pub(crate) fn add<F: Float>(&mut self, loss: f64, pred: &ArrayD<F>, y: &ArrayD<F>) {
         let rows = y.shape()[0];
         self.loss += loss * rows as f64;
         self.rows += rows;
@@ -167,6 +170,29 @@ impl Sums {
 
     fn loss(&self) -> f64 {
         self.loss / self.rows as f64
+    }
+
+    pub(crate) fn merge(&mut self, other: &Sums) {
+        self.loss += other.loss;
+        self.rows += other.rows;
+        self.abs += other.abs;
+        self.sq += other.sq;
+        self.elems += other.elems;
+    }
+
+    /// The sums as `f64`s, to be summed over ranks ([`Sums::from_f64s`] takes them back).
+    pub(crate) fn to_f64s(&self) -> [f64; 5] {
+        [self.loss, self.rows as f64, self.abs, self.sq, self.elems as f64]
+    }
+
+    pub(crate) fn from_f64s(v: [f64; 5]) -> Sums {
+        Sums {
+            loss: v[0],
+            rows: v[1] as usize,
+            abs: v[2],
+            sq: v[3],
+            elems: v[4] as usize,
+        }
     }
 
     fn metric(&self, m: Metric) -> f64 {
@@ -237,6 +263,18 @@ impl<F: Float> Model<F> {
     /// [`Error::Shape`] if `x` or `y` do not fit the model or each other; errors of the layers,
     /// the optimizer and the checkpoint writes.
     pub fn fit(&mut self, x: &ArrayD<F>, y: &ArrayD<F>, options: FitOptions<'_, F>) -> Result<History> {
+        self.fit_impl(x, y, options, None)
+    }
+
+    /// `fit` on one rank of a data-parallel job; see [`Model::fit_distributed`]. Without `sync`
+    /// it is plain `fit`.
+    pub(crate) fn fit_impl(
+        &mut self,
+        x: &ArrayD<F>,
+        y: &ArrayD<F>,
+        options: FitOptions<'_, F>,
+        mut sync: Option<&mut dyn GradientSync<F>>,
+    ) -> Result<History> {
         let op = "fit";
         if self.compiled.is_none() {
             return Err(Error::invalid(
@@ -300,11 +338,18 @@ impl<F: Float> Model<F> {
             }
         }
 
+        let (rank, world) = match sync.as_deref_mut() {
+            Some(s) => {
+                self.sync_state(s)?;
+                (s.rank(), s.world_size())
+            }
+            None => (0, 1),
+        };
         let mut history = History::default();
         let mut best = f64::INFINITY;
         let mut wait = 0usize;
         let mut best_weights: Option<Vec<Arc<ArrayD<F>>>> = None;
-        let show = options.progress && std::io::stdout().is_terminal();
+        let show = options.progress && rank == 0 && std::io::stdout().is_terminal();
         self.set_training(true);
         let batches = n_train.div_ceil(options.batch_size);
 
@@ -317,8 +362,17 @@ impl<F: Float> Model<F> {
             let bar = progress_bar(show, epoch, batches);
             let lr = self.compiled.as_ref().expect("checked").optimizer.lr();
             let mut sums = Sums::default();
+            let mut rank_rng = rank_stream(&self.rng, rank);
             for (b, rows) in order.chunks(options.batch_size).enumerate() {
-                let stepped = self.train_batch(x, y, rows, &options, &mut sums).map_err(|e| {
+                let stepped = match sync.as_deref_mut() {
+                    None => self.train_batch(x, y, rows, &options, &mut sums),
+                    Some(s) => {
+                        let mine = shard_of(rows, rank, world);
+                        let global = rows.len();
+                        self.train_shard(x, y, mine, global, &options, &mut sums, s, &mut rank_rng)
+                    }
+                }
+                .map_err(|e| {
                     bar.abandon();
                     e.context(format!("epoch {epoch} batch {}", b + 1))
                 })?;
@@ -336,6 +390,11 @@ impl<F: Float> Model<F> {
                 c.optimizer.set_group_lrs(&s.lrs());
             }
             let metrics = c.metrics.clone();
+            if let Some(s) = sync.as_deref_mut() {
+                let mut v = sums.to_f64s();
+                s.sum(&mut v)?;
+                sums = Sums::from_f64s(v);
+            }
             self.epoch += 1;
             history.epoch.push(epoch);
             history.loss.push(sums.loss());
@@ -349,7 +408,10 @@ impl<F: Float> Model<F> {
             }
             let mut message = format!("loss {:.4}", sums.loss());
             if let Some((vx, vy)) = val {
-                let ev = self.evaluate(vx, vy)?;
+                let ev = match sync.as_deref_mut() {
+                    None => self.evaluate(vx, vy)?,
+                    Some(s) => self.evaluate_shared(vx, vy, s)?,
+                };
                 message += &format!(" val_loss {:.4}", ev.loss);
                 history.val_loss.push(ev.loss);
                 for (k, v) in ev.metrics {
@@ -358,7 +420,7 @@ impl<F: Float> Model<F> {
             }
             bar.finish_with_message(message);
             if let Some(c) = &options.checkpoint {
-                if self.epoch.checked_rem(c.every) == Some(0) {
+                if rank == 0 && self.epoch.checked_rem(c.every) == Some(0) {
                     self.save_checkpoint(c.path_for(self.epoch))?;
                 }
             }
@@ -402,12 +464,6 @@ impl<F: Float> Model<F> {
     ) -> Result<bool> {
         let micro = options.micro_batch_size.unwrap_or(rows.len()).max(1);
         let skip = options.on_non_finite == OnNonFinite::SkipStep;
-        let non_finite = |what: &str, v: f64| {
-            Error::invalid(
-                "fit",
-                format!("{what} is {v} (set on_non_finite: OnNonFinite::SkipStep to skip such steps)"),
-            )
-        };
         let loss_fn = self.compiled.as_ref().expect("checked").loss;
         let mut acc = GradAccumulator::new();
         let mut single: Option<Grads<F>> = None;
@@ -435,25 +491,33 @@ impl<F: Float> Model<F> {
                 acc.add_weighted(&grads, piece.len() as f64)?;
             }
         }
-        let mut grads = match single {
+        let grads = match single {
             Some(g) => g,
             None => acc.take_average().expect("at least one micro-batch"),
         };
+        self.finish_step(grads, options, sums, &batch_sums)
+    }
+
+    /// Clips `grads` if asked, steps the optimizer and adds the batch's sums to the epoch's;
+    /// returns false if the step was skipped for a non-finite gradient norm.
+    pub(crate) fn finish_step(
+        &mut self,
+        mut grads: Grads<F>,
+        options: &FitOptions<'_, F>,
+        sums: &mut Sums,
+        batch_sums: &Sums,
+    ) -> Result<bool> {
         if let Some(max) = options.clip_grad_norm {
             let norm = clip_grad_norm(&mut grads, max)?;
             if !norm.is_finite() {
-                if skip {
+                if options.on_non_finite == OnNonFinite::SkipStep {
                     return Ok(false);
                 }
                 return Err(non_finite("the gradient norm", norm));
             }
         }
         self.compiled.as_mut().expect("checked").optimizer.step(&grads)?;
-        sums.loss += batch_sums.loss;
-        sums.rows += batch_sums.rows;
-        sums.abs += batch_sums.abs;
-        sums.sq += batch_sums.sq;
-        sums.elems += batch_sums.elems;
+        sums.merge(batch_sums);
         Ok(true)
     }
 
@@ -467,7 +531,12 @@ impl<F: Float> Model<F> {
         let layers = self.eval_layers();
         let mut outs = Vec::new();
         for start in (0..x.shape()[0]).step_by(EVAL_BATCH) {
-            outs.push(predict_rows(&layers, x, start)?);
+            outs.push(predict_rows(
+                &layers,
+                x,
+                start,
+                (start + EVAL_BATCH).min(x.shape()[0]),
+            )?);
         }
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
         ndarray::concatenate(Axis(0), &views).map_err(|e| Error::invalid("predict", e.to_string()))
@@ -484,33 +553,56 @@ impl<F: Float> Model<F> {
             .as_ref()
             .ok_or_else(|| Error::invalid("evaluate", "the model is not compiled (call compile first)"))?;
         let n = self.check_data("evaluate", x, Some(y))?;
+        let sums = self.eval_sums(c.loss, x, y, 0..n)?;
+        Ok(self.evaluation(&sums))
+    }
+
+    /// The loss and metric sums of the rows `rows` of `(x, y)`, in evaluation mode.
+    pub(crate) fn eval_sums(
+        &self,
+        loss: Loss,
+        x: &ArrayD<F>,
+        y: &ArrayD<F>,
+        rows: Range<usize>,
+    ) -> Result<Sums> {
         let layers = self.eval_layers();
         let mut sums = Sums::default();
-        for start in (0..n).step_by(EVAL_BATCH) {
-            let pred = predict_rows(&layers, x, start)?;
-            let end = (start + EVAL_BATCH).min(n);
+        for start in rows.clone().step_by(EVAL_BATCH) {
+            let end = (start + EVAL_BATCH).min(rows.end);
+            let pred = predict_rows(&layers, x, start, end)?;
             let yb = y.slice_axis(Axis(0), (start..end).into()).to_owned();
             let tape = Tape::<F>::no_grad();
-            let loss = c
-                .loss
+            let value = loss
                 .apply(&tape.constant(pred.clone()), &tape.constant(yb.clone()), None)?
                 .item()?
                 .as_f64();
-            sums.add(loss, &pred, &yb);
+            sums.add(value, &pred, &yb);
         }
-        Ok(Evaluation {
+        Ok(sums)
+    }
+
+    /// The [`Evaluation`] of the sums of all rows.
+    pub(crate) fn evaluation(&self, sums: &Sums) -> Evaluation {
+        let metrics = self.compiled.as_ref().map_or(&[][..], |c| &c.metrics[..]);
+        Evaluation {
             loss: sums.loss(),
-            metrics: c
-                .metrics
+            metrics: metrics
                 .iter()
                 .map(|m| (m.name().to_string(), sums.metric(*m)))
                 .collect(),
-        })
+        }
     }
 }
 
-fn predict_rows<F: Float>(layers: &[Layer<F>], x: &ArrayD<F>, start: usize) -> Result<ArrayD<F>> {
-    let end = (start + EVAL_BATCH).min(x.shape()[0]);
+/// The error of a non-finite loss or gradient norm.
+pub(crate) fn non_finite(what: &str, v: f64) -> Error {
+    Error::invalid(
+        "fit",
+        format!("{what} is {v} (set on_non_finite: OnNonFinite::SkipStep to skip such steps)"),
+    )
+}
+
+fn predict_rows<F: Float>(layers: &[Layer<F>], x: &ArrayD<F>, start: usize, end: usize) -> Result<ArrayD<F>> {
     let tape = Tape::no_grad();
     let xb = tape.constant(x.slice_axis(Axis(0), (start..end).into()).to_owned());
     // In evaluation mode nothing random is drawn; the RNG is a formality.

@@ -5,13 +5,15 @@
 //! - [`Recurrent`]: one generic layer over any cell; [`Lstm`], [`Gru`], [`Rnn`].
 //! - [`Linear`], [`Embedding`], [`Dropout`], [`LayerNorm`]; [`init`]ializers.
 //! - [`sequential`]: a Keras-style `Sequential` model with [`fit`], [`data`] preparation and
-//!   [`checkpoint`] files.
+//!   [`checkpoint`] files; [`Model::fit_distributed`] trains on many processes through a
+//!   [`GradientSync`] (over MPI in the crate `eddy-dist`).
 
 mod cell;
 pub mod cells;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
+mod distributed;
 pub mod fit;
 pub mod init;
 pub mod io;
@@ -24,6 +26,7 @@ pub mod parity;
 mod recurrent;
 pub mod schedule;
 pub mod sequential;
+pub mod sync;
 
 pub use cell::{Cell, RecurrentState};
 pub use cells::{
@@ -35,6 +38,7 @@ pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use module::{prefixed, Module};
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
 pub use sequential::{Model, Sequential};
+pub use sync::{GradientSync, SingleProcess};
 
 /// The walk-through `docs/custom-cells.md`, compiled so that its code blocks run as doc tests.
 #[cfg(doctest)]

@@ -126,6 +126,48 @@ impl<F: Float> Var<F> {
 
     /// [`Var::backward`] with options.
     pub fn backward_with(&self, options: GradOptions) -> Result<Grads<F>> {
+        self.backward_reporting(options, &mut |_, _| {})
+    }
+
+    /// [`Var::backward`] that also hands each parameter's gradient to `ready` as soon as it is
+    /// final, while the rest of the reverse pass still runs.
+    ///
+    /// The pass walks the tape backwards, so a parameter's gradient is final once the pass
+    /// reaches the node that bound it (`tape.param`): every use came later on the tape. The
+    /// parameters are therefore reported in the reverse of the order they were first used, each
+    /// once; one the loss does not depend on is not reported. A data-parallel trainer starts
+    /// reducing a bucket of gradients across processes while the earlier layers' gradients are
+    /// still being computed (PyTorch DDP's overlap). A recurrent layer's weights are bound
+    /// before its first step, so they are reported after its whole reverse sweep.
+    ///
+    /// # Errors
+    /// As [`Var::backward`].
+    ///
+    /// # Example
+    /// ```
+    /// use eddy_tape::{Param, Tape};
+    /// use ndarray::arr1;
+    ///
+    /// let a = Param::new("a", arr1(&[2.0f64]).into_dyn());
+    /// let b = Param::new("b", arr1(&[3.0f64]).into_dyn());
+    /// let tape = Tape::new();
+    /// let (va, vb) = (tape.param(&a), tape.param(&b));
+    /// let loss = va.mul(&vb)?.mul(&vb)?.sum_all()?; // a·b²
+    /// let mut order = Vec::new();
+    /// let grads = loss.backward_with_ready(|id, g| order.push((id, g[[0]])))?;
+    /// assert_eq!(order, vec![(b.id(), 12.0), (a.id(), 9.0)]); // b was bound last
+    /// assert_eq!(grads.param(&a).unwrap()[[0]], 9.0);
+    /// # Ok::<(), eddy_tape::Error>(())
+    /// ```
+    pub fn backward_with_ready(&self, mut ready: impl FnMut(ParamId, &ArrayD<F>)) -> Result<Grads<F>> {
+        self.backward_reporting(GradOptions::default(), &mut ready)
+    }
+
+    fn backward_reporting(
+        &self,
+        options: GradOptions,
+        ready: &mut dyn FnMut(ParamId, &ArrayD<F>),
+    ) -> Result<Grads<F>> {
         if self.value().len() != 1 {
             return Err(Error::NotScalar {
                 op: "backward".into(),
@@ -144,6 +186,7 @@ impl<F: Float> Var<F> {
         tape.reverse(vec![(slot, seed)], &[], options, |i, kind, g| {
             let g = g.value().clone();
             if let Some(id) = kind {
+                ready(id, &g);
                 grads.params.insert(id, g.clone());
             }
             grads.vars.insert(i, g);
