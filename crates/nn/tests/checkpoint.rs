@@ -125,7 +125,7 @@ fn a_crash_half_way_through_a_save_leaves_the_previous_checkpoint() {
     assert_eq!(fresh.epoch(), 1);
     assert_eq!(values(&fresh), saved);
 
-    // The half-written temporary file does not get in the way of the next save.
+    // The failed save removed its temporary file; the next save works.
     m.save_checkpoint(&path).unwrap();
     fresh.load_checkpoint(&path).unwrap();
     assert_eq!(fresh.epoch(), 2);
