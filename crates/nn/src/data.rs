@@ -76,7 +76,7 @@ pub fn window<F: Float>(series: &ArrayD<F>, w: &Window) -> Result<(ArrayD<F>, Ar
         return Err(Error::invalid(op, "input_len and horizon must be at least 1"));
     }
     let (n, f) = s2.dim();
-    let need = w.input_len.checked_add(w.horizon).unwrap_or(usize::MAX);
+    let need = w.input_len.saturating_add(w.horizon);
     if n < need {
         return Err(Error::invalid(
             op,

@@ -71,7 +71,7 @@ fn concurrent_saves_to_one_path_all_succeed_and_leave_one_whole_file() {
         loaded.load_weights(&path).unwrap();
         let got = values(&loaded);
         assert!(
-            saved.iter().any(|v| *v == got),
+            saved.contains(&got),
             "round {round}: the file holds none of the saved models"
         );
         assert_eq!(leftovers(&dir, "model.safetensors"), Vec::<String>::new());
@@ -159,7 +159,7 @@ fn sigkill_mid_save_leaves_the_previous_file_loadable() {
             .load_checkpoint(&path)
             .unwrap_or_else(|e| panic!("round {round} (killed after {wait} ms): {e}"));
         let got = values(&fresh);
-        assert!(expected.iter().any(|v| *v == got), "round {round}");
+        assert!(expected.contains(&got), "round {round}");
         // Temporary files of killed saves stay behind (nothing can remove them) but are
         // named apart from the model and never read.
         for name in leftovers(&dir, "ckpt.safetensors") {
