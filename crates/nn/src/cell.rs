@@ -140,9 +140,10 @@ pub trait Cell<F: Float>: Module<F> {
         None
     }
 
-    /// The output size (the first state part's size).
+    /// The output size (the first state part's size; 0 for a cell without state parts, which
+    /// the recurrent layer refuses with an error).
     fn output_size(&self) -> usize {
-        self.state_sizes()[0]
+        self.state_sizes().first().copied().unwrap_or(0)
     }
 
     /// The zero state for a batch.

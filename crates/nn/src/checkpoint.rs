@@ -14,7 +14,7 @@
 //! nothing on error.
 
 use crate::io::{self, Entry, Tensor, TensorFile};
-use crate::optim::OptimState;
+use crate::optim::{OptimState, MAX_COUNT};
 use crate::sequential::Model;
 use crate::Module;
 use eddy_tape::{Error, Float, Result, Rng};
@@ -116,10 +116,16 @@ pub fn read_training_state(file: &TensorFile) -> Result<TrainingState> {
             )))
         }
     }
-    let epoch = file
-        .meta("epoch")?
-        .parse::<usize>()
-        .map_err(|_| bad("metadata \"epoch\" is not a whole number".into()))?;
+    let epoch_text = file.meta("epoch")?;
+    let epoch = epoch_text
+        .parse::<u64>()
+        .ok()
+        .filter(|&e| e <= MAX_COUNT)
+        .ok_or_else(|| {
+            bad(format!(
+                "metadata \"epoch\" must be a whole number in [0, 2^53], got {epoch_text:?}"
+            ))
+        })? as usize;
     let rng = file.int(&format!("{TRAIN_PREFIX}rng"))?;
     let rng: [u64; 4] = match rng.as_slice() {
         Some(&[a, b, c, d]) if rng.ndim() == 1 => [a as u64, b as u64, c as u64, d as u64],
@@ -130,6 +136,12 @@ pub fn read_training_state(file: &TensorFile) -> Result<TrainingState> {
             )))
         }
     };
+    if rng == [0; 4] {
+        // xoshiro256**'s one fixed point: it would draw zeros for ever.
+        return Err(bad(
+            "tensor \"train.rng\" is all zeros, which is not a valid generator state".into(),
+        ));
+    }
     let mut optimizer = OptimState {
         optimizer: file.meta("optimizer")?.to_string(),
         ..OptimState::default()

@@ -76,7 +76,7 @@ pub fn window<F: Float>(series: &ArrayD<F>, w: &Window) -> Result<(ArrayD<F>, Ar
         return Err(Error::invalid(op, "input_len and horizon must be at least 1"));
     }
     let (n, f) = s2.dim();
-    let need = w.input_len + w.horizon;
+    let need = w.input_len.saturating_add(w.horizon);
     if n < need {
         return Err(Error::invalid(
             op,
@@ -87,6 +87,15 @@ pub fn window<F: Float>(series: &ArrayD<F>, w: &Window) -> Result<(ArrayD<F>, Ar
         ));
     }
     let m = n - need + 1;
+    if eddy_tape::checked_len(&[m, w.input_len, f], std::mem::size_of::<F>()).is_none() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{m} windows of {} rows × {f} features are more than memory can hold",
+                w.input_len
+            ),
+        ));
+    }
     let mut x = ndarray::Array3::<F>::zeros((m, w.input_len, f));
     for i in 0..m {
         x.slice_mut(s![i, .., ..])

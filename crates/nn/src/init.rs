@@ -18,16 +18,20 @@ pub fn pytorch_default<F: Float>(shape: &[usize], fan: usize, rng: &mut Rng) -> 
     uniform(shape, 1.0 / (fan.max(1) as f64).sqrt(), rng)
 }
 
-/// `(fan_in, fan_out)` of a `[out, in]` weight.
+/// `(fan_in, fan_out)` of a `[out, in, …]` weight (a scalar shape `[]` counts as one), in
+/// `f64` so no product overflows. Both are at least 1, so the bounds stay finite for empty
+/// shapes (whose arrays have no elements to fill anyway).
 fn fans(shape: &[usize]) -> (f64, f64) {
-    match shape {
-        [out, inp] => (*inp as f64, *out as f64),
+    let (i, o) = match shape {
+        [] => (1.0, 1.0),
         [n] => (*n as f64, *n as f64),
-        _ => {
-            let receptive: usize = shape[2..].iter().product();
-            ((shape[1] * receptive) as f64, (shape[0] * receptive) as f64)
+        [out, inp] => (*inp as f64, *out as f64),
+        [out, inp, rest @ ..] => {
+            let receptive: f64 = rest.iter().map(|&d| d as f64).product();
+            (*inp as f64 * receptive, *out as f64 * receptive)
         }
-    }
+    };
+    (i.max(1.0), o.max(1.0))
 }
 
 /// Xavier/Glorot uniform: `U(-a, a)` with `a = gain·√(6/(fan_in + fan_out))`.

@@ -1,6 +1,6 @@
 //! safetensors files: reading tensors and metadata, loading a module's parameters by name, and
-//! saving atomically (temporary file, fsync, rename), so a crash mid-save leaves the previous
-//! file intact.
+//! saving atomically (a temporary file unique to the save, fsync, rename), so a crash mid-save
+//! leaves the previous file intact and two saves at once leave one of them whole.
 
 use crate::Module;
 use eddy_tape::{Error, Float, Result};
@@ -317,9 +317,17 @@ pub fn save_params<F: Float>(
     write_atomic(path.as_ref(), &to_bytes(&entries, metadata)?, None)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of
-/// the directory. `fail_after` injects a crash after that many bytes (for tests): the
-/// temporary file is left behind half-written, and `path` is untouched.
+/// Writes `bytes` to `path` atomically: a temporary file beside it with a name unique to this
+/// save, fsync, rename over `path`, fsync of the directory.
+///
+/// Two saves to one path at once (threads or processes) each write their own temporary file, so
+/// the file at `path` is always one whole save, never a mix. A failed save removes its temporary
+/// file; only a killed process leaves one behind (`.<name>.<random>.tmp`), and `path` is then
+/// untouched. `fail_after` injects a failure after that many bytes (for tests): the write stops
+/// as on a full disk, the temporary file is removed, and `path` is untouched.
+///
+/// # Errors
+/// [`Error::File`] naming `path` if the temporary file cannot be created, written or renamed.
 #[doc(hidden)]
 pub fn write_atomic(path: &Path, bytes: &[u8], fail_after: Option<usize>) -> Result<()> {
     let io = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
@@ -330,20 +338,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fail_after: Option<usize>) -> Res
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::file(path, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(io)?;
+    let prefix = format!(".{}.", file_name.to_string_lossy());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        // The umask applies, as for `File::create`; tempfile's default would be 0o600.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    // From here on, every early return drops `tmp`, which deletes the temporary file.
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
     if let Some(n) = fail_after {
-        f.write_all(&bytes[..n.min(bytes.len())]).map_err(io)?;
+        tmp.write_all(&bytes[..n.min(bytes.len())]).map_err(io)?;
         return Err(Error::file(path, "injected fault: the write stopped half-way"));
     }
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all(); // Persist the rename where the platform allows it.
     }

@@ -84,7 +84,8 @@ impl<F: Float> Embedding<F> {
     /// [`Error::Invalid`] for an index out of range; [`Error::Shape`] if `shape` does not hold
     /// `indices.len()` elements.
     pub fn forward(&self, tape: &eddy_tape::Tape<F>, indices: &[usize], shape: &[usize]) -> Result<Var<F>> {
-        if shape.iter().product::<usize>() != indices.len() {
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if count != Some(indices.len()) {
             return Err(Error::shape(
                 "embedding",
                 &[shape],

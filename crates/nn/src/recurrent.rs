@@ -226,6 +226,42 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         self.cells.last().map_or(0, |c| c.output_size()) * self.directions()
     }
 
+    /// Checks what a forward pass needs of the configuration and the cells: at least one layer,
+    /// one cell per layer and direction, and cells whose every state part has a size ≥ 1.
+    fn check_config(&self) -> Result<()> {
+        let name = self.name.as_str();
+        let cfg = &self.config;
+        if cfg.num_layers == 0 {
+            return Err(Error::invalid(name, "num_layers must be at least 1, got 0"));
+        }
+        let want = cfg.num_layers.checked_mul(self.directions());
+        if want != Some(self.cells.len()) {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "{} layers × {} directions need {} cells, the layer has {}",
+                    cfg.num_layers,
+                    self.directions(),
+                    want.map_or("too many".to_string(), |w| w.to_string()),
+                    self.cells.len()
+                ),
+            ));
+        }
+        for (k, cell) in self.cells.iter().enumerate() {
+            let sizes = cell.state_sizes();
+            if sizes.is_empty() || sizes.contains(&0) {
+                return Err(Error::invalid(
+                    name,
+                    format!(
+                        "cell {k} has state sizes {sizes:?} (hidden_size {}): a cell needs at least one state part, each of size at least 1",
+                        cfg.hidden_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the layer over `x` (`[T, B, I]`, or `[B, T, I]` when batch-first) from zero states.
     pub fn forward(&self, x: &Var<F>) -> Result<RecurrentOutput<F>> {
         self.forward_with(x, None, None, None)
@@ -250,6 +286,7 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         let name = self.name.as_str();
         let cfg = &self.config;
         let (d, layers) = (self.directions(), cfg.num_layers);
+        self.check_config()?;
         let layout = if cfg.batch_first { "[B, T, I]" } else { "[T, B, I]" };
         if x.ndim() != 3 || x.shape()[2] != cfg.input_size {
             return Err(Error::shape(
@@ -264,6 +301,13 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
             x.clone()
         };
         let (steps, batch) = (x.shape()[0], x.shape()[1]);
+        if steps == 0 {
+            return Err(Error::shape(
+                name,
+                &[x.shape()],
+                "the sequence has T = 0 time steps; a recurrent layer needs at least one",
+            ));
+        }
         let tape = x.tape().clone();
         let masks = match lengths {
             Some(l) => Some(step_masks(name, l, steps, batch)?),

@@ -125,7 +125,7 @@ fn a_crash_half_way_through_a_save_leaves_the_previous_checkpoint() {
     assert_eq!(fresh.epoch(), 1);
     assert_eq!(values(&fresh), saved);
 
-    // The half-written temporary file does not get in the way of the next save.
+    // The failed save removed its temporary file; the next save works.
     m.save_checkpoint(&path).unwrap();
     fresh.load_checkpoint(&path).unwrap();
     assert_eq!(fresh.epoch(), 2);
@@ -234,7 +234,7 @@ fn corrupt_and_foreign_files_are_clear_errors() {
     let ints = ArrayD::<i64>::zeros(params[0].1.shape());
     let mut entries: Vec<(String, Entry<'_>)> = vec![(params[0].0.clone(), Entry::I64(&ints))];
     entries.extend(params[1..].iter().map(|(n, v)| (n.clone(), Entry::F32(v))));
-    let rng = ArrayD::<i64>::zeros(vec![4]);
+    let rng = ArrayD::<i64>::from_elem(vec![4], 1);
     let lr = ArrayD::<f64>::from_elem(vec![], 0.01);
     let schedule = ArrayD::<f64>::from_shape_vec(vec![2], vec![1.0, 0.01]).unwrap();
     entries.push(("train.rng".into(), Entry::I64(&rng)));
@@ -309,5 +309,81 @@ fn training_state_mismatches_are_errors_that_roll_back() {
     let before = values(&fresh);
     assert!(fresh.load_checkpoint(&p).is_err());
     assert_eq!(values(&fresh), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn out_of_range_training_state_is_an_error_naming_the_field() {
+    let dir = tmp_dir("range");
+    let (x, y) = data();
+    let mut m = model(4, 6);
+    m.fit(&x, &y, opts(1, &x, &y)).unwrap();
+    let good = m.training_state().unwrap();
+    type Edit = Box<dyn Fn(&mut eddy_nn::checkpoint::TrainingState)>;
+    let scalar = |key: &'static str, v: f64| -> Edit {
+        Box::new(move |s| {
+            assert!(s.optimizer.scalars.contains_key(key), "{key}");
+            s.optimizer.scalars.insert(key.into(), v);
+        })
+    };
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "step 2^64",
+            scalar("0.step", 2f64.powi(64)),
+            "step count \"0.step\"",
+        ),
+        ("step 1e300", scalar("3.step", 1e300), "step count \"3.step\""),
+        ("step -1", scalar("0.step", -1.0), "step count \"0.step\""),
+        ("step 1.5", scalar("0.step", 1.5), "step count \"0.step\""),
+        (
+            "lr NaN",
+            scalar("lr", f64::NAN),
+            "scalar \"lr\" must be finite and >= 0, got NaN",
+        ),
+        (
+            "lr -1",
+            scalar("lr", -1.0),
+            "scalar \"lr\" must be finite and >= 0, got -1",
+        ),
+        (
+            "lr inf",
+            scalar("lr", f64::INFINITY),
+            "scalar \"lr\" must be finite and >= 0, got inf",
+        ),
+        (
+            "epoch u64::MAX",
+            Box::new(|s| s.epoch = usize::MAX),
+            "metadata \"epoch\" must be a whole number in [0, 2^53], got \"18446744073709551615\"",
+        ),
+        (
+            "rng zeros",
+            Box::new(|s| s.rng = [0; 4]),
+            "tensor \"train.rng\" is all zeros",
+        ),
+    ];
+    for (name, edit, needle) in cases {
+        let mut state = good.clone();
+        edit(&mut state);
+        let p = dir.join(format!("{}.safetensors", name.replace(' ', "_")));
+        std::fs::write(&p, training_bytes(&m, &state).unwrap()).unwrap();
+        let mut fresh = model(7, 6);
+        let before = values(&fresh);
+        let e = fresh.load_checkpoint(&p).unwrap_err();
+        assert!(e.to_string().contains(needle), "{name}: {e}");
+        assert_eq!(values(&fresh), before, "{name}: the model changed");
+        assert_eq!(fresh.epoch(), 0, "{name}");
+        // The model still trains after the refused load.
+        fresh.fit(&x, &y, opts(1, &x, &y)).unwrap();
+    }
+    // The largest valid counts load, and training counts on from them without overflow.
+    let mut state = good.clone();
+    state.epoch = 1 << 53;
+    state.optimizer.scalars.insert("0.step".into(), 2f64.powi(53));
+    let p = dir.join("max.safetensors");
+    std::fs::write(&p, training_bytes(&m, &state).unwrap()).unwrap();
+    let mut fresh = model(7, 6);
+    fresh.load_checkpoint(&p).unwrap();
+    let h = fresh.fit(&x, &y, opts(1, &x, &y)).unwrap();
+    assert_eq!(h.epoch, vec![(1 << 53) + 1]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

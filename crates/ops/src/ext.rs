@@ -214,7 +214,9 @@ impl<F: Float> VarExt<F> for Var<F> {
     fn chunk(&self, n: usize, axis: isize) -> Result<Vec<Var<F>>> {
         let a = resolve("chunk", axis, self.shape())?;
         let d = self.shape()[a];
-        if n == 0 || !d.is_multiple_of(n) {
+        // At most `d` pieces (one empty piece for an empty axis): a piece count beyond the
+        // axis's size would only make empty views, and a huge one a huge list of them.
+        if n == 0 || n > d.max(1) || !d.is_multiple_of(n) {
             return Err(Error::shape(
                 "chunk",
                 &[self.shape()],

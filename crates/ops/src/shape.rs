@@ -236,7 +236,13 @@ impl<F: Float> Op<F> for Concat {
                     format!("all dimensions but axis {axis} must agree"),
                 ));
             }
-            out[axis] += s[axis];
+            out[axis] = out[axis].checked_add(s[axis]).ok_or_else(|| {
+                Error::shape(
+                    "concat",
+                    inputs,
+                    format!("the sizes along axis {axis} add up to more than usize holds"),
+                )
+            })?;
         }
         Ok(out)
     }

@@ -26,9 +26,25 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// Sums `x` down to `shape` (the inverse of broadcasting `shape` up to `x`'s shape).
-pub fn sum_to_shape<F: Float>(x: &ArrayD<F>, shape: &[usize]) -> ArrayD<F> {
+///
+/// # Errors
+/// [`Error::Shape`] (op `sum_to`) if `shape` does not broadcast to `x`'s shape, for instance
+/// if it has more dimensions.
+pub fn sum_to_shape<F: Float>(x: &ArrayD<F>, shape: &[usize]) -> Result<ArrayD<F>> {
     if x.shape() == shape {
-        return x.clone();
+        return Ok(x.clone());
+    }
+    if broadcast_shapes(x.shape(), shape).as_deref() != Some(x.shape()) {
+        return Err(Error::shape(
+            "sum_to",
+            &[x.shape(), shape],
+            "the target must broadcast to the input's shape",
+        ));
+    }
+    if x.is_empty() {
+        // Summing an empty array's zero-length axis first could make a huge intermediate
+        // (`[0, 2^40]` → `[2^40]`); the sum of nothing is zeros of the target's shape.
+        return Ok(ArrayD::zeros(IxDyn(shape)));
     }
     let lead = x.ndim() - shape.len();
     let mut out = x.clone();
@@ -40,7 +56,24 @@ pub fn sum_to_shape<F: Float>(x: &ArrayD<F>, shape: &[usize]) -> ArrayD<F> {
             out = out.sum_axis(Axis(i)).insert_axis(Axis(i));
         }
     }
-    out
+    Ok(out)
+}
+
+/// The number of elements of `shape` if an array of that shape of `elem_bytes`-byte elements
+/// can exist, `None` if not: the product of its non-zero dimensions must be at most
+/// `isize::MAX` (ndarray's rule, even for an empty array), and an array with elements must
+/// take at most `isize::MAX` bytes (the allocator's limit).
+pub fn checked_len(shape: &[usize], elem_bytes: usize) -> Option<usize> {
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize)?;
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let bytes = nonzero.checked_mul(elem_bytes.max(1))?;
+    (bytes <= isize::MAX as usize).then_some(nonzero)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +211,7 @@ impl<F: Float> Op<F> for SumTo {
     }
 
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        Ok(sum_to_shape(inputs[0], &self.0))
+        sum_to_shape(inputs[0], &self.0)
     }
 
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {

@@ -24,7 +24,7 @@ pub mod strategies;
 mod tape;
 mod var;
 
-pub use arith::{broadcast_shapes, sum_to_shape};
+pub use arith::{broadcast_shapes, checked_len, sum_to_shape};
 pub use backward::{GradOptions, Grads};
 pub use error::{Error, Result, ResultExt};
 pub use float::Float;

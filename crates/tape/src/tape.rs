@@ -288,6 +288,15 @@ impl<F: Float> Tape<F> {
         }
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| v.shape()).collect();
         let expected = op.shapes(&shapes)?;
+        // No op may ask for more memory than can be had: ndarray and the allocator would panic
+        // or abort, so it is a shape error here, before the forward allocates.
+        if let Some(e) = expected.iter().find(|e| !can_allocate::<F>(e)) {
+            return Err(Error::shape(
+                op.name(),
+                &shapes,
+                format!("the result would have shape {e:?}, more elements than memory can hold"),
+            ));
+        }
         let values: Vec<&ArrayD<F>> = inputs.iter().map(|v| v.value()).collect();
         let outs = op.forward(&values)?;
         let shapes_ok = outs.len() == expected.len()
@@ -334,6 +343,19 @@ impl<F: Float> Tape<F> {
             .map(|(k, v)| Var::new(self.clone(), first.map(|f| f + k), v))
             .collect())
     }
+}
+
+/// Whether an array of `shape` can exist: its size fits in `isize` bytes ([`crate::checked_len`])
+/// and, above 1 GiB, the allocator grants it (a probe freed at once, so a result too large for
+/// the machine is an error instead of an abort inside the forward).
+fn can_allocate<F: Float>(shape: &[usize]) -> bool {
+    let Some(len) = crate::checked_len(shape, std::mem::size_of::<F>()) else {
+        return false;
+    };
+    if len.saturating_mul(std::mem::size_of::<F>()) <= 1 << 30 {
+        return true;
+    }
+    Vec::<F>::new().try_reserve_exact(len).is_ok()
 }
 
 #[cfg(test)]

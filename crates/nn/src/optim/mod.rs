@@ -233,6 +233,12 @@ impl<F: Float> Slots<F> {
             .scalars
             .get("lr")
             .ok_or_else(|| Error::invalid(op, "the state has no \"lr\""))?;
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!("scalar \"lr\" must be finite and >= 0, got {lr}"),
+            ));
+        }
         let n = self.params.len();
         let mut steps = vec![0u64; n];
         let mut bufs: Vec<Vec<Option<ArrayD<F>>>> = vec![vec![None; self.names.len()]; n];
@@ -241,10 +247,15 @@ impl<F: Float> Slots<F> {
                 continue;
             }
             let (i, rest) = self.split_key(key)?;
-            if rest != "step" || !(v >= 0.0 && v.fract() == 0.0) {
+            if rest != "step" {
                 return Err(Error::invalid(op, format!("unexpected scalar {key:?} = {v}")));
             }
-            steps[i] = v as u64;
+            steps[i] = whole_count(v).ok_or_else(|| {
+                Error::invalid(
+                    op,
+                    format!("step count {key:?} must be a whole number in [0, 2^53], got {v}"),
+                )
+            })?;
         }
         for (key, b) in &state.buffers {
             let (i, rest) = self.split_key(key)?;
@@ -287,6 +298,15 @@ impl<F: Float> Slots<F> {
         }
         Ok((i, rest))
     }
+}
+
+/// The largest count a checkpoint holds: 2⁵³, the last integer an `f64` stores exactly, far
+/// beyond any real run and far from `u64` overflow when counting on.
+pub const MAX_COUNT: u64 = 1 << 53;
+
+/// `v` as a count if it is a whole number in `[0, MAX_COUNT]`.
+pub(crate) fn whole_count(v: f64) -> Option<u64> {
+    (v >= 0.0 && v.fract() == 0.0 && v <= MAX_COUNT as f64).then_some(v as u64)
 }
 
 /// Checks that a hyper-parameter is finite and at least `min`.
