@@ -226,7 +226,12 @@ impl<F: Float> Elementwise<F> for Relu {
         "relu"
     }
     fn value(&self, x: F) -> F {
-        x.max(F::zero())
+        // A compare, not `max`: NaN stays NaN (as PyTorch's relu), so anomaly detection sees it.
+        if x < F::zero() {
+            F::zero()
+        } else {
+            x
+        }
     }
     fn derivative(&self, x: &Var<F>, _: &Var<F>) -> Result<Var<F>> {
         let mask = x
@@ -329,6 +334,16 @@ mod tests {
     use super::*;
     use eddy_tape::Tape;
     use ndarray::arr1;
+
+    #[test]
+    fn relu_propagates_nan_as_pytorch_does() {
+        let tape = Tape::<f64>::new();
+        let x = tape.input(arr1(&[f64::NAN, -1.0, 0.0, 2.0]).into_dyn());
+        let y = x.relu().unwrap();
+        let v = y.value();
+        assert!(v[0].is_nan(), "relu(NaN) must be NaN, got {}", v[0]);
+        assert_eq!((v[1], v[2], v[3]), (0.0, 0.0, 2.0));
+    }
 
     #[test]
     fn kernels_match_the_textbook_formulas() {
