@@ -125,8 +125,8 @@ fn per_product(warmup: usize, steps: usize, mut product: impl FnMut() -> Result<
 
 /// Times one case the way the recurrent layers compute it: the weight packed once
 /// (`eddy_ops::kernels::packed::PackedMatrix`, as a sequence op packs `W_hh` once per sequence), the
-/// products through the AVX-512 kernel. `None` where the layers would not use it (a transposed
-/// left operand, at most 4 rows, or no AVX-512F on this CPU).
+/// products through the packed tile of the chosen kernel level (AVX-512 or AVX2). `None` where
+/// the layers would not use it (a transposed left operand, at most 4 rows, or the portable level).
 pub fn run_packed(c: &GemmCase, warmup: usize, steps: usize) -> Result<Option<Stats>> {
     if c.ta || c.m <= 4 || !packed_kernel_available::<f32>() {
         return Ok(None);
