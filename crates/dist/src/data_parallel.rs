@@ -66,11 +66,21 @@ pub struct DataParallel<F: Float> {
 impl Dist {
     /// A [`DataParallel`] trainer over this job's ranks, with gradient buckets of `options`.
     pub fn data_parallel<F: Float>(&self, options: BucketOptions) -> DataParallel<F> {
+        DataParallel::over(&self.world, options)
+    }
+}
+
+impl<F: Float> DataParallel<F> {
+    /// A [`DataParallel`] trainer over the ranks of `comm` (for example a group split from the
+    /// world with `split_by_color`, to train on some of the job's ranks). Every rank of `comm`
+    /// must make one, in the same order as its other communicators; it works on duplicates of
+    /// `comm`.
+    pub fn over(comm: &SimpleCommunicator, options: BucketOptions) -> DataParallel<F> {
         DataParallel {
-            exchange: self.world.duplicate(),
-            gather: self.world.duplicate(),
-            rank: self.rank(),
-            ranks: self.size(),
+            exchange: comm.duplicate(),
+            gather: comm.duplicate(),
+            rank: comm.rank() as usize,
+            ranks: comm.size() as usize,
             options,
             key: Vec::new(),
             index: HashMap::new(),
@@ -81,9 +91,7 @@ impl Dist {
             stats: CommStats::default(),
         }
     }
-}
 
-impl<F: Float> DataParallel<F> {
     /// The bucket layout in use (after the first step).
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -41,6 +41,9 @@ mod layout;
 
 pub use data_parallel::{CommStats, DataParallel};
 pub use layout::{BucketOptions, Layout, Slot};
+/// The `mpi` crate (rsmpi) eddy-dist is built on, for a program's own MPI calls on
+/// [`Dist::world`] (its traits: `mpi::traits::*`).
+pub use mpi;
 
 use eddy_tape::{Error, Result};
 use mpi::environment::Universe;
