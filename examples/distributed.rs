@@ -156,7 +156,10 @@ fn main() -> AnyResult {
             .collect()
     };
     let (train_rows, val_rows) = (pick(0, train_end, stride), pick(train_end, val_end, stride));
-    let (x, y) = (x_all.select(Axis(0), &train_rows), y_all.select(Axis(0), &train_rows));
+    let (x, y) = (
+        x_all.select(Axis(0), &train_rows),
+        y_all.select(Axis(0), &train_rows),
+    );
     let (x_val, y_val) = (x_all.select(Axis(0), &val_rows), y_all.select(Axis(0), &val_rows));
     let rows = train_rows.len();
     say(format!(
@@ -165,7 +168,10 @@ fn main() -> AnyResult {
     ));
 
     if lead {
-        step(3, "Train on each rank count: the same model, seed and global batches");
+        step(
+            3,
+            "Train on each rank count: the same model, seed and global batches",
+        );
     }
     let world = dist.world();
     let mut runs: Vec<Run> = Vec::new();
@@ -274,7 +280,10 @@ fn main() -> AnyResult {
          W2 and W4)."
     );
 
-    step(5, "Do the loss curves agree with one process on the same global batch?");
+    step(
+        5,
+        "Do the loss curves agree with one process on the same global batch?",
+    );
     let reference = &runs[0].history;
     let rel = |a: &[f64], b: &[f64]| -> f64 {
         if a.len() != b.len() {
