@@ -5,13 +5,14 @@
 //! - [`Recurrent`]: one generic layer over any cell; [`Lstm`], [`Gru`], [`Rnn`].
 //! - [`Linear`], [`Embedding`], [`Dropout`], [`LayerNorm`]; [`init`]ializers.
 //! - [`sequential`]: a Keras-style `Sequential` model with [`fit`], [`data`] preparation and
-//!   [`checkpoint`] files; [`Model::fit_distributed`] trains on many processes through a
-//!   [`GradientSync`] (over MPI in the crate `eddy-dist`).
+//!   [`checkpoint`] files, [`csv`] datasets; [`Model::fit_distributed`] trains on many
+//!   processes through a [`GradientSync`] (over MPI in the crate `eddy-dist`).
 
 mod cell;
 pub mod cells;
 pub mod checkpoint;
 pub mod clip;
+pub mod csv;
 pub mod data;
 mod distributed;
 pub mod fit;
