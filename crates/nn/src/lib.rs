@@ -18,6 +18,7 @@ pub mod fit;
 pub mod init;
 pub mod io;
 mod layers;
+mod linear_scan;
 pub mod loss;
 mod module;
 pub mod optim;
@@ -28,7 +29,7 @@ pub mod schedule;
 pub mod sequential;
 pub mod sync;
 
-pub use cell::{Cell, RecurrentState};
+pub use cell::{Cell, LinearRecurrence, PerStep, RecurrentState};
 pub use cells::{
     GruCell, LayerNormLstmCell, LstmCell, MinGruCell, MinLstmCell, MlstmCell, Nonlinearity, PeepholeLstmCell,
     RgLruCell, RnnCell, SlstmCell,
