@@ -51,6 +51,12 @@ pub struct CustomCellsDoc;
 #[doc = include_str!("../../../docs/cells.md")]
 pub struct CellsDoc;
 
+/// The page on linear recurrences and the scan (`docs/linear-recurrences.md`); its code blocks
+/// run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/linear-recurrences.md")]
+pub struct LinearRecurrencesDoc;
+
 /// The guide's page on porting PyTorch models; its code blocks run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/porting-pytorch.md")]

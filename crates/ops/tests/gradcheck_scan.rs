@@ -7,6 +7,7 @@ mod common;
 
 use common::{check, config};
 use eddy_ops::kernels::scan::{scan_split, ScanSplit};
+use eddy_ops::prelude::Rng;
 use eddy_ops::prelude::*;
 use eddy_ops::{linear_scan, log_scan, Scan, ScanForm};
 use eddy_tape::strategies::array_of;
