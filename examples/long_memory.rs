@@ -91,7 +91,7 @@ fn main() -> AnyResult {
         .iter()
         .map(|n| Task::parse(n))
         .collect::<AnyResult<_>>()?;
-    if s.hidden % 4 != 0 {
+    if !s.hidden.is_multiple_of(4) {
         return Err(format!(
             "--hidden {} must be a multiple of 4 (sLSTM and mLSTM use 4 heads)",
             s.hidden

@@ -129,6 +129,9 @@ proptest! {
     }
 }
 
+/// The gradients of every input, from the fast kernel and from the recorded rule.
+type FastAndRecorded<F> = (Vec<ArrayD<F>>, Vec<ArrayD<F>>);
+
 /// The gradients of every input from a first-order pass (the fast kernel) and from a
 /// `create_graph` pass (the recorded rule).
 fn fast_and_recorded<F: Float>(

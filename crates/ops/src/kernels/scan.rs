@@ -152,7 +152,7 @@ pub fn choose_split(steps: usize, n: usize, threads: usize) -> ScanSplit {
 /// If the slices' lengths do not fit `[T, n]`, `[T, n]`, `[n]`, `[T, n]`.
 pub fn scan<F: Float>(form: ScanForm, a: &[F], b: &[F], first: &[F], out: &mut [F], reverse: bool) {
     let n = first.len();
-    let steps = if n == 0 { 0 } else { out.len() / n };
+    let steps = out.len().checked_div(n).unwrap_or(0);
     let split = choose_split(steps, n, rayon::current_num_threads());
     scan_split(form, a, b, first, out, reverse, split);
 }
@@ -172,7 +172,7 @@ pub fn scan_split<F: Float>(
 ) {
     let n = first.len();
     assert!(
-        a.len() == out.len() && b.len() == out.len() && (n == 0 || out.len() % n == 0),
+        a.len() == out.len() && b.len() == out.len() && (n == 0 || out.len().is_multiple_of(n)),
         "scan: a, b, out must be [T, n] for a first state [n]"
     );
     if n == 0 || out.is_empty() {
@@ -325,9 +325,9 @@ fn chunked<F: Float>(
         chunk[r * n..(r + 1) * n].to_vec()
     };
     let mut carries: Vec<Vec<F>> = vec![Vec::new(); parts];
-    let mut state = last_row(&chunks[0]);
+    let mut state = last_row(chunks[0]);
     for k in 1..parts {
-        let local_end = last_row(&chunks[k]);
+        let local_end = last_row(chunks[k]);
         let mut next = vec![F::zero(); n];
         step_row(form, &products[k], &local_end, &state, &mut next);
         carries[k] = std::mem::replace(&mut state, next);
@@ -369,7 +369,7 @@ pub fn scan_backward<F: Float>(
     reverse: bool,
 ) -> (Vec<F>, Vec<F>, Vec<F>) {
     let n = first.len();
-    let steps = if n == 0 { 0 } else { out.len() / n };
+    let steps = out.len().checked_div(n).unwrap_or(0);
     if steps == 0 {
         return (
             vec![F::zero(); a.len()],
