@@ -4,7 +4,7 @@
 Usage
   python3 bench/run.py [--steps 10] [--warmup 3] [--threads 1,2] [--markdown] [--json FILE]
                        [--levels default,avx2,portable] [--native]
-                       [--no-build] [--no-torch] [W1 .. W7 gemm fma | all]
+                       [--no-build] [--no-torch] [W1 .. W10PAR gemm fma | all]
 
 --levels runs eddy once per kernel level (EDDY_KERNELS=avx512|avx2|portable; `default` leaves
 it unset: the best the CPU has, what a user's program gets). --native adds a binary built with
@@ -32,7 +32,9 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "gemm", "fma"]
+TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W8LERP", "W8LOG", "W9", "W10", "W10PAR", "gemm", "fma"]
+# PyTorch forms with no eddy counterpart of their own (compare with the row above them).
+TORCH_ONLY = {"W8LERP"}
 
 
 def sh(cmd):
@@ -182,7 +184,7 @@ def main(argv):
     for n in threads:
         for t in targets:
             for v in variants:
-                if t == "fma" and v != variants[0]:
+                if (t == "fma" and v != variants[0]) or t in TORCH_ONLY:
                     continue
                 env = dict(os.environ)
                 env.pop("EDDY_KERNELS", None)

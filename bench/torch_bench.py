@@ -17,6 +17,14 @@ head, MSE, backward, one Adam update):
   W5  Elman RNN (tanh), input 64, hidden 128, batch 32, T 200
   W6  inference: LSTM input 128, hidden 256, batch 1, T 1000, forward only (inference_mode)
   W7  W2 with an LSTM cell written from primitive ops and a Python loop over time
+  W8      minGRU input 256, hidden 256, batch 16, T 4096: a loop over time (h = (1-z)*h + z*h~)
+  W8LERP  W8 with torch.lerp for the blend
+  W8LOG   W8 in the paper's log-space mode, its parallel form (cumsum + logcumsumexp)
+  W9      sLSTM input 128, hidden 256, heads 4, batch 32, T 256: an eager loop over time
+  W10     mLSTM input 256, hidden 256, heads 4, batch 8, T 1024: the recurrent form as a loop
+  W10PAR  W10 in the parallel form (causal, quadratic in T, stabilised)
+W8-W10 are written from the equations of issue 13 (the same as eddy's cells and
+tools/torch_cell_fixtures.py), with the same train step as W1-W7.
 Keep these, and GEMM_CASES, in step with crates/bench/src/workloads.rs and gemm.rs.
 """
 
@@ -36,6 +44,12 @@ WORKLOADS = {
     "W5": "train: Elman RNN (tanh) input 64, hidden 128, batch 32, T 200, Linear(128->1) per step, MSE, Adam",
     "W6": "inference: LSTM input 128, hidden 256, batch 1, T 1000, forward only, no tape",
     "W7": "train: W2 with a user-written LSTM cell from primitive ops (Python loop over time)",
+    "W8": "train: minGRU input 256, hidden 256, batch 16, T 4096, Linear(256->1) per step, MSE, Adam (loop over time)",
+    "W8LERP": "train: W8 with torch.lerp (loop over time)",
+    "W8LOG": "train: W8 in the log-space mode, the paper's parallel form (cumsum, logcumsumexp)",
+    "W9": "train: sLSTM input 128, hidden 256, heads 4, batch 32, T 256, Linear(256->1) per step, MSE, Adam (eager loop)",
+    "W10": "train: mLSTM input 256, hidden 256, heads 4, batch 8, T 1024, Linear(256->1) per step, MSE, Adam (recurrent loop)",
+    "W10PAR": "train: W10 in the parallel form (causal, quadratic in T)",
 }
 
 # (m, k, n, ta, tb, note): op(A) is [m, k], op(B) is [k, n]; ta/tb: stored transposed.
@@ -123,6 +137,133 @@ def make_user_lstm(torch, nn):
     return UserLstm
 
 
+def make_min_gru(torch, nn, F):
+    class MinGru(nn.Module):
+        """minGRU (Feng et al. 2024): z = σ(W_z x + b_z), h~ = W_h x + b_h, h = (1 - z) h + z h~.
+        mode "loop": the blend as written; "lerp": torch.lerp(h, h~, z); "log": the paper's
+        log-space mode (h~ through g, h0 = g(0) = 0.5) in its parallel form."""
+
+        def __init__(self, input_size, hidden, mode):
+            super().__init__()
+            self.hidden, self.mode = hidden, mode
+            self.linear = nn.Linear(input_size, 2 * hidden)
+
+        def forward(self, x):  # x [T, B, I] -> [T, B, H]
+            k, cand = self.linear(x).chunk(2, -1)
+            steps, batch, _ = x.shape
+            if self.mode == "log":
+                log_z = -F.softplus(-k)
+                log_coeffs = -F.softplus(k)
+                log_cand = torch.where(cand >= 0, torch.log(F.relu(cand) + 0.5), -F.softplus(-cand))
+                log_h0 = x.new_full((1, batch, self.hidden), 0.5).log()
+                log_values = torch.cat([log_h0, log_z + log_cand], 0)
+                a_star = F.pad(torch.cumsum(log_coeffs, 0), (0, 0, 0, 0, 1, 0))
+                log_h = a_star + torch.logcumsumexp(log_values - a_star, 0)
+                return torch.exp(log_h)[1:]
+            # unbind, not z[t]: each indexing's backward writes a full [T, B, H] gradient (O(T²)).
+            zs, cands = torch.sigmoid(k).unbind(0), cand.unbind(0)
+            h = x.new_zeros(batch, self.hidden)
+            outs = []
+            for z, c in zip(zs, cands):
+                if self.mode == "lerp":
+                    h = torch.lerp(h, c, z)
+                else:
+                    h = (1 - z) * h + z * c
+                outs.append(h)
+            return torch.stack(outs, 0)
+
+    return MinGru
+
+
+def make_slstm(torch, nn, F):
+    class Slstm(nn.Module):
+        """sLSTM (Beck et al. 2024), stabilised, from the equations of issue 13: pre-activations
+        [i~, f~, z~, o~] = W x + R h + b, R block-diagonal over heads; an eager loop over time."""
+
+        def __init__(self, input_size, hidden, heads):
+            super().__init__()
+            k = hidden**-0.5
+            self.hidden, self.heads, self.dh = hidden, heads, hidden // heads
+            self.weight_ih = nn.Parameter(torch.empty(4 * hidden, input_size).uniform_(-k, k))
+            self.weight_hh = nn.Parameter(torch.empty(heads, 4 * self.dh, self.dh).uniform_(-k, k))
+            self.bias = nn.Parameter(torch.empty(4 * hidden).uniform_(-k, k))
+
+        def forward(self, x):
+            steps, batch, _ = x.shape
+            xw = F.linear(x, self.weight_ih, self.bias)
+            h, c, n, m = (x.new_zeros(batch, self.hidden) for _ in range(4))
+            outs = []
+            for xw_t in xw.unbind(0):
+                # Head j's row g·dh + u adds to pre-activation g·H + j·dh + u.
+                rec = torch.einsum("bjd,jrd->bjr", h.view(batch, self.heads, self.dh), self.weight_hh)
+                rec = rec.view(batch, self.heads, 4, self.dh).transpose(1, 2).reshape(batch, 4 * self.hidden)
+                i_, f_, z_, o_ = (xw_t + rec).chunk(4, 1)
+                log_f = F.logsigmoid(f_)
+                m_new = torch.maximum(log_f + m, i_)
+                i = torch.exp(i_ - m_new)
+                f = torch.exp(log_f + m - m_new)
+                c = f * c + i * torch.tanh(z_)
+                n = f * n + i
+                h = torch.sigmoid(o_) * c / n
+                m = m_new
+                outs.append(h)
+            return torch.stack(outs, 0)
+
+    return Slstm
+
+
+def make_mlstm(torch, nn, F):
+    class Mlstm(nn.Module):
+        """mLSTM (Beck et al. 2024) from the equations of issue 13, in the recurrent form (a loop
+        over time, C [B, heads, d, d]) or the parallel form (causal, T×T per head, stabilised)."""
+
+        def __init__(self, input_size, hidden, heads, parallel):
+            super().__init__()
+            self.hidden, self.heads, self.d, self.parallel = hidden, heads, hidden // heads, parallel
+            self.qkvo = nn.Linear(input_size, 4 * hidden)
+            self.gates = nn.Linear(input_size, 2 * heads)
+
+        def forward(self, x):
+            steps, batch, _ = x.shape
+            hd, d = self.heads, self.d
+            q, k, v, o = self.qkvo(x).chunk(4, -1)
+            k = k / d**0.5
+            o = torch.sigmoid(o)
+            i_, f_ = self.gates(x).chunk(2, -1)  # [T, B, heads] each
+            log_f = F.logsigmoid(f_)
+            split = lambda a: a.view(steps, batch, hd, d)
+            if self.parallel:
+                q, k, v = (split(a).permute(1, 2, 0, 3) for a in (q, k, v))  # [B, heads, T, d]
+                log_f, i_ = log_f.permute(1, 2, 0), i_.permute(1, 2, 0)  # [B, heads, T]
+                cum = torch.cumsum(log_f, -1)
+                decay = cum[..., :, None] - cum[..., None, :] + i_[..., None, :]  # [B, heads, T, S]
+                causal = torch.ones(steps, steps, dtype=torch.bool).tril()
+                decay = decay.masked_fill(~causal, float("-inf"))
+                m = decay.max(-1, keepdim=True).values
+                scores = (q @ k.transpose(-1, -2)) * torch.exp(decay - m)
+                den = torch.maximum(scores.sum(-1, keepdim=True).abs(), torch.exp(-m))
+                h = (scores / den) @ v  # [B, heads, T, d]
+                return o * h.permute(2, 0, 1, 3).reshape(steps, batch, self.hidden)
+            q, k, v = split(q), split(k), split(v)
+            C = x.new_zeros(batch, hd, d, d)
+            n = x.new_zeros(batch, hd, d)
+            m = x.new_zeros(batch, hd)
+            outs = []
+            for q_t, k_t, v_t, o_t, i_t, lf_t in zip(*(a.unbind(0) for a in (q, k, v, o, i_, log_f))):
+                m_new = torch.maximum(lf_t + m, i_t)
+                i = torch.exp(i_t - m_new)
+                f = torch.exp(lf_t + m - m_new)
+                C = f[..., None, None] * C + i[..., None, None] * (v_t[..., :, None] * k_t[..., None, :])
+                n = f[..., None] * n + i[..., None] * k_t
+                num = (C @ q_t[..., None]).squeeze(-1)
+                den = torch.maximum((n * q_t).sum(-1).abs(), torch.exp(-m_new))
+                outs.append(o_t * (num / den[..., None]).reshape(batch, self.hidden))
+                m = m_new
+            return torch.stack(outs, 0)
+
+    return Mlstm
+
+
 def run_workload(wid, warmup, steps):
     import torch
     from torch import nn
@@ -137,7 +278,14 @@ def run_workload(wid, warmup, steps):
         "W5": ("rnn", 64, 128, 1, 32, 200, 1e-3),
         "W6": ("lstm", 128, 256, 1, 1, 1000, None),
         "W7": ("user_lstm", 128, 256, 1, 64, 100, 1e-3),
+        "W8": ("min_gru", 256, 256, 1, 16, 4096, 1e-3),
+        "W8LERP": ("min_gru_lerp", 256, 256, 1, 16, 4096, 1e-3),
+        "W8LOG": ("min_gru_log", 256, 256, 1, 16, 4096, 1e-3),
+        "W9": ("slstm", 128, 256, 1, 32, 256, 1e-3),
+        "W10": ("mlstm", 256, 256, 1, 8, 1024, 1e-3),
+        "W10PAR": ("mlstm_parallel", 256, 256, 1, 8, 1024, 1e-3),
     }
+    F = nn.functional
     cell, inp, hid, layers, batch, T, lr = shapes[wid]
     if cell == "lstm":
         rnn = nn.LSTM(inp, hid, num_layers=layers)
@@ -145,6 +293,13 @@ def run_workload(wid, warmup, steps):
         rnn = nn.GRU(inp, hid, num_layers=layers)
     elif cell == "rnn":
         rnn = nn.RNN(inp, hid, num_layers=layers, nonlinearity="tanh")
+    elif cell.startswith("min_gru"):
+        mode = {"min_gru": "loop", "min_gru_lerp": "lerp", "min_gru_log": "log"}[cell]
+        rnn = make_min_gru(torch, nn, F)(inp, hid, mode)
+    elif cell == "slstm":
+        rnn = make_slstm(torch, nn, F)(inp, hid, 4)
+    elif cell.startswith("mlstm"):
+        rnn = make_mlstm(torch, nn, F)(inp, hid, 4, cell == "mlstm_parallel")
     else:
         rnn = make_user_lstm(torch, nn)(inp, hid)
     x = torch.rand(T, batch, inp) * 2 - 1
@@ -166,7 +321,8 @@ def run_workload(wid, warmup, steps):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        out, _ = rnn(x)
+        out = rnn(x)
+        out = out[0] if isinstance(out, tuple) else out
         loss = loss_fn(head(out), target)
         loss.backward()
         opt.step()
@@ -214,7 +370,7 @@ def parse(argv):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--in-process", action="store_true", help="run every target in this process")
-    p.add_argument("targets", nargs="*", help="W1 .. W7, gemm, all (default all)")
+    p.add_argument("targets", nargs="*", help="W1 .. W10PAR, gemm, all (default all)")
     a = p.parse_args(argv)
     targets = [t.upper() if t.lower() != "gemm" else "gemm" for t in a.targets]
     if not targets or "ALL" in targets:

@@ -1,5 +1,7 @@
-//! The workloads W1–W7: float32 training steps (forward over the whole sequence, a per-step
-//! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6).
+//! The workloads W1–W10: float32 training steps (forward over the whole sequence, a per-step
+//! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6). W8–W10
+//! are the newer cells: minGRU (linear and log-space modes, run as a scan), sLSTM, mLSTM
+//! (recurrent and parallel forms).
 //!
 //! `bench/torch_bench.py` runs the same workloads in PyTorch; keep the two in step. With more
 //! than one thread, a train step splits the batch into one shard per thread (data parallelism),
@@ -10,8 +12,10 @@ use crate::stats::{measure, Stats};
 use eddy_nn::loss::{mse, Reduction};
 use eddy_nn::optim::{Adam, AdamConfig, Optimizer};
 use eddy_nn::parallel::data_parallel;
-use eddy_nn::{init, Cell, Linear, Module, Nonlinearity, Recurrent, RecurrentConfig};
-use eddy_tape::{Error, Result, Rng, Tape};
+use eddy_nn::{
+    init, Cell, Linear, MinGruCell, MlstmCell, Module, Nonlinearity, Recurrent, RecurrentConfig, SlstmCell,
+};
+use eddy_tape::{Error, Param, Result, Rng, Tape, Var};
 use ndarray::{ArrayD, Axis, Slice};
 use std::hint::black_box;
 
@@ -23,6 +27,7 @@ pub struct Workload {
     /// products alone: a train step of an LSTM layer is `24·T·B·H·(I+H)` (its forward
     /// `8·T·B·H·(I+H)`, the backward twice that), a GRU's `18·…`, an Elman RNN's `6·…`; an
     /// inference step is the forward third. Summed over the layers, each with its own `I`.
+    /// W8–W10 count their own products: see [`min_gru_flops`], [`slstm_flops`], [`mlstm_flops`].
     pub flops: f64,
 }
 
@@ -37,6 +42,30 @@ const fn flops(k: usize, t: usize, b: usize, i: usize, h: usize, layers: usize) 
         layer += 1;
     }
     sum as f64
+}
+
+/// A minGRU train step (W8): the input projection `x·W_ihᵀ` to `2H` (`4·T·B·I·H`) and its weight
+/// gradient (the same again); the input needs no gradient, and the scan is pointwise.
+pub const fn min_gru_flops(t: usize, b: usize, i: usize, h: usize) -> f64 {
+    (8 * t * b * i * h) as f64
+}
+
+/// An sLSTM train step (W9): the input projection to `4H` and its weight gradient
+/// (`16·T·B·I·H`), and the block-diagonal recurrent product (`heads` blocks `[4·dh, dh]`,
+/// `8·T·B·H·dh` forward) with its two backward products (`24·T·B·H·dh` in all).
+pub const fn slstm_flops(t: usize, b: usize, i: usize, h: usize, heads: usize) -> f64 {
+    let dh = h / heads;
+    (16 * t * b * i * h + 24 * t * b * h * dh) as f64
+}
+
+/// An mLSTM train step (W10), recurrent form: the `q, k, v, o` projection to `4H` and its weight
+/// gradient (`16·T·B·I·H`, the gates' `2·heads` rows are negligible), and per step and head the
+/// memory update `C += v kᵀ` and read `C q` (`d²` multiply-adds each: `4·T·B·H·d` forward),
+/// backward twice that (`12·T·B·H·d` in all). The parallel form does other work (its `T×T`
+/// products); W10PAR is counted the same, for comparison.
+pub const fn mlstm_flops(t: usize, b: usize, i: usize, h: usize, heads: usize) -> f64 {
+    let d = h / heads;
+    (16 * t * b * i * h + 12 * t * b * h * d) as f64
 }
 
 /// Every workload, in order.
@@ -76,7 +105,56 @@ pub const WORKLOADS: &[Workload] = &[
         desc: "train: W2 with a user-written LSTM cell (crates/bench/src/custom_cell.rs): its input projection through the fused Linear op (x·Wᵀ + b, as a cell's `project`), its step from primitive ops (matmul_t, chunk, sigmoid, tanh, *, +), no fused gate kernel or sequence op",
         flops: flops(24, 100, 64, 128, 256, 1),
     },
+    Workload {
+        id: "W8",
+        desc: "train: minGRU input 256, hidden 256, batch 16, T 4096, Linear(256->1) per step, MSE, Adam (the linear scan)",
+        flops: min_gru_flops(4096, 16, 256, 256),
+    },
+    Workload {
+        id: "W8LOG",
+        desc: "train: W8 in minGRU's log-space mode (the log-space scan)",
+        flops: min_gru_flops(4096, 16, 256, 256),
+    },
+    Workload {
+        id: "W9",
+        desc: "train: sLSTM input 128, hidden 256, heads 4, batch 32, T 256, Linear(256->1) per step, MSE, Adam",
+        flops: slstm_flops(256, 32, 128, 256, 4),
+    },
+    Workload {
+        id: "W10",
+        desc: "train: mLSTM input 256, hidden 256, heads 4, batch 8, T 1024, Linear(256->1) per step, MSE, Adam (recurrent form)",
+        flops: mlstm_flops(1024, 8, 256, 256, 4),
+    },
+    Workload {
+        id: "W10PAR",
+        desc: "train: W10 in the parallel form (causal, quadratic in T)",
+        flops: mlstm_flops(1024, 8, 256, 256, 4),
+    },
 ];
+
+const W8_SHAPE: Shape = Shape {
+    input: 256,
+    hidden: 256,
+    layers: 1,
+    batch: 16,
+    steps: 4096,
+};
+
+const W9_SHAPE: Shape = Shape {
+    input: 128,
+    hidden: 256,
+    layers: 1,
+    batch: 32,
+    steps: 256,
+};
+
+const W10_SHAPE: Shape = Shape {
+    input: 256,
+    hidden: 256,
+    layers: 1,
+    batch: 8,
+    steps: 1024,
+};
 
 /// The sizes of a recurrent workload.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +174,7 @@ const W2_SHAPE: Shape = Shape {
     steps: 100,
 };
 
-/// Runs workload `id` (`W1` … `W7`): `warmup` untimed steps, then `steps` timed ones.
+/// Runs workload `id` (`W1` … `W10PAR`): `warmup` untimed steps, then `steps` timed ones.
 pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
     let mut rng = Rng::seed(0);
     match id {
@@ -153,6 +231,34 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
             let user = config(W2_SHAPE).build(UserLstm::new, &mut rng);
             train(user, W2_SHAPE, 1e-3, &mut rng, warmup, steps)
         }
+        "W8" | "W8LOG" => {
+            let log = id == "W8LOG";
+            let make = |i, h, r: &mut Rng| MinGruCell::new(i, h, true, r).log_space(log);
+            train(
+                config(W8_SHAPE).build(make, &mut rng),
+                W8_SHAPE,
+                1e-3,
+                &mut rng,
+                warmup,
+                steps,
+            )
+        }
+        "W9" => {
+            let make = |i, h, r: &mut Rng| SlstmCell::new(i, h, 4, r);
+            let slstm = config(W9_SHAPE).try_build(make, &mut rng)?;
+            train(slstm, W9_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W10" => {
+            let make = |i, h, r: &mut Rng| MlstmCell::new(i, h, 4, r);
+            let mlstm = config(W10_SHAPE).try_build(make, &mut rng)?;
+            train(mlstm, W10_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W10PAR" => {
+            let cell = MlstmCell::<f32>::new(W10_SHAPE.input, W10_SHAPE.hidden, 4, &mut rng)?;
+            let params = cell.param_list();
+            let forward = |x: &Var<f32>| cell.parallel(x, false);
+            train_model(params, forward, W10_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
         other => Err(Error::invalid("eddy-bench", format!("unknown workload {other}"))),
     }
 }
@@ -170,10 +276,25 @@ fn train<C: Cell<f32> + Sync>(
     warmup: usize,
     steps: usize,
 ) -> Result<Stats> {
-    let head = Linear::<f32>::new(rnn.output_size(), 1, rng);
+    let params = rnn.param_list();
+    let forward = |x: &Var<f32>| Ok(rnn.forward(x)?.output);
+    train_model(params, forward, s, lr, rng, warmup, steps)
+}
+
+/// Train steps of a model given by its parameters and its forward map (`[T, B, I]` →
+/// `[T, B, H]`), as [`train`].
+fn train_model(
+    mut params: Vec<Param<f32>>,
+    forward: impl Fn(&Var<f32>) -> Result<Var<f32>> + Sync,
+    s: Shape,
+    lr: f64,
+    rng: &mut Rng,
+    warmup: usize,
+    steps: usize,
+) -> Result<Stats> {
+    let head = Linear::<f32>::new(s.hidden, 1, rng);
     let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
     let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, rng);
-    let mut params = rnn.param_list();
     params.extend(head.param_list());
     let mut opt = Adam::new(
         params,
@@ -190,8 +311,8 @@ fn train<C: Cell<f32> + Sync>(
             let tape = Tape::new();
             let xs = x.slice_axis(Axis(1), Slice::from(rows.clone())).to_owned();
             let ys = target.slice_axis(Axis(1), Slice::from(rows)).to_owned();
-            let out = rnn.forward(&tape.constant(xs))?;
-            let pred = head.forward(&out.output)?;
+            let out = forward(&tape.constant(xs))?;
+            let pred = head.forward(&out)?;
             let loss = mse(&pred, &tape.constant(ys), Reduction::Mean, None)?.scale(weight)?;
             Ok((loss.item()? as f64, loss.backward()?))
         })?;

@@ -1,7 +1,7 @@
 //! The [`Cell`] trait: what a researcher implements to make a new recurrent cell.
 
 use crate::Module;
-use eddy_tape::{Error, Float, Result, Tape, Var};
+use eddy_tape::{Error, Float, Param, Result, Tape, Var};
 use ndarray::ArrayD;
 
 /// A cell's state as a list of `[batch, size]` parts; the first part is the output `h`.
@@ -140,6 +140,21 @@ pub trait Cell<F: Float>: Module<F> {
         None
     }
 
+    /// Optional, for a cell **linear in its state** — one state part `h` and a step
+    /// `h' = a ⊙ h + b` whose `a` and `b` depend on the input alone (minGRU, minLSTM, RG-LRU):
+    /// the coefficients of every step from the projected sequence `xp` (`[T, B, p]` from
+    /// [`Cell::project`]), each `[T, B, H]`, or their logarithms for a positive recurrence run
+    /// in log space. The layer then runs the whole sequence as one scan
+    /// ([`eddy_ops::linear_scan`] or [`eddy_ops::log_scan`]), ragged lengths included, instead
+    /// of `T` calls of [`Cell::step`]; it still calls `step` under recurrent dropout.
+    ///
+    /// It must describe the same function as `step`: test it so (the layer against
+    /// [`PerStep`] of the cell). Default: `None`, not linear.
+    fn linear_recurrence(&self, xp: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
+        let _ = xp;
+        None
+    }
+
     /// The output size (the first state part's size; 0 for a cell without state parts, which
     /// the recurrent layer refuses with an error).
     fn output_size(&self) -> usize {
@@ -154,5 +169,68 @@ pub trait Cell<F: Float>: Module<F> {
             .map(|&n| tape.constant(ArrayD::zeros(vec![batch, n])))
             .collect();
         Self::State::from_parts(parts)
+    }
+}
+
+/// The coefficients of a cell linear in its state, for every step: what
+/// [`Cell::linear_recurrence`] returns.
+#[derive(Debug, Clone)]
+pub enum LinearRecurrence<F: Float> {
+    /// `hₜ = aₜ ⊙ hₜ₋₁ + bₜ`, `a` and `b` `[T, B, H]`.
+    Linear { a: Var<F>, b: Var<F> },
+    /// The same recurrence for positive `a`, `b` and `h`, given as `log a` and `log b`: run as
+    /// `log hₜ = logaddexp(log aₜ + log hₜ₋₁, log bₜ)`, stable where the products underflow. The
+    /// state must be positive.
+    LogSpace { log_a: Var<F>, log_b: Var<F> },
+}
+
+/// A cell run step by step: `PerStep(cell)` is `cell` without its whole-sequence paths
+/// ([`Cell::unroll`] and [`Cell::linear_recurrence`]), so a layer over it runs the plain loop
+/// of [`Cell::step`]. The reference those paths are tested against, and a way to time them.
+///
+/// ```
+/// use eddy_nn::{MinGruCell, PerStep, RecurrentConfig};
+/// use eddy_ops::prelude::*;
+///
+/// let config = RecurrentConfig::new(3, 4);
+/// let scan = config.build(|i, h, r| MinGruCell::<f64>::new(i, h, true, r), &mut Rng::seed(1));
+/// let steps = config.build(|i, h, r| PerStep(MinGruCell::<f64>::new(i, h, true, r)), &mut Rng::seed(1));
+/// let tape = Tape::new();
+/// let x = tape.input(ndarray::ArrayD::from_elem(vec![6, 2, 3], 0.3));
+/// let (a, b) = (scan.forward(&x)?, steps.forward(&x)?);
+/// assert!(a.output.value().iter().zip(b.output.value()).all(|(p, q)| (p - q).abs() < 1e-12));
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PerStep<C>(pub C);
+
+impl<F: Float, C: Cell<F>> Module<F> for PerStep<C> {
+    fn params(&self) -> Vec<(String, Param<F>)> {
+        self.0.params()
+    }
+    fn set_training(&mut self, training: bool) {
+        self.0.set_training(training)
+    }
+}
+
+impl<F: Float, C: Cell<F>> Cell<F> for PerStep<C> {
+    type State = C::State;
+    fn input_size(&self) -> usize {
+        self.0.input_size()
+    }
+    fn state_sizes(&self) -> Vec<usize> {
+        self.0.state_sizes()
+    }
+    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
+        self.0.project(x)
+    }
+    fn step(&self, x: &Var<F>, state: &C::State) -> Result<C::State> {
+        self.0.step(x, state)
+    }
+    fn output_size(&self) -> usize {
+        self.0.output_size()
+    }
+    fn zero_state(&self, tape: &Tape<F>, batch: usize) -> Result<C::State> {
+        self.0.zero_state(tape, batch)
     }
 }

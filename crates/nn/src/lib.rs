@@ -19,6 +19,7 @@ pub mod fit;
 pub mod init;
 pub mod io;
 mod layers;
+mod linear_scan;
 pub mod loss;
 mod module;
 pub mod optim;
@@ -29,7 +30,7 @@ pub mod schedule;
 pub mod sequential;
 pub mod sync;
 
-pub use cell::{Cell, RecurrentState};
+pub use cell::{Cell, LinearRecurrence, PerStep, RecurrentState};
 pub use cells::{
     GruCell, LayerNormLstmCell, LstmCell, MinGruCell, MinLstmCell, MlstmCell, Nonlinearity, PeepholeLstmCell,
     RgLruCell, RnnCell, SlstmCell,
@@ -50,6 +51,12 @@ pub struct CustomCellsDoc;
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/cells.md")]
 pub struct CellsDoc;
+
+/// The page on linear recurrences and the scan (`docs/linear-recurrences.md`); its code blocks
+/// run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/linear-recurrences.md")]
+pub struct LinearRecurrencesDoc;
 
 /// The guide's page on porting PyTorch models; its code blocks run as doc tests.
 #[cfg(doctest)]

@@ -349,10 +349,12 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
                     move |e: Error| e.context(format!("{name} layer {l}{dir} step {t}"))
                 };
                 let xp = cell.project(&input).map_err(ctx(0))?;
-                // The cell's own op for the whole sequence when no step needs a mask.
+                // A cell linear in its state runs as one scan (ragged lengths included); else the
+                // cell's own op for the whole sequence when no step needs a mask.
                 let fused = match (&masks, &rec_mask) {
-                    (None, None) => cell.unroll(&xp, &state, dir == 1),
-                    _ => None,
+                    (_, Some(_)) => None,
+                    (m, None) => crate::linear_scan::unroll(cell, &xp, &state, dir == 1, lengths)
+                        .or_else(|| m.is_none().then(|| cell.unroll(&xp, &state, dir == 1)).flatten()),
                 };
                 let (out, last) = match fused {
                     Some(result) => {

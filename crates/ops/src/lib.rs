@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod packed;
 pub mod random;
 pub mod reduce;
+pub mod scan;
 pub mod sequence;
 pub mod shape;
 
@@ -23,6 +24,7 @@ pub use ext::{concat, stack, where_, VarExt};
 pub use fused::{linear_add, GruPointwise, LstmPointwise};
 pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
+pub use scan::{length_mask, linear_scan, log_scan, Scan, ScanForm};
 pub use sequence::{GruSequence, LstmSequence, RnnActivation, RnnSequence};
 
 /// `docs/autodiff.md`: its code blocks run as doc tests.

@@ -1,7 +1,9 @@
 //! What the cells that are linear in their state share (minGRU, minLSTM, RG-LRU): the step
 //! `h' = a ⊙ h + b` from a projection `[a, b]`, and the log-space form of minGRU and minLSTM
-//! ("Were RNNs All We Needed?", Feng et al. 2024, appendix: the paper's `g` and `log_g`).
+//! ("Were RNNs All We Needed?", Feng et al. 2024, appendix: the paper's `g` and `log_g`), and
+//! the split of the projection into the coefficients the layer's scan takes.
 
+use crate::LinearRecurrence;
 use eddy_ops::{where_, VarExt};
 use eddy_tape::{Error, Float, Result, Tape, Var};
 use ndarray::ArrayD;
@@ -10,6 +12,15 @@ use ndarray::ArrayD;
 pub(crate) fn linear_step<F: Float>(ab: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
     let [a, b]: [Var<F>; 2] = ab.chunk(2, 1)?.try_into().expect("two chunks");
     (a * h)? + b
+}
+
+/// The projection `[a, b]` (or `[log a, log b]`, `[T, B, 2H]`) as the scan's coefficients.
+pub(crate) fn coefficients<F: Float>(ab: &Var<F>, log_space: bool) -> Result<LinearRecurrence<F>> {
+    let [a, b]: [Var<F>; 2] = ab.chunk(2, -1)?.try_into().expect("two chunks");
+    Ok(match log_space {
+        true => LinearRecurrence::LogSpace { log_a: a, log_b: b },
+        false => LinearRecurrence::Linear { a, b },
+    })
 }
 
 /// `[log a, log b]` (`[B, 2H]`) and a positive `h` (`[B, H]`) → `exp(logaddexp(log a + log h,

@@ -1,7 +1,7 @@
 //! minGRU, from "Were RNNs All We Needed?" (Feng et al. 2024).
 
-use super::linear_recurrence::{half_state, linear_step, log_g, log_space_step};
-use crate::{init, Cell, Module};
+use super::linear_recurrence::{coefficients, half_state, linear_step, log_g, log_space_step};
+use crate::{init, Cell, LinearRecurrence, Module};
 use eddy_ops::{concat, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 
@@ -117,6 +117,12 @@ impl<F: Float> Cell<F> for MinGruCell<F> {
         let z = k.sigmoid()?;
         let a = z.affine(-F::one(), F::one(), "one_minus")?;
         concat(&[&a, &(z * candidate)?], -1)
+    }
+
+    /// `[a, b]` split in two: the layer runs the sequence as one scan, in log space in
+    /// log-space mode.
+    fn linear_recurrence(&self, ab: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
+        Some(coefficients(ab, self.log_space))
     }
 
     fn step(&self, ab: &Var<F>, h: &Var<F>) -> Result<Var<F>> {

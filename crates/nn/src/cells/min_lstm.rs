@@ -1,7 +1,7 @@
 //! minLSTM, from "Were RNNs All We Needed?" (Feng et al. 2024).
 
-use super::linear_recurrence::{half_state, linear_step, log_g, log_space_step};
-use crate::{init, Cell, Module};
+use super::linear_recurrence::{coefficients, half_state, linear_step, log_g, log_space_step};
+use crate::{init, Cell, LinearRecurrence, Module};
 use eddy_ops::{concat, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 
@@ -115,6 +115,12 @@ impl<F: Float> Cell<F> for MinLstmCell<F> {
         let a = (f / &total)?;
         let b = ((i / &total)? * candidate)?;
         concat(&[&a, &b], -1)
+    }
+
+    /// `[a, b]` split in two: the layer runs the sequence as one scan, in log space in
+    /// log-space mode.
+    fn linear_recurrence(&self, ab: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
+        Some(coefficients(ab, self.log_space))
     }
 
     fn step(&self, ab: &Var<F>, h: &Var<F>) -> Result<Var<F>> {

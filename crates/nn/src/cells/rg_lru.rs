@@ -1,7 +1,7 @@
 //! RG-LRU, the Real-Gated Linear Recurrent Unit of Griffin and Hawk (De et al. 2024).
 
-use super::linear_recurrence::linear_step;
-use crate::{init, Cell, Module};
+use super::linear_recurrence::{coefficients, linear_step};
+use crate::{init, Cell, LinearRecurrence, Module};
 use eddy_ops::{concat, VarExt};
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
@@ -149,6 +149,11 @@ impl<F: Float> Cell<F> for RgLruCell<F> {
         let multiplier = log_a.scale(F::of(2.0))?.expm1()?.neg()?.sqrt()?;
         let b = ((multiplier * i)? * x)?;
         concat(&[&a, &b], -1)
+    }
+
+    /// `[a, b]` split in two: the layer runs the sequence as one scan.
+    fn linear_recurrence(&self, ab: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
+        Some(coefficients(ab, false))
     }
 
     fn step(&self, ab: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
