@@ -91,10 +91,7 @@ impl<F: Float> Sequential<F> {
     /// [`Error::Invalid`] for no layers, zero features or units, a dropout rate outside
     /// `[0, 1)`, or a recurrent layer after one that returns only its last output; a user
     /// cell's or module's constructor errors, naming the layer.
-    pub fn build<G: Float>(&self, input_features: usize, rng: &mut Rng) -> Result<Model<G>>
-    where
-        G: SameFloat<F>,
-    {
+    pub fn build<G: SameFloat<F>>(&self, input_features: usize, rng: &mut Rng) -> Result<Model<G>> {
         let op = "Sequential::build";
         if self.specs.is_empty() {
             return Err(Error::invalid(op, "the model has no layers"));
