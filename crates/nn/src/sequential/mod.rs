@@ -117,6 +117,7 @@ impl<F: Float> Sequential<F> {
             rng: Rng::seed(rng.next_u64()),
             compiled: None,
             epoch: 0,
+            early: None,
         }))
     }
 }
@@ -242,6 +243,8 @@ pub struct Model<F: Float = f32> {
     pub(crate) rng: Rng,
     pub(crate) compiled: Option<Compiled<F>>,
     pub(crate) epoch: usize,
+    /// Early stopping's counters of the current run ([`fit`](crate::fit)).
+    pub(crate) early: Option<crate::fit::EarlyTrack<F>>,
 }
 
 impl<F: Float> fmt::Debug for Model<F> {
