@@ -1,8 +1,9 @@
 //! # A new cell from scratch: JANET, the forget-gate-only LSTM
 //!
 //! **Question.** Can a researcher add a cell that eddy does not ship, prove its gradients,
-//! get a stacked bidirectional layer for free, and compare it with the built-in LSTM on a
-//! real forecast — in one file?
+//! get a stacked bidirectional layer for free, train it with Keras-style `Sequential` + `fit`
+//! (validation, early stopping) next to the built-in LSTM on a real forecast, and save and load
+//! it — in one file?
 //!
 //! **The cell.** JANET ("Just Another NETwork", van der Westhuizen & Lasenby 2018, *The
 //! unreasonable effectiveness of the forget gate*) keeps only the LSTM's forget gate, ties the
@@ -21,29 +22,29 @@
 //! ```sh
 //! cargo run --release --example custom_cell                 # a minute or two
 //! cargo run --release --example custom_cell -- --quick      # seconds (CI)
-//! cargo run --release --example custom_cell -- --hidden 64 --steps 2000
+//! cargo run --release --example custom_cell -- --hidden 64 --epochs 60
 //! ```
 
 #[path = "common/mod.rs"]
 mod common;
 
 use common::*;
-use eddy::nn::clip::clip_grad_norm;
+use eddy::nn::fit::{EarlyStopping, FitOptions, History, Monitor};
 use eddy::nn::init;
-use eddy::nn::loss::{mse, Reduction};
-use eddy::nn::optim::{Adam, AdamConfig, Optimizer};
+use eddy::nn::sequential::{dense, lstm, recurrent, LayerSpec, Loss, Model, Optim, Sequential};
 use eddy::prelude::*;
 use ndarray::{Array2, ArrayD, Ix2};
 
-const USAGE: &str = "custom_cell: a JANET cell from scratch, gradchecked, against the LSTM on sunspots
+const USAGE: &str =
+    "custom_cell: a JANET cell from scratch, gradchecked, trained with fit against the LSTM on sunspots
 
 flags:
   --hidden N      hidden units of both cells (default 32)
   --window W      months of history per input (default 36)
-  --steps N       training steps (default 1500; quick 80)
+  --epochs N      at most this many epochs (default 40; quick 2)
+  --patience N    early stopping: epochs without improvement (default 5)
   --batch N       windows per step (default 64)
   --lr X          Adam learning rate (default 5e-3)
-  --eval-every N  steps between validation evaluations (default 50; quick 20)
   --seed N        seed (default 0)
   --out DIR       output folder (default out/custom_cell)
   --quick         small run for CI (also EDDY_QUICK=1)";
@@ -125,10 +126,10 @@ fn main() -> AnyResult {
     let quick = args.quick;
     let hidden: usize = args.get("hidden", 32);
     let window: usize = args.get("window", 36);
-    let steps: usize = args.get("steps", if quick { 80 } else { 1500 });
+    let epochs: usize = args.get("epochs", if quick { 2 } else { 40 });
+    let patience: usize = args.get("patience", 5);
     let batch: usize = args.get("batch", 64);
     let lr: f64 = args.get("lr", 5e-3);
-    let eval_every: usize = args.get("eval-every", if quick { 20 } else { 50 });
     let seed: u64 = args.get("seed", 0);
 
     // -----------------------------------------------------------------------------------------
@@ -224,37 +225,45 @@ fn main() -> AnyResult {
     // -----------------------------------------------------------------------------------------
     step(
         4,
-        "Train it next to the built-in LSTM: one-month-ahead sunspot forecasts",
+        "Train it as Keras would: Sequential + fit, next to the built-in LSTM",
     );
+    // `recurrent(make)` is Keras' `RNN(cell)`: any cell, with everything a built-in layer gets
+    // (validation, early stopping, checkpoints, the progress bar). `lstm(h)` is the same spec
+    // over the built-in cell.
     let raw = sunspots()?;
     let split = raw.len() * 4 / 5;
     let scale = raw[..split].iter().cloned().fold(0.0, f64::max);
     let series: Vec<f64> = raw.iter().map(|v| v / scale).collect();
+    let (train, val) = (
+        windows(&series, window, 0..split),
+        windows(&series, window, split..series.len()),
+    );
     let data = Data {
-        train: windows(&series, window, 0..split),
-        val: windows(&series, window, split..series.len()),
-        scale,
+        train: batch_first(&train),
+        val: batch_first(&val),
     };
     println!(
         "{} training windows (targets before month {split}), {} validation windows after; \
-         {hidden} hidden units, Adam lr {lr}, {steps} steps of {batch}.",
-        data.train.0.len(),
-        data.val.0.len()
+         {hidden} hidden units, Adam lr {lr}, up to {epochs} epochs of batches of {batch}, \
+         early stopping (patience {patience}) on the validation loss.",
+        train.0.len(),
+        val.0.len()
     );
     let s = Setup {
-        steps,
+        epochs,
         batch,
         lr,
-        eval_every,
-        seed,
+        patience,
     };
-    let mut rng = Rng::seed(seed + 3);
-    let janet =
-        RecurrentConfig::new(1, hidden).build(|i, h, rng| JanetCell::<f32>::new(i, h, window, rng), &mut rng);
-    let mut rng = Rng::seed(seed + 3);
-    let lstm = RecurrentConfig::new(1, hidden).lstm::<f32>(&mut rng);
-    let (a, b) = rayon::join(|| fit("JANET", janet, &data, &s), || fit("LSTM", lstm, &data, &s));
-    let runs = [a?, b?];
+    let janet = |seed: u64| -> Result<Model<f32>> {
+        let spec =
+            recurrent(move |input, rng| JanetCell::<f32>::new(input, hidden, window, rng)).named("janet");
+        model(spec, seed, &s)
+    };
+    let runs = [
+        train_run("JANET", janet(seed + 3)?, &data, &s)?,
+        train_run("LSTM", model(lstm(hidden), seed + 3, &s)?, &data, &s)?,
+    ];
 
     // -----------------------------------------------------------------------------------------
     step(5, "Results");
@@ -265,44 +274,54 @@ fn main() -> AnyResult {
     let mut t = Table::new(&[
         "cell",
         "parameters",
-        "validation RMSE",
-        "best validation RMSE",
+        "epochs run",
+        "best epoch",
+        "validation RMSE (best epoch)",
         "train seconds",
     ]);
     for r in &runs {
-        let best = r.val.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let h = &r.history;
+        let best = h.best_epoch.unwrap_or(h.epoch.len());
         t.row(vec![
             r.name.into(),
-            r.params.to_string(),
-            format!("{:.2}", r.val.last().map_or(f64::NAN, |p| p.1)),
-            format!("{best:.2}"),
+            r.model.num_params().to_string(),
+            h.epoch.len().to_string(),
+            best.to_string(),
+            format!("{:.2}", h.val_loss[best - 1].sqrt() * scale),
             format!("{:.1}", r.seconds),
         ]);
     }
     t.row(vec![
         "persistence".into(),
         "0".into(),
-        format!("{:.2}", persistence.sqrt()),
         "—".into(),
+        "—".into(),
+        format!("{:.2}", persistence.sqrt()),
         "—".into(),
     ]);
     t.print();
-    println!("\nRMSE in sunspot units; persistence forecasts next month = this month.");
+    println!(
+        "\nRMSE in sunspot units; persistence forecasts next month = this month. Early stopping \
+         restored each model's best epoch."
+    );
 
-    let mut train_plot =
-        LinePlot::new("Training loss", "training step", "train MSE (scaled, log scale)").log_y();
-    let mut val_plot = LinePlot::new("Validation error", "training step", "validation RMSE (sunspots)");
+    let mut train_plot = LinePlot::new("Training loss", "epoch", "train MSE (scaled, log scale)").log_y();
+    let mut val_plot = LinePlot::new("Validation error", "epoch", "validation RMSE (sunspots)");
+    let mut end = 1.0f64;
     for (c, r) in runs.iter().enumerate() {
-        train_plot = train_plot.series(Series::new(r.name, c, r.train.clone()));
-        // From the first evaluation on: the untrained model at step 0 would flatten the scale.
-        val_plot = val_plot.series(Series::new(r.name, c, r.val[1..].to_vec()));
+        let h = &r.history;
+        let at = |v: &[f64], f: &dyn Fn(f64) -> f64| -> Vec<(f64, f64)> {
+            h.epoch.iter().zip(v).map(|(&e, &l)| (e as f64, f(l))).collect()
+        };
+        train_plot = train_plot.series(Series::new(r.name, c, at(&h.loss, &|l| l)));
+        val_plot = val_plot.series(Series::new(r.name, c, at(&h.val_loss, &|l| l.sqrt() * scale)));
+        end = end.max(h.epoch.len() as f64);
     }
-    let end = steps as f64;
     val_plot = val_plot.series(
         Series::new(
             "persistence",
             7,
-            vec![(0.0, persistence.sqrt()), (end, persistence.sqrt())],
+            vec![(1.0, persistence.sqrt()), (end, persistence.sqrt())],
         )
         .dashed(),
     );
@@ -315,87 +334,107 @@ fn main() -> AnyResult {
     )?;
     println!("wrote {}", path.display());
 
+    // -----------------------------------------------------------------------------------------
+    step(
+        6,
+        "Save the trained JANET model, load it back, predict the same values",
+    );
+    // The weights file holds every parameter under its dotted name; a model built the same
+    // way (any seed: the file overwrites every value) loads it.
+    let trained = &runs[0].model;
+    let path = args.out_file("janet.safetensors")?;
+    trained.save_weights(&path)?;
+    let loaded = janet(seed + 1000)?;
+    let before = max_abs_diff(&loaded.predict(&data.val.0)?, &trained.predict(&data.val.0)?);
+    loaded.load_weights(&path)?;
+    let after = max_abs_diff(&loaded.predict(&data.val.0)?, &trained.predict(&data.val.0)?);
+    let mut t = Table::new(&["parameter", "shape"]);
+    for (name, p) in loaded.params() {
+        t.row(vec![name, format!("{:?}", p.shape())]);
+    }
+    t.print();
+    println!(
+        "wrote {}; max |prediction difference| on the {} validation windows: {before:.3} \
+         before loading, {after} after",
+        path.display(),
+        val.0.len()
+    );
+    if after != 0.0 {
+        return Err(format!("the loaded model predicts differently: {after}").into());
+    }
+
     args.finish();
     Ok(())
 }
 
-struct Setup {
-    steps: usize,
-    batch: usize,
-    lr: f64,
-    eval_every: usize,
-    seed: u64,
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f64 {
+    a.iter()
+        .zip(b.iter())
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs() as f64))
 }
 
-/// Windows and targets for training and validation, and the factor that scaled them.
+struct Setup {
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    patience: usize,
+}
+
+/// Windows and targets for training and validation as `[N, window, 1]` and `[N, 1]`.
 struct Data {
-    train: (Vec<Vec<f64>>, Vec<f64>),
-    val: (Vec<Vec<f64>>, Vec<f64>),
-    scale: f64,
+    train: (ArrayD<f32>, ArrayD<f32>),
+    val: (ArrayD<f32>, ArrayD<f32>),
+}
+
+/// A set of windows as batch-first arrays, as `fit` takes them.
+fn batch_first((xs, ys): &(Vec<Vec<f64>>, Vec<f64>)) -> (ArrayD<f32>, ArrayD<f32>) {
+    let all: Vec<usize> = (0..xs.len()).collect();
+    let (x, y) = batch_arrays(xs, ys, &all); // [T, N, 1]
+    (x.permuted_axes(vec![1, 0, 2]).as_standard_layout().to_owned(), y)
+}
+
+/// `spec` (the recurrent layer) → Dense(1) on its last output, compiled with Adam and MSE.
+fn model(spec: LayerSpec<f32>, seed: u64, s: &Setup) -> Result<Model<f32>> {
+    let mut rng = Rng::seed(seed);
+    let mut m = Sequential::new()
+        .add(spec)
+        .add(dense(1))
+        .build::<f32>(1, &mut rng)?;
+    m.compile(Optim::adam(s.lr), Loss::Mse)?;
+    Ok(m)
 }
 
 struct Run {
     name: &'static str,
-    params: usize,
-    train: Vec<(f64, f64)>,
-    val: Vec<(f64, f64)>,
+    model: Model<f32>,
+    history: History,
     seconds: f64,
 }
 
-/// Trains `layer` + a linear head on the last hidden state; any cell type.
-fn fit<C: Cell<f32>>(name: &'static str, layer: Recurrent<f32, C>, data: &Data, s: &Setup) -> AnyResult<Run> {
+/// `fit` with validation and early stopping (best weights restored); any cell.
+fn train_run(name: &'static str, mut model: Model<f32>, data: &Data, s: &Setup) -> AnyResult<Run> {
     let start = std::time::Instant::now();
-    let mut rng = Rng::seed(s.seed + 10);
-    let head = Linear::new(layer.output_size(), 1, &mut rng);
-    let params: Vec<Param<f32>> = layer.param_list().into_iter().chain(head.param_list()).collect();
-    let n_params = params.iter().map(|p| p.len()).sum();
-    let mut opt = Adam::new(
-        params,
-        AdamConfig {
-            lr: s.lr,
-            ..AdamConfig::default()
+    let history = model.fit(
+        &data.train.0,
+        &data.train.1,
+        FitOptions {
+            epochs: s.epochs,
+            batch_size: s.batch,
+            validation_data: Some((&data.val.0, &data.val.1)),
+            early_stopping: Some(EarlyStopping {
+                monitor: Monitor::ValLoss,
+                patience: s.patience,
+                min_delta: 0.0,
+                restore_best_weights: true,
+            }),
+            clip_grad_norm: Some(1.0),
+            ..FitOptions::default()
         },
     )?;
-    let predict = |x: &Var<f32>| -> Result<Var<f32>> { head.forward(&layer.forward(x)?.h_n().select(0, 0)?) };
-    let val_rmse = || -> AnyResult<f64> {
-        let all: Vec<usize> = (0..data.val.0.len()).collect();
-        let (x, y) = batch_arrays(&data.val.0, &data.val.1, &all);
-        let tape = Tape::no_grad();
-        let loss = mse(
-            &predict(&tape.constant(x))?,
-            &tape.constant(y),
-            Reduction::Mean,
-            None,
-        )?;
-        Ok((loss.item()? as f64).sqrt() * data.scale)
-    };
-    let (mut train, mut val) = (Vec::new(), vec![(0.0, val_rmse()?)]);
-    let mut window_loss = (0.0, 0usize);
-    for step in 1..=s.steps {
-        let idx: Vec<usize> = (0..s.batch).map(|_| rng.below(data.train.0.len())).collect();
-        let (x, y) = batch_arrays(&data.train.0, &data.train.1, &idx);
-        let tape = Tape::new();
-        let loss = mse(
-            &predict(&tape.constant(x))?,
-            &tape.constant(y),
-            Reduction::Mean,
-            None,
-        )?;
-        window_loss = (window_loss.0 + loss.item()? as f64, window_loss.1 + 1);
-        let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, 1.0)?;
-        opt.step(&grads)?;
-        if step % s.eval_every == 0 || step == s.steps {
-            train.push((step as f64, window_loss.0 / window_loss.1 as f64));
-            window_loss = (0.0, 0);
-            val.push((step as f64, val_rmse()?));
-        }
-    }
     Ok(Run {
         name,
-        params: n_params,
-        train,
-        val,
+        model,
+        history,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

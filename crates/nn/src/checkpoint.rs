@@ -6,21 +6,25 @@
 //! - **Training checkpoint**: the weights plus, under the reserved prefix `train.`, everything
 //!   needed to continue bit for bit: the optimizer's buffers (`train.optim.<key>`, `f64`) and
 //!   scalars (`train.optim_scalar.<key>`, 0-d `f64`), the RNG state (`train.rng`, 4 `u64`s
-//!   bit-cast to `I64`), the schedule's state (`train.schedule`, `f64`); the metadata holds
-//!   `format`, `epoch` and `optimizer`.
+//!   bit-cast to `I64`), the schedule's state (`train.schedule`, `f64`), early stopping's
+//!   counters while a run with early stopping is under way (`train.early`: best value, epochs
+//!   without improvement, best epoch or 0; `f64`) and its best weights
+//!   (`train.early_best.<name>`, `f64`); the metadata holds `format`, `epoch` and `optimizer`.
 //!
 //! Writes are atomic ([`io::write_atomic`]): a crash mid-write leaves the previous file intact.
 //! Loads check everything first (names, shapes, dtypes, the optimizer's state) and change
 //! nothing on error.
 
+use crate::fit::EarlyTrack;
 use crate::io::{self, Entry, Tensor, TensorFile};
-use crate::optim::{OptimState, MAX_COUNT};
+use crate::optim::{whole_count, OptimState, MAX_COUNT};
 use crate::sequential::Model;
 use crate::Module;
 use eddy_tape::{Error, Float, Result, Rng};
 use ndarray::ArrayD;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The metadata `format` of a training checkpoint.
 pub const TRAINING_FORMAT: &str = "eddy-training-checkpoint";
@@ -38,6 +42,21 @@ pub struct TrainingState {
     pub optimizer: OptimState,
     /// The schedule's state, if there is a schedule.
     pub schedule: Option<Vec<f64>>,
+    /// Early stopping's counters, while a run with early stopping is under way.
+    pub early_stopping: Option<EarlyStoppingState>,
+}
+
+/// Early stopping's counters in a checkpoint (see [`EarlyStopping`](crate::fit::EarlyStopping)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStoppingState {
+    /// The best monitored value so far.
+    pub best: f64,
+    /// Epochs since it last improved by more than `min_delta`.
+    pub wait: usize,
+    /// The epoch of the best value.
+    pub best_epoch: Option<usize>,
+    /// The best epoch's parameters by name (with `restore_best_weights`).
+    pub best_weights: Option<BTreeMap<String, ArrayD<f64>>>,
 }
 
 /// The bytes of a training checkpoint of `module` at `state`.
@@ -91,6 +110,23 @@ pub fn training_bytes<F: Float>(module: &dyn Module<F>, state: &TrainingState) -
     entries.push((format!("{TRAIN_PREFIX}rng"), Entry::I64(&rng)));
     if let Some(s) = &schedule {
         entries.push((format!("{TRAIN_PREFIX}schedule"), Entry::F64(s)));
+    }
+    let early = state.early_stopping.as_ref().map(|e| {
+        let epoch = e.best_epoch.unwrap_or(0) as f64;
+        ArrayD::from_shape_vec(vec![3], vec![e.best, e.wait as f64, epoch]).expect("three")
+    });
+    if let Some(e) = &early {
+        entries.push((format!("{TRAIN_PREFIX}early"), Entry::F64(e)));
+    }
+    if let Some(w) = state
+        .early_stopping
+        .as_ref()
+        .and_then(|e| e.best_weights.as_ref())
+    {
+        entries.extend(
+            w.iter()
+                .map(|(n, v)| (format!("{TRAIN_PREFIX}early_best.{n}"), Entry::F64(v))),
+        );
     }
     let metadata = HashMap::from([
         ("format".to_string(), TRAINING_FORMAT.to_string()),
@@ -147,6 +183,8 @@ pub fn read_training_state(file: &TensorFile) -> Result<TrainingState> {
         ..OptimState::default()
     };
     let mut schedule = None;
+    let mut early: Option<Vec<f64>> = None;
+    let mut best_weights: BTreeMap<String, ArrayD<f64>> = BTreeMap::new();
     for (name, t) in &file.tensors {
         let Some(key) = name.strip_prefix(TRAIN_PREFIX) else {
             continue;
@@ -173,15 +211,108 @@ pub fn read_training_state(file: &TensorFile) -> Result<TrainingState> {
         } else if key == "schedule" {
             let v = float()?;
             schedule = Some(v.iter().copied().collect());
+        } else if key == "early" {
+            early = Some(float()?.iter().copied().collect());
+        } else if let Some(p) = key.strip_prefix("early_best.") {
+            best_weights.insert(p.to_string(), float()?);
         } else if key != "rng" {
             return Err(bad(format!("unknown training tensor {name:?}")));
         }
     }
+    let early_stopping = match early {
+        None if best_weights.is_empty() => None,
+        None => {
+            return Err(bad(
+                "tensors \"train.early_best.*\" without \"train.early\" (early stopping's counters)".into(),
+            ))
+        }
+        Some(v) => {
+            let field = |what: &str, got: String| {
+                bad(format!(
+                    "tensor \"train.early\" (early stopping): {what}, got {got}"
+                ))
+            };
+            let [best, wait, best_epoch]: [f64; 3] = v.clone().try_into().map_err(|_| {
+                field(
+                    "must hold 3 values (best, wait, best epoch)",
+                    format!("{}", v.len()),
+                )
+            })?;
+            if best.is_nan() {
+                return Err(field("the best value must not be NaN", "NaN".into()));
+            }
+            let wait = whole_count(wait).ok_or_else(|| {
+                field(
+                    "the epochs without improvement must be a whole number in [0, 2^53]",
+                    wait.to_string(),
+                )
+            })?;
+            let best_epoch = whole_count(best_epoch)
+                .filter(|&e| e as usize <= epoch)
+                .ok_or_else(|| {
+                    field(
+                        &format!("the best epoch must be a whole number in [0, {epoch}] (the epoch)"),
+                        best_epoch.to_string(),
+                    )
+                })?;
+            Some(EarlyStoppingState {
+                best,
+                wait: wait as usize,
+                best_epoch: (best_epoch > 0).then_some(best_epoch as usize),
+                best_weights: (!best_weights.is_empty()).then_some(best_weights),
+            })
+        }
+    };
     Ok(TrainingState {
         epoch,
         rng,
         optimizer,
         schedule,
+        early_stopping,
+    })
+}
+
+/// Early stopping's counters of a checkpoint as the model keeps them; the best weights must be
+/// the module's parameters by name, each of its shape.
+fn early_track<F: Float>(
+    module: &dyn Module<F>,
+    state: &EarlyStoppingState,
+    path: &Path,
+) -> Result<EarlyTrack<F>> {
+    let best_weights = match &state.best_weights {
+        None => None,
+        Some(w) => {
+            let params = module.params();
+            let bad = |r: String| Error::file(path, format!("early stopping's best weights: {r}"));
+            if w.len() != params.len() {
+                return Err(bad(format!(
+                    "{} tensors for a model of {} parameters",
+                    w.len(),
+                    params.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(params.len());
+            for (n, p) in &params {
+                let v = w
+                    .get(n)
+                    .ok_or_else(|| bad(format!("no tensor \"train.early_best.{n}\"")))?;
+                if v.shape() != p.shape() {
+                    return Err(bad(format!(
+                        "\"train.early_best.{n}\" has shape {:?}, the parameter {:?}",
+                        v.shape(),
+                        p.shape()
+                    )));
+                }
+                out.push(Arc::new(v.mapv(F::of)));
+            }
+            Some(out)
+        }
+    };
+    Ok(EarlyTrack {
+        best: state.best,
+        wait: state.wait,
+        best_epoch: state.best_epoch,
+        best_weights,
     })
 }
 
@@ -237,6 +368,18 @@ impl<F: Float> Model<F> {
             rng: self.rng.state(),
             optimizer: c.optimizer.state(),
             schedule: c.schedule.as_ref().map(|s| s.state()),
+            early_stopping: self.early.as_ref().map(|t| EarlyStoppingState {
+                best: t.best,
+                wait: t.wait,
+                best_epoch: t.best_epoch,
+                best_weights: t.best_weights.as_ref().map(|w| {
+                    self.params()
+                        .into_iter()
+                        .zip(w)
+                        .map(|(n, v)| (n.0, v.mapv(|x| x.as_f64())))
+                        .collect()
+                }),
+            }),
         })
     }
 
@@ -261,7 +404,7 @@ impl<F: Float> Model<F> {
     }
 
     /// Restores a training checkpoint into this compiled model (built and compiled as the one
-    /// that saved it): parameters, optimizer, schedule, RNG and epoch. Training on continues
+    /// that saved it): parameters, optimizer, schedule, RNG, epoch and early stopping's counters. Training on continues
     /// exactly as the saving run would have.
     ///
     /// # Errors
@@ -288,6 +431,10 @@ impl<F: Float> Model<F> {
     fn load_training_file(&mut self, file: TensorFile) -> Result<()> {
         let state = read_training_state(&file)?;
         check_no_extra(self, &file)?;
+        let early = match &state.early_stopping {
+            Some(e) => Some(early_track(self, e, &file.path)?),
+            None => None,
+        };
         let c = self.compiled.as_ref().expect("checked");
         if state.schedule.is_some() != c.schedule.is_some() {
             return Err(Error::file(
@@ -330,6 +477,7 @@ impl<F: Float> Model<F> {
         }
         self.rng = Rng::from_state(state.rng);
         self.epoch = state.epoch;
+        self.early = early;
         Ok(())
     }
 }

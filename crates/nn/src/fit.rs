@@ -5,9 +5,10 @@
 //! seeded RNG, then for each mini-batch makes a fresh [`Tape`], runs the model, takes the loss's
 //! gradients (summed over micro-batches if asked), clips them if asked, and steps the
 //! optimizer; at the epoch's end it steps the schedule, evaluates the validation data, records
-//! the [`History`], writes a checkpoint if one is due and applies early stopping. The RNG, the
-//! optimizer, the schedule and the epoch count all live in the model, so a training checkpoint
-//! ([`Model::save_checkpoint`]) resumes the run bit for bit.
+//! the [`History`], applies early stopping and writes a checkpoint if one is due. The RNG, the
+//! optimizer, the schedule, the epoch count and early stopping's counters all live in the
+//! model, so a training checkpoint ([`Model::save_checkpoint`]) resumes the run bit for bit,
+//! early stopping included.
 
 use crate::clip::{clip_grad_norm, GradAccumulator};
 use crate::distributed::{rank_stream, shard_of};
@@ -91,7 +92,9 @@ pub enum Monitor {
 }
 
 /// Early stopping, as Keras's `EarlyStopping`: stop once the monitored loss has not improved by
-/// more than `min_delta` for `patience` epochs.
+/// more than `min_delta` for `patience` epochs. Its counters (best value, epochs without
+/// improvement, best epoch and weights) carry on over `fit` calls and are saved in training
+/// checkpoints, so a resumed run stops at the epoch the uninterrupted run would.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EarlyStopping {
     pub monitor: Monitor,
@@ -99,6 +102,33 @@ pub struct EarlyStopping {
     pub min_delta: f64,
     /// At the end of `fit`, put back the parameters of the best epoch.
     pub restore_best_weights: bool,
+}
+
+/// Early stopping's counters between epochs. They live in the model, so that a later `fit` (or
+/// a model restored from a training checkpoint, which saves them) carries the run on exactly
+/// as one uninterrupted `fit` would; a run that stopped early drops them, so the next `fit`
+/// starts a new one.
+#[derive(Debug, Clone)]
+pub(crate) struct EarlyTrack<F: Float> {
+    /// The best monitored value so far.
+    pub(crate) best: f64,
+    /// Epochs since it last improved by more than `min_delta`.
+    pub(crate) wait: usize,
+    /// The epoch of the best value.
+    pub(crate) best_epoch: Option<usize>,
+    /// The parameters at the best epoch (with `restore_best_weights`), in `param_list` order.
+    pub(crate) best_weights: Option<Vec<Arc<ArrayD<F>>>>,
+}
+
+impl<F: Float> Default for EarlyTrack<F> {
+    fn default() -> Self {
+        EarlyTrack {
+            best: f64::INFINITY,
+            wait: 0,
+            best_epoch: None,
+            best_weights: None,
+        }
+    }
 }
 
 /// Write a training checkpoint to `path` after every `every` epochs; `{epoch}` in the path is
@@ -346,9 +376,8 @@ impl<F: Float> Model<F> {
             None => (0, 1),
         };
         let mut history = History::default();
-        let mut best = f64::INFINITY;
-        let mut wait = 0usize;
-        let mut best_weights: Option<Vec<Arc<ArrayD<F>>>> = None;
+        // Counters of a run that stopped early here: its best weights are restored below.
+        let mut stopped_track: Option<EarlyTrack<F>> = None;
         let show = options.progress && rank == 0 && std::io::stdout().is_terminal();
         self.set_training(true);
         let batches = n_train.div_ceil(options.batch_size);
@@ -419,35 +448,47 @@ impl<F: Float> Model<F> {
                 }
             }
             bar.finish_with_message(message);
-            if let Some(c) = &options.checkpoint {
-                if rank == 0 && self.epoch.checked_rem(c.every) == Some(0) {
-                    self.save_checkpoint(c.path_for(self.epoch))?;
-                }
-            }
+            let mut stop = false;
             if let Some(es) = &options.early_stopping {
                 let value = match es.monitor {
                     Monitor::ValLoss => *history.val_loss.last().expect("validated"),
                     Monitor::Loss => *history.loss.last().expect("pushed"),
                 };
-                if value < best - es.min_delta {
-                    best = value;
-                    wait = 0;
-                    history.best_epoch = Some(epoch);
+                let params = self.param_list();
+                let track = self.early.get_or_insert_with(EarlyTrack::default);
+                if value < track.best - es.min_delta {
+                    track.best = value;
+                    track.wait = 0;
+                    track.best_epoch = Some(epoch);
                     if es.restore_best_weights {
-                        best_weights = Some(self.param_list().iter().map(|p| p.value()).collect());
+                        track.best_weights = Some(params.iter().map(|p| p.value()).collect());
                     }
                 } else {
-                    wait += 1;
-                    if wait >= es.patience {
-                        history.stopped_epoch = Some(epoch);
-                        break;
-                    }
+                    track.wait += 1;
+                    stop = track.wait >= es.patience;
+                }
+                history.best_epoch = track.best_epoch;
+                if stop {
+                    // A later fit starts a new run, as after Keras's EarlyStopping.
+                    stopped_track = self.early.take();
                 }
             }
+            if let Some(c) = &options.checkpoint {
+                if rank == 0 && self.epoch.checked_rem(c.every) == Some(0) {
+                    self.save_checkpoint(c.path_for(self.epoch))?;
+                }
+            }
+            if stop {
+                history.stopped_epoch = Some(epoch);
+                break;
+            }
         }
-        if let Some(w) = best_weights {
-            for (p, v) in self.param_list().iter().zip(w) {
-                p.set(ArrayD::clone(&v));
+        if options.early_stopping.is_some_and(|es| es.restore_best_weights) {
+            let track = stopped_track.as_ref().or(self.early.as_ref());
+            if let Some(w) = track.and_then(|t| t.best_weights.as_ref()) {
+                for (p, v) in self.param_list().iter().zip(w) {
+                    p.set(ArrayD::clone(v));
+                }
             }
         }
         Ok(history)

@@ -2,7 +2,7 @@
 //! and corrupt or foreign files are clear errors that change nothing.
 
 use eddy_nn::checkpoint::training_bytes;
-use eddy_nn::fit::FitOptions;
+use eddy_nn::fit::{CheckpointEvery, EarlyStopping, FitOptions, Monitor};
 use eddy_nn::io::{self, Entry};
 use eddy_nn::schedule::StepLr;
 use eddy_nn::sequential::{dense, dropout, gru, lstm, Loss, Model, Optim, Sequential};
@@ -385,5 +385,139 @@ fn out_of_range_training_state_is_an_error_naming_the_field() {
     fresh.load_checkpoint(&p).unwrap();
     let h = fresh.fit(&x, &y, opts(1, &x, &y)).unwrap();
     assert_eq!(h.epoch, vec![(1 << 53) + 1]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Early stopping on the validation loss of held-out data, with restored best weights.
+fn early_opts<'a>(
+    epochs: usize,
+    vx: &'a ArrayD<f32>,
+    vy: &'a ArrayD<f32>,
+    checkpoint: Option<CheckpointEvery>,
+) -> FitOptions<'a, f32> {
+    FitOptions {
+        early_stopping: Some(EarlyStopping {
+            monitor: Monitor::ValLoss,
+            patience: 3,
+            min_delta: 1e-3,
+            restore_best_weights: true,
+        }),
+        checkpoint,
+        ..opts(epochs, vx, vy)
+    }
+}
+
+#[test]
+fn a_resumed_run_stops_early_at_the_same_epoch_with_the_same_weights() {
+    let dir = tmp_dir("early");
+    let (x, y) = data();
+    let (x, y, vx, vy) = (
+        x.slice_axis(ndarray::Axis(0), (..24).into()).to_owned(),
+        y.slice_axis(ndarray::Axis(0), (..24).into()).to_owned(),
+        x.slice_axis(ndarray::Axis(0), (24..).into()).to_owned(),
+        y.slice_axis(ndarray::Axis(0), (24..).into()).to_owned(),
+    );
+    let max = 60;
+    let mut straight = model(2, 6);
+    let h_straight = straight.fit(&x, &y, early_opts(max, &vx, &vy, None)).unwrap();
+    let stopped = h_straight.stopped_epoch.expect("early stopping fires");
+    let best = h_straight.best_epoch.expect("a best epoch");
+    assert!(stopped > 4 && best < stopped, "stopped {stopped}, best {best}");
+
+    // Interrupted after epoch k (a checkpoint every epoch, max epochs k), then resumed from the
+    // checkpoint file in a fresh model: mid-patience (k = stopped − 1) and early on.
+    for k in [2, stopped - 1] {
+        let every = CheckpointEvery {
+            path: dir.join("ckpt-{epoch}.safetensors"),
+            every: 1,
+        };
+        let mut first = model(2, 6);
+        let h_first = first
+            .fit(&x, &y, early_opts(k, &vx, &vy, Some(every.clone())))
+            .unwrap();
+        assert_eq!(h_first.stopped_epoch, None);
+        drop(first);
+        let mut resumed = model(99, 6);
+        resumed.load_checkpoint(every.path_for(k)).unwrap();
+        let h = resumed.fit(&x, &y, early_opts(max - k, &vx, &vy, None)).unwrap();
+        assert_eq!(h.stopped_epoch, Some(stopped), "k = {k}");
+        assert_eq!(h.best_epoch, Some(best), "k = {k}");
+        assert_eq!(h.val_loss[..], h_straight.val_loss[k..], "k = {k}");
+        assert_eq!(h.loss[..], h_straight.loss[k..], "k = {k}");
+        assert_eq!(
+            values(&resumed),
+            values(&straight),
+            "k = {k}: the restored best weights"
+        );
+        assert_eq!(resumed.rng(), straight.rng());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn early_stopping_counters_in_a_checkpoint_are_validated() {
+    let dir = tmp_dir("early-range");
+    let (x, y) = data();
+    let mut m = model(4, 6);
+    m.fit(&x, &y, early_opts(2, &x, &y, None)).unwrap();
+    let good = m.training_state().unwrap();
+    let early = good
+        .early_stopping
+        .clone()
+        .expect("counters of the run under way");
+    assert_eq!(
+        early.best_weights.as_ref().map(|w| w.len()),
+        Some(m.params().len())
+    );
+    type Edit = Box<dyn Fn(&mut eddy_nn::checkpoint::EarlyStoppingState)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "best NaN",
+            Box::new(|e| e.best = f64::NAN),
+            "the best value must not be NaN",
+        ),
+        (
+            "wait 2^60",
+            Box::new(|e| e.wait = 1 << 60),
+            "the epochs without improvement must be a whole number",
+        ),
+        (
+            "best epoch after the epoch",
+            Box::new(|e| e.best_epoch = Some(3)),
+            "the best epoch must be a whole number in [0, 2]",
+        ),
+        (
+            "a best weight's shape",
+            Box::new(|e| {
+                let w = e.best_weights.as_mut().unwrap();
+                w.insert("layers.3.bias".into(), ArrayD::zeros(vec![2]));
+            }),
+            "\"train.early_best.layers.3.bias\" has shape [2], the parameter [1]",
+        ),
+        (
+            "a missing best weight",
+            Box::new(|e| {
+                e.best_weights.as_mut().unwrap().remove("layers.3.bias");
+            }),
+            "early stopping's best weights",
+        ),
+    ];
+    for (name, edit, needle) in cases {
+        let mut state = good.clone();
+        edit(state.early_stopping.as_mut().unwrap());
+        let p = dir.join(format!("{}.safetensors", name.replace(' ', "_")));
+        std::fs::write(&p, training_bytes(&m, &state).unwrap()).unwrap();
+        let mut fresh = model(7, 6);
+        let before = values(&fresh);
+        let e = fresh.load_checkpoint(&p).unwrap_err();
+        assert!(e.to_string().contains(needle), "{name}: {e}");
+        assert_eq!(values(&fresh), before, "{name}: the model changed");
+    }
+    // The good state round-trips through the file.
+    let p = dir.join("good.safetensors");
+    m.save_checkpoint(&p).unwrap();
+    let mut fresh = model(7, 6);
+    fresh.load_checkpoint(&p).unwrap();
+    assert_eq!(fresh.training_state().unwrap(), good);
     std::fs::remove_dir_all(&dir).unwrap();
 }

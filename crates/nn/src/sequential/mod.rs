@@ -22,215 +22,76 @@
 //! # Ok::<(), eddy_tape::Error>(())
 //! ```
 
-use crate::cells::Nonlinearity;
+mod layer;
+mod spec;
+
+pub use layer::{CloneLayer, Layer, Pass, RecurrentLayer, SequenceLayer};
+pub use spec::{dense, dropout, gru, lstm, module, recurrent, simple_rnn, try_recurrent, LayerSpec};
+
 use crate::loss::{self, Reduction};
 use crate::optim::{
     Adadelta, AdadeltaConfig, Adagrad, AdagradConfig, Adam, AdamConfig, AdamW, AdamWConfig, Adamax,
     AdamaxConfig, NAdam, NAdamConfig, Optimizer, RAdam, RAdamConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig,
 };
 use crate::schedule::Schedule;
-use crate::{prefixed, Dropout, Gru, Linear, Lstm, Module, RecurrentConfig, Rnn};
-use eddy_ops::{concat, VarExt};
+use crate::{prefixed, Module};
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
 use std::fmt;
 
-/// The kind of a recurrent layer spec.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RecurrentKind {
-    /// `torch.nn.LSTM` / Keras `LSTM`.
-    Lstm,
-    /// `torch.nn.GRU` / Keras `GRU` (PyTorch's variant: `b_hn` inside the reset product).
-    Gru,
-    /// `torch.nn.RNN` / Keras `SimpleRNN`, with its nonlinearity.
-    SimpleRnn(Nonlinearity),
-}
-
-/// A layer before its input size is known; see [`lstm`], [`gru`], [`simple_rnn`], [`dense`],
-/// [`dropout`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum LayerSpec {
-    /// A one-layer recurrent network of `units` hidden units.
-    Recurrent {
-        kind: RecurrentKind,
-        units: usize,
-        /// Return the whole output sequence `[N, T, H]` (true) or the last output `[N, H]`.
-        return_sequences: bool,
-        bidirectional: bool,
-        /// Variational dropout on the recurrent input, in training.
-        recurrent_dropout: f64,
-    },
-    /// A [`Linear`] layer on the last axis: per time step on a sequence.
-    Dense { units: usize },
-    /// Inverted dropout with rate `rate`, in training.
-    Dropout { rate: f64 },
-}
-
-fn recurrent(kind: RecurrentKind, units: usize) -> LayerSpec {
-    LayerSpec::Recurrent {
-        kind,
-        units,
-        return_sequences: false,
-        bidirectional: false,
-        recurrent_dropout: 0.0,
-    }
-}
-
-/// An LSTM of `units` hidden units returning its last output (Keras's default).
-pub fn lstm(units: usize) -> LayerSpec {
-    recurrent(RecurrentKind::Lstm, units)
-}
-
-/// A GRU of `units` hidden units returning its last output.
-pub fn gru(units: usize) -> LayerSpec {
-    recurrent(RecurrentKind::Gru, units)
-}
-
-/// An Elman RNN (tanh) of `units` hidden units returning its last output.
-pub fn simple_rnn(units: usize) -> LayerSpec {
-    recurrent(RecurrentKind::SimpleRnn(Nonlinearity::Tanh), units)
-}
-
-/// A dense layer of `units` outputs.
-pub fn dense(units: usize) -> LayerSpec {
-    LayerSpec::Dense { units }
-}
-
-/// Dropout with rate `rate` (checked at build time).
-pub fn dropout(rate: f64) -> LayerSpec {
-    LayerSpec::Dropout { rate }
-}
-
-impl LayerSpec {
-    /// For a recurrent spec: return the whole sequence (true) or only the last output.
-    /// No effect on other specs.
-    pub fn return_sequences(mut self, yes: bool) -> Self {
-        if let LayerSpec::Recurrent { return_sequences, .. } = &mut self {
-            *return_sequences = yes;
-        }
-        self
-    }
-
-    /// For a recurrent spec: run both directions and concatenate the outputs.
-    pub fn bidirectional(mut self, yes: bool) -> Self {
-        if let LayerSpec::Recurrent { bidirectional, .. } = &mut self {
-            *bidirectional = yes;
-        }
-        self
-    }
-
-    /// For a recurrent spec: variational recurrent dropout with rate `p`.
-    pub fn recurrent_dropout(mut self, p: f64) -> Self {
-        if let LayerSpec::Recurrent {
-            recurrent_dropout, ..
-        } = &mut self
-        {
-            *recurrent_dropout = p;
-        }
-        self
-    }
-}
-
-/// A built layer of a [`Model`].
-#[derive(Debug, Clone)]
-pub enum Layer<F: Float = f32> {
-    Lstm { layer: Lstm<F>, return_sequences: bool },
-    Gru { layer: Gru<F>, return_sequences: bool },
-    Rnn { layer: Rnn<F>, return_sequences: bool },
-    Dense(Linear<F>),
-    Dropout(Dropout),
-}
-
-impl<F: Float> Layer<F> {
-    fn module(&self) -> &dyn Module<F> {
-        match self {
-            Layer::Lstm { layer, .. } => layer,
-            Layer::Gru { layer, .. } => layer,
-            Layer::Rnn { layer, .. } => layer,
-            Layer::Dense(l) => l,
-            Layer::Dropout(d) => d,
-        }
-    }
-
-    fn module_mut(&mut self) -> &mut dyn Module<F> {
-        match self {
-            Layer::Lstm { layer, .. } => layer,
-            Layer::Gru { layer, .. } => layer,
-            Layer::Rnn { layer, .. } => layer,
-            Layer::Dense(l) => l,
-            Layer::Dropout(d) => d,
-        }
-    }
-
-    /// Applies the layer to `x` (`[B, T, F]` or `[B, F]`).
-    fn forward(
-        &self,
-        x: &Var<F>,
-        lengths: Option<&[usize]>,
-        rng: &mut Rng,
-        training: bool,
-    ) -> Result<Var<F>> {
-        fn last<F: Float>(h_n: &Var<F>) -> Result<Var<F>> {
-            // h_n is [D, B, H] for one layer: the last output of each direction, concatenated.
-            let parts = h_n.unstack(0)?;
-            let refs: Vec<&Var<F>> = parts.iter().collect();
-            concat(&refs, 1)
-        }
-        macro_rules! rec {
-            ($layer:expr, $seq:expr) => {{
-                let out = $layer.forward_with(x, None, lengths, Some(rng))?;
-                if $seq {
-                    Ok(out.output)
-                } else {
-                    last(out.h_n())
-                }
-            }};
-        }
-        match self {
-            Layer::Lstm {
-                layer,
-                return_sequences,
-            } => rec!(layer, *return_sequences),
-            Layer::Gru {
-                layer,
-                return_sequences,
-            } => rec!(layer, *return_sequences),
-            Layer::Rnn {
-                layer,
-                return_sequences,
-            } => rec!(layer, *return_sequences),
-            Layer::Dense(l) => l.forward(x),
-            Layer::Dropout(d) => x.dropout(d.p, training && d.training, rng),
-        }
-    }
-}
-
 /// A list of [`LayerSpec`]s; [`Sequential::build`] makes the [`Model`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Sequential {
-    pub specs: Vec<LayerSpec>,
+///
+/// `F` is the float type of the model. The built-in specs fit any `F`; a user cell's
+/// constructor fixes it (a [`recurrent`] over `MyCell<f64>` makes a `Sequential<f64>`), so
+/// building a model of another float type does not compile.
+#[derive(Debug, Clone)]
+pub struct Sequential<F: Float = f32> {
+    pub specs: Vec<LayerSpec<F>>,
 }
 
-impl Sequential {
+impl<F: Float> Default for Sequential<F> {
+    fn default() -> Self {
+        Sequential { specs: Vec::new() }
+    }
+}
+
+/// `G: SameFloat<F>` holds exactly when `G` and `F` are the same type: it lets
+/// [`Sequential::build`] keep its `build::<f32>(…)` spelling (which then fixes the specs' `F`)
+/// while a user cell's specs fix the type for it.
+pub trait SameFloat<F: Float>: Float {
+    /// The identity.
+    fn same(model: Model<F>) -> Model<Self>;
+}
+
+impl<T: Float> SameFloat<T> for T {
+    fn same(model: Model<T>) -> Model<T> {
+        model
+    }
+}
+
+impl<F: Float> Sequential<F> {
     /// An empty stack.
-    pub fn new() -> Sequential {
+    pub fn new() -> Sequential<F> {
         Sequential::default()
     }
 
     /// Appends a layer (Keras's `model.add`).
     #[allow(clippy::should_implement_trait)]
-    pub fn add(mut self, spec: LayerSpec) -> Sequential {
+    pub fn add(mut self, spec: LayerSpec<F>) -> Sequential<F> {
         self.specs.push(spec);
         self
     }
 
     /// Builds the model for inputs of `input_features` features, initialising every layer from
     /// `rng` in order (PyTorch's initialisers), and forks the model's own training RNG from it.
+    /// `G` is the model's float type, the same as the specs' `F` (`build::<f32>` names it when
+    /// nothing else does).
     ///
     /// # Errors
     /// [`Error::Invalid`] for no layers, zero features or units, a dropout rate outside
-    /// `[0, 1)`, or a recurrent layer after one that returns only its last output.
-    pub fn build<F: Float>(&self, input_features: usize, rng: &mut Rng) -> Result<Model<F>> {
+    /// `[0, 1)`, or a recurrent layer after one that returns only its last output; a user
+    /// cell's or module's constructor errors, naming the layer.
+    pub fn build<G: SameFloat<F>>(&self, input_features: usize, rng: &mut Rng) -> Result<Model<G>> {
         let op = "Sequential::build";
         if self.specs.is_empty() {
             return Err(Error::invalid(op, "the model has no layers"));
@@ -242,66 +103,12 @@ impl Sequential {
         let mut sequence = true;
         let mut layers = Vec::with_capacity(self.specs.len());
         for (i, spec) in self.specs.iter().enumerate() {
-            let at = |r: String| Error::invalid(op, format!("layer {i}: {r}"));
-            let layer = match *spec {
-                LayerSpec::Recurrent {
-                    kind,
-                    units,
-                    return_sequences,
-                    bidirectional,
-                    recurrent_dropout,
-                } => {
-                    if units == 0 {
-                        return Err(at("units must be at least 1".into()));
-                    }
-                    if !sequence {
-                        return Err(at(
-                            "a recurrent layer needs a sequence, but the layer before returns only its \
-                             last output (set return_sequences(true) on it)"
-                                .into(),
-                        ));
-                    }
-                    if !(0.0..1.0).contains(&recurrent_dropout) {
-                        return Err(at(format!(
-                            "recurrent_dropout must be in [0, 1), got {recurrent_dropout}"
-                        )));
-                    }
-                    let cfg = RecurrentConfig::new(features, units)
-                        .batch_first(true)
-                        .bidirectional(bidirectional)
-                        .recurrent_dropout(recurrent_dropout);
-                    features = units * if bidirectional { 2 } else { 1 };
-                    sequence = return_sequences;
-                    match kind {
-                        RecurrentKind::Lstm => Layer::Lstm {
-                            layer: cfg.lstm(rng),
-                            return_sequences,
-                        },
-                        RecurrentKind::Gru => Layer::Gru {
-                            layer: cfg.gru(rng),
-                            return_sequences,
-                        },
-                        RecurrentKind::SimpleRnn(nl) => Layer::Rnn {
-                            layer: cfg.rnn(nl, rng),
-                            return_sequences,
-                        },
-                    }
-                }
-                LayerSpec::Dense { units } => {
-                    if units == 0 {
-                        return Err(at("units must be at least 1".into()));
-                    }
-                    let l = Linear::new(features, units, rng);
-                    features = units;
-                    Layer::Dense(l)
-                }
-                LayerSpec::Dropout { rate } => {
-                    Layer::Dropout(Dropout::new(rate).map_err(|e| at(e.to_string()))?)
-                }
-            };
+            let (layer, out, seq) = spec.build(i, features, sequence, rng)?;
+            features = out;
+            sequence = seq;
             layers.push(layer);
         }
-        Ok(Model {
+        Ok(G::same(Model {
             layers,
             input_features,
             output_features: features,
@@ -310,7 +117,8 @@ impl Sequential {
             rng: Rng::seed(rng.next_u64()),
             compiled: None,
             epoch: 0,
-        })
+            early: None,
+        }))
     }
 }
 
@@ -435,6 +243,8 @@ pub struct Model<F: Float = f32> {
     pub(crate) rng: Rng,
     pub(crate) compiled: Option<Compiled<F>>,
     pub(crate) epoch: usize,
+    /// Early stopping's counters of the current run ([`fit`](crate::fit)).
+    pub(crate) early: Option<crate::fit::EarlyTrack<F>>,
 }
 
 impl<F: Float> fmt::Debug for Model<F> {
@@ -577,7 +387,7 @@ impl<F: Float> Model<F> {
     pub(crate) fn eval_layers(&self) -> Vec<Layer<F>> {
         let mut layers = self.layers.clone();
         for l in &mut layers {
-            l.module_mut().set_training(false);
+            l.layer_mut().set_training(false);
         }
         layers
     }
@@ -592,9 +402,15 @@ pub(crate) fn run_layers<F: Float>(
     rng: &mut Rng,
 ) -> Result<Var<F>> {
     let mut h = x.clone();
+    let mut pass = Pass {
+        lengths,
+        rng,
+        training,
+    };
     for (i, layer) in layers.iter().enumerate() {
         h = layer
-            .forward(&h, lengths, rng, training)
+            .layer()
+            .forward(&h, &mut pass)
             .map_err(|e| e.context(format!("layers.{i}")))?;
     }
     Ok(h)
@@ -606,14 +422,14 @@ impl<F: Float> Module<F> for Model<F> {
         self.layers
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| prefixed(&format!("layers.{i}"), l.module().params()))
+            .flat_map(|(i, l)| prefixed(&format!("layers.{i}"), l.layer().params()))
             .collect()
     }
 
     fn set_training(&mut self, training: bool) {
         self.training = training;
         for l in &mut self.layers {
-            l.module_mut().set_training(training);
+            l.layer_mut().set_training(training);
         }
     }
 }
