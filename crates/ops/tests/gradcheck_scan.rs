@@ -138,7 +138,7 @@ fn fast_and_recorded<F: Float>(
     form: ScanForm,
     reverse: bool,
     xs: &[ArrayD<F>],
-) -> Result<(Vec<ArrayD<F>>, Vec<ArrayD<F>>)> {
+) -> Result<FastAndRecorded<F>> {
     let run = |options: GradOptions| -> Result<Vec<ArrayD<F>>> {
         let tape = Tape::new();
         let v: Vec<Var<F>> = xs.iter().map(|x| tape.input(x.clone())).collect();

@@ -450,6 +450,7 @@ mod tests {
     use super::*;
 
     /// The textbook loop, in f64.
+    #[allow(clippy::needless_range_loop)]
     fn reference(form: ScanForm, a: &[f64], b: &[f64], first: &[f64], reverse: bool) -> Vec<f64> {
         let n = first.len();
         let steps = a.len() / n;
