@@ -135,33 +135,36 @@ fn main() -> AnyResult {
     step(1, "One step against the equations, by hand");
     // gradcheck proves the gradients of whatever the cell computes; it cannot see a wrong
     // equation. So first compare one step with the formulas written out in ndarray.
-    let mut rng = Rng::seed(seed);
-    let cell = JanetCell::<f64>::new(3, 4, 10, &mut rng);
-    let x: Array2<f64> = Array2::from_shape_simple_fn((2, 3), || rng.uniform_in(-1.0, 1.0));
-    let h: Array2<f64> = Array2::from_shape_simple_fn((2, 4), || rng.uniform_in(-1.0, 1.0));
-    let mat = |p: &Param<f64>| {
-        p.value()
-            .as_ref()
-            .clone()
-            .into_dimensionality::<Ix2>()
-            .expect("2-D")
-    };
-    let (w, u, b) = (mat(&cell.weight_ih), mat(&cell.weight_hh), cell.bias.value());
-    let pre = x.dot(&w.t()) + h.dot(&u.t()) + b.as_ref();
-    let sigma = |v: f64| 1.0 / (1.0 + (-v).exp());
-    let expected = Array2::from_shape_fn((2, 4), |(r, k)| {
-        let (s, c) = (pre[[r, k]], pre[[r, k + 4]]);
-        sigma(s) * h[[r, k]] + (1.0 - sigma(s - 1.0)) * c.tanh()
-    });
-    let tape = Tape::new();
-    let xv = tape.constant(x.into_dyn());
-    let got = cell.step(&cell.project(&xv)?, &tape.constant(h.into_dyn()))?;
-    let diff = (got.value() - &expected.into_dyn())
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()));
-    println!("max |step − equations| = {diff:.1e} (B = 2, I = 3, H = 4)");
-    if diff > 1e-12 {
-        return Err(format!("the step does not match the equations: {diff}").into());
+    // (A block: its values are this step's only, as in a notebook cell.)
+    {
+        let mut rng = Rng::seed(seed);
+        let cell = JanetCell::<f64>::new(3, 4, 10, &mut rng);
+        let x: Array2<f64> = Array2::from_shape_simple_fn((2, 3), || rng.uniform_in(-1.0, 1.0));
+        let h: Array2<f64> = Array2::from_shape_simple_fn((2, 4), || rng.uniform_in(-1.0, 1.0));
+        let mat = |p: &Param<f64>| {
+            p.value()
+                .as_ref()
+                .clone()
+                .into_dimensionality::<Ix2>()
+                .expect("2-D")
+        };
+        let (w, u, b) = (mat(&cell.weight_ih), mat(&cell.weight_hh), cell.bias.value());
+        let pre = x.dot(&w.t()) + h.dot(&u.t()) + b.as_ref();
+        let sigma = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let expected = Array2::from_shape_fn((2, 4), |(r, k)| {
+            let (s, c) = (pre[[r, k]], pre[[r, k + 4]]);
+            sigma(s) * h[[r, k]] + (1.0 - sigma(s - 1.0)) * c.tanh()
+        });
+        let tape = Tape::new();
+        let xv = tape.constant(x.into_dyn());
+        let got = cell.step(&cell.project(&xv)?, &tape.constant(h.into_dyn()))?;
+        let diff = (got.value() - &expected.into_dyn())
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        println!("max |step − equations| = {diff:.1e} (B = 2, I = 3, H = 4)");
+        if diff > 1e-12 {
+            return Err(format!("the step does not match the equations: {diff}").into());
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -169,30 +172,32 @@ fn main() -> AnyResult {
         2,
         "Prove the gradients: gradcheck through a stacked, bidirectional, ragged layer",
     );
-    let mut rng = Rng::seed(seed + 1);
-    let layer = RecurrentConfig::new(2, 3)
-        .num_layers(2)
-        .bidirectional(true)
-        .build(|i, h, rng| JanetCell::<f64>::new(i, h, 5, rng), &mut rng);
-    let x = ArrayD::from_shape_simple_fn(vec![4, 3, 2], || rng.uniform_in(-1.0, 1.0));
-    let lengths = [4, 2, 3];
-    let f = |_: &Tape<f64>, xs: &[Var<f64>]| -> Result<Var<f64>> {
-        let out = layer.forward_with(&xs[0], None, Some(&lengths), None)?;
-        let n = out.output.value().len();
-        let m = out.h_n().value().len();
-        concat(&[&out.output.reshape(&[n])?, &out.h_n().reshape(&[m])?], 0)
-    };
-    let options = GradcheckOptions::default().params(layer.param_list());
-    gradcheck(f, std::slice::from_ref(&x), &options)?;
-    let checked: usize = x.len() + layer.param_list().iter().map(|p| p.len()).sum::<usize>();
-    println!(
-        "gradcheck: ok — every element of the input [T=4, B=3, I=2] and of all {} parameters \
-         ({checked} elements in all), through 2 layers × 2 directions with lengths {lengths:?}, \
-         output sequence and h_n, against central differences in f64",
-        layer.param_list().len()
-    );
-    gradgradcheck(f, &[x], &options.clone().fast())?;
-    println!("gradgradcheck (fast, random directions): ok — second derivatives through the same layer");
+    {
+        let mut rng = Rng::seed(seed + 1);
+        let layer = RecurrentConfig::new(2, 3)
+            .num_layers(2)
+            .bidirectional(true)
+            .build(|i, h, rng| JanetCell::<f64>::new(i, h, 5, rng), &mut rng);
+        let x = ArrayD::from_shape_simple_fn(vec![4, 3, 2], || rng.uniform_in(-1.0, 1.0));
+        let lengths = [4, 2, 3];
+        let f = |_: &Tape<f64>, xs: &[Var<f64>]| -> Result<Var<f64>> {
+            let out = layer.forward_with(&xs[0], None, Some(&lengths), None)?;
+            let n = out.output.value().len();
+            let m = out.h_n().value().len();
+            concat(&[&out.output.reshape(&[n])?, &out.h_n().reshape(&[m])?], 0)
+        };
+        let options = GradcheckOptions::default().params(layer.param_list());
+        gradcheck(f, std::slice::from_ref(&x), &options)?;
+        let checked: usize = x.len() + layer.param_list().iter().map(|p| p.len()).sum::<usize>();
+        println!(
+            "gradcheck: ok — every element of the input [T=4, B=3, I=2] and of all {} parameters \
+             ({checked} elements in all), through 2 layers × 2 directions with lengths {lengths:?}, \
+             output sequence and h_n, against central differences in f64",
+            layer.param_list().len()
+        );
+        gradgradcheck(f, &[x], &options.clone().fast())?;
+        println!("gradgradcheck (fast, random directions): ok — second derivatives through the same layer");
+    }
 
     // -----------------------------------------------------------------------------------------
     step(3, "A full layer for free: shapes and parameter names");
@@ -253,8 +258,10 @@ fn main() -> AnyResult {
         RecurrentConfig::new(1, hidden).build(|i, h, rng| JanetCell::<f32>::new(i, h, window, rng), &mut rng);
     let mut rng = Rng::seed(seed + 3);
     let lstm = RecurrentConfig::new(1, hidden).lstm::<f32>(&mut rng);
-    let (a, b) = rayon::join(|| fit("JANET", janet, &data, &s), || fit("LSTM", lstm, &data, &s));
-    let runs = [a?, b?];
+    let runs = {
+        let (a, b) = rayon::join(|| fit("JANET", janet, &data, &s), || fit("LSTM", lstm, &data, &s));
+        [a?, b?]
+    };
 
     // -----------------------------------------------------------------------------------------
     step(5, "Results");
