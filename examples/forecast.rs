@@ -113,10 +113,44 @@ fn recursive_forecast(model: &Model<f32>, x: &ArrayD<f32>, max_h: usize) -> Resu
     Ok(out)
 }
 
+/// The month a window's forecast starts from: its last input month.
+fn origin(i: usize, window_len: usize) -> usize {
+    i + window_len - 1
+}
+
+/// The windows that belong to months `lo..hi`: their forecast origin is in that part and every
+/// target up to the longest horizon `max_h` stays in it, so no test month leaks into training.
+fn windows_in(n_windows: usize, window_len: usize, max_h: usize, lo: usize, hi: usize) -> Vec<usize> {
+    (0..n_windows)
+        .filter(|&i| origin(i, window_len) >= lo && origin(i, window_len) + max_h < hi)
+        .collect()
+}
+
+/// A scaled value back in the series' units.
+fn unscale(scaler: &Scaler, v: f32) -> f64 {
+    scaler
+        .inverse_transform(&ArrayD::from_elem(vec![1], v))
+        .map(|a| a[0] as f64)
+        .unwrap_or(f64::NAN)
+}
+
+fn verdict(ours: f64, theirs: f64) -> &'static str {
+    if ours < theirs {
+        "beats"
+    } else {
+        "does not beat"
+    }
+}
+
+/// The x coordinate of month `o`: its year when the file has dates, else its index.
+fn month_of(dates: &Option<Vec<f64>>, o: usize) -> f64 {
+    dates.as_ref().map_or(o as f64, |d| d[o])
+}
+
 fn main() -> AnyResult {
     let args = common::Args::parse("forecast", USAGE);
-    let default_csv = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sunspots_monthly.csv");
-    let csv = PathBuf::from(args.get("csv", default_csv.to_string()));
+    let default_csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sunspots_monthly.csv");
+    let csv = PathBuf::from(args.get("csv", default_csv.display().to_string()));
     let column: String = args.get("column", "sunspots".to_string());
     let season: usize = args.get("season", 132);
     let epochs: usize = if args.quick { 2 } else { args.get("epochs", 40) };
@@ -144,18 +178,19 @@ fn main() -> AnyResult {
     let max_h = *HORIZONS.last().expect("horizons");
     // A window belongs to the part its forecast origin (its last month) is in, and is used only
     // if every target up to the longest horizon stays in that part: no test month leaks.
-    let origin = |i: usize| i + window_len - 1;
-    let pick = |lo: usize, hi: usize| -> Vec<usize> {
-        (0..x_all.shape()[0])
-            .filter(|&i| origin(i) >= lo && origin(i) + max_h < hi)
-            .collect()
-    };
+    let n_windows = x_all.shape()[0];
     let stride = if args.quick { 8 } else { 1 };
-    let train_rows: Vec<usize> = pick(0, train_end).into_iter().step_by(stride).collect();
-    let (val_rows, test_rows) = (pick(train_end, val_end), pick(val_end, n));
-    let take = |a: &ArrayD<f32>, rows: &[usize]| a.select(Axis(0), rows);
-    let (x_train, y_train) = (take(&x_all, &train_rows), take(&y_all, &train_rows));
-    let (x_val, y_val) = (take(&x_all, &val_rows), take(&y_all, &val_rows));
+    let train_rows: Vec<usize> = windows_in(n_windows, window_len, max_h, 0, train_end)
+        .into_iter()
+        .step_by(stride)
+        .collect();
+    let val_rows = windows_in(n_windows, window_len, max_h, train_end, val_end);
+    let test_rows = windows_in(n_windows, window_len, max_h, val_end, n);
+    let (x_train, y_train) = (
+        x_all.select(Axis(0), &train_rows),
+        y_all.select(Axis(0), &train_rows),
+    );
+    let (x_val, y_val) = (x_all.select(Axis(0), &val_rows), y_all.select(Axis(0), &val_rows));
     println!(
         "Windows of {window_len} months: {} train, {} validation, {} test.",
         train_rows.len(),
@@ -206,14 +241,8 @@ fn main() -> AnyResult {
         4,
         "Forecast the test months; compare with the baselines (RMSE in sunspot units)",
     );
-    let x_test = take(&x_all, &test_rows);
+    let x_test = x_all.select(Axis(0), &test_rows);
     let forecasts = recursive_forecast(&model, &x_test, max_h)?;
-    let unscale = |v: f32| -> f64 {
-        scaler
-            .inverse_transform(&ArrayD::from_elem(vec![1], v))
-            .map(|a| a[0] as f64)
-            .unwrap_or(f64::NAN)
-    };
     let mut table = Table::new(&[
         "horizon",
         "LSTM",
@@ -225,12 +254,12 @@ fn main() -> AnyResult {
         let (mut truth, mut ours, mut persist, mut seasonal) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (k, &i) in test_rows.iter().enumerate() {
-            let o = origin(i);
+            let o = origin(i, window_len);
             if o + h < season {
                 continue;
             }
             truth.push(series[o + h]);
-            ours.push(unscale(forecasts[h - 1][k]));
+            ours.push(unscale(&scaler, forecasts[h - 1][k]));
             persist.push(series[o]);
             seasonal.push(series[o + h - season]);
         }
@@ -249,7 +278,6 @@ fn main() -> AnyResult {
         rows.push(r);
     }
     table.print();
-    let verdict = |ours: f64, theirs: f64| if ours < theirs { "beats" } else { "does not beat" };
     let (h1, h12) = (rows[0], rows[rows.len() - 1]);
     println!(
         "\nOne month ahead the LSTM {} persistence ({:.1} vs {:.1}): on noisy monthly data the last value is a strong forecast.",
@@ -269,8 +297,7 @@ fn main() -> AnyResult {
     step(5, "Plot the forecasts against the truth");
     // Years on the x axis when the file has a `date` column of `YYYY-MM`, else month indices.
     let dates = read_dates(&csv).filter(|d| d.len() == n);
-    let month_of = |o: usize| dates.as_ref().map_or(o as f64, |d| d[o]);
-    let truth: Vec<(f64, f64)> = (val_end..n).map(|m| (month_of(m), series[m])).collect();
+    let truth: Vec<(f64, f64)> = (val_end..n).map(|m| (month_of(&dates, m), series[m])).collect();
     let mut plot = LinePlot::new(
         format!("{column}: test months, forecasts vs truth"),
         if dates.is_some() {
@@ -285,7 +312,12 @@ fn main() -> AnyResult {
         let points = test_rows
             .iter()
             .enumerate()
-            .map(|(k, &i)| (month_of(origin(i) + h), unscale(forecasts[h - 1][k])))
+            .map(|(k, &i)| {
+                (
+                    month_of(&dates, origin(i, window_len) + h),
+                    unscale(&scaler, forecasts[h - 1][k]),
+                )
+            })
             .collect();
         plot = plot.series(Series::new(format!("LSTM, {h} month(s) ahead"), color, points));
     }

@@ -165,50 +165,18 @@ fn main() -> AnyResult {
         "steps back to 1%",
         "test MSE",
     ]);
-    let row = |t: &mut Table, name: &str, when: &str, g: &[f64], mse: f64| {
-        let (first, last) = (g[0], g[g.len() - 1]);
-        // How far back does 1% of the signal reach? (steps before T)
-        let reach = g.iter().rev().take_while(|v| **v >= 0.01 * last).count() - 1;
-        // The median shrinkage from one step to the one before it.
-        let mut factors: Vec<f64> = g
-            .windows(2)
-            .filter(|w| w[1] > 0.0 && w[0] > 0.0)
-            .map(|w| w[0] / w[1])
-            .collect();
-        factors.sort_by(f64::total_cmp);
-        let factor = factors.get(factors.len() / 2).copied().unwrap_or(f64::NAN);
-        let mse = if mse.is_nan() {
-            "—".to_string()
-        } else {
-            sig(mse, 3)
-        };
-        let ratio = if first == 0.0 {
-            "0 (underflow)".to_string()
-        } else {
-            sig(first / last, 2)
-        };
-        t.row(vec![
-            name.into(),
-            when.into(),
-            sig(last, 3),
-            ratio,
-            sig(factor, 3),
-            reach.to_string(),
-            mse,
-        ]);
-    };
     for kind in Kind::ALL {
         let clipped = runs.iter().find(|r| r.kind == kind && r.clipped).expect("a run");
         let free = runs.iter().find(|r| r.kind == kind && !r.clipped).expect("a run");
-        row(&mut t, kind.name(), "initialisation", &clipped.at_init, f64::NAN);
-        row(
+        profile_row(&mut t, kind.name(), "initialisation", &clipped.at_init, f64::NAN);
+        profile_row(
             &mut t,
             kind.name(),
             "trained, clipped",
             &clipped.trained,
             clipped.test_mse,
         );
-        row(
+        profile_row(
             &mut t,
             kind.name(),
             "trained, no clip",
@@ -254,26 +222,14 @@ fn main() -> AnyResult {
 
     // -----------------------------------------------------------------------------------------
     step(5, "Plots");
-    let profile = |title: &str, pick: &dyn Fn(&Run) -> Option<Vec<f64>>| {
-        let mut plot = LinePlot::new(title, "time step t", "‖∂L/∂h_t‖ (log scale)")
-            .log_y()
-            .legend_at(SeriesLabelPosition::UpperLeft);
-        for (c, kind) in Kind::ALL.iter().enumerate() {
-            for r in runs.iter().filter(|r| r.kind == *kind) {
-                if let Some(g) = pick(r) {
-                    let pts = g.iter().enumerate().map(|(t, v)| ((t + 1) as f64, *v)).collect();
-                    plot = plot.series(Series::new(kind.name(), c, pts));
-                }
-            }
-        }
-        plot
-    };
     let panels = [
-        profile("at initialisation", &|r| r.clipped.then(|| r.at_init.clone())),
-        profile("after training, clipped", &|r| {
+        profile_plot(&runs, "at initialisation", &|r| {
+            r.clipped.then(|| r.at_init.clone())
+        }),
+        profile_plot(&runs, "after training, clipped", &|r| {
             r.clipped.then(|| r.trained.clone())
         }),
-        profile("after training, no clipping", &|r| {
+        profile_plot(&runs, "after training, no clipping", &|r| {
             (!r.clipped).then(|| r.trained.clone())
         }),
     ];
@@ -288,12 +244,6 @@ fn main() -> AnyResult {
 
     // Per-step norms are noisy: plot the mean of each block of 20 steps, one panel per cell.
     let block = 20.min(s.steps.max(1));
-    let smooth = |g: &[f64]| -> Vec<(f64, f64)> {
-        g.chunks(block)
-            .enumerate()
-            .map(|(i, c)| (((i + 1) * block) as f64, c.iter().sum::<f64>() / c.len() as f64))
-            .collect()
-    };
     let panels: Vec<LinePlot> = Kind::ALL
         .iter()
         .map(|kind| {
@@ -305,19 +255,81 @@ fn main() -> AnyResult {
                 } else {
                     ("unclipped run", 1)
                 };
-                plot = plot.series(Series::new(label, color, smooth(&r.grad_norms)));
+                plot = plot.series(Series::new(label, color, smooth(&r.grad_norms, block)));
             }
             let line = vec![(0.0, s.clip), (s.steps as f64, s.clip)];
             plot.series(Series::new("clipping threshold", 7, line).dashed())
         })
         .collect();
     let path = args.out_file("grad_norm_training.svg")?;
-    let title = "Parameter-gradient norm during training, before clipping";
-    save_panels(&path, title, &panels, 3)?;
+    save_panels(
+        &path,
+        "Parameter-gradient norm during training, before clipping",
+        &panels,
+        3,
+    )?;
     println!("wrote {}", path.display());
 
     args.finish();
     Ok(())
+}
+
+/// One row of the table of step 3: how the gradient norms `g` (t = 1..T) fall off.
+fn profile_row(t: &mut Table, name: &str, when: &str, g: &[f64], mse: f64) {
+    let (first, last) = (g[0], g[g.len() - 1]);
+    // How far back does 1% of the signal reach? (steps before T)
+    let reach = g.iter().rev().take_while(|v| **v >= 0.01 * last).count() - 1;
+    // The median shrinkage from one step to the one before it.
+    let mut factors: Vec<f64> = g
+        .windows(2)
+        .filter(|w| w[1] > 0.0 && w[0] > 0.0)
+        .map(|w| w[0] / w[1])
+        .collect();
+    factors.sort_by(f64::total_cmp);
+    let factor = factors.get(factors.len() / 2).copied().unwrap_or(f64::NAN);
+    let mse = if mse.is_nan() {
+        "—".to_string()
+    } else {
+        sig(mse, 3)
+    };
+    let ratio = if first == 0.0 {
+        "0 (underflow)".to_string()
+    } else {
+        sig(first / last, 2)
+    };
+    t.row(vec![
+        name.into(),
+        when.into(),
+        sig(last, 3),
+        ratio,
+        sig(factor, 3),
+        reach.to_string(),
+        mse,
+    ]);
+}
+
+/// One panel of `‖∂L/∂h_t‖` against t: a line for each run that `pick` gives a profile of.
+fn profile_plot(runs: &[Run], title: &str, pick: &dyn Fn(&Run) -> Option<Vec<f64>>) -> LinePlot {
+    let mut plot = LinePlot::new(title, "time step t", "‖∂L/∂h_t‖ (log scale)")
+        .log_y()
+        .legend_at(SeriesLabelPosition::UpperLeft);
+    for (c, kind) in Kind::ALL.iter().enumerate() {
+        for r in runs.iter().filter(|r| r.kind == *kind) {
+            if let Some(g) = pick(r) {
+                let pts = g.iter().enumerate().map(|(t, v)| ((t + 1) as f64, *v)).collect();
+                plot = plot.series(Series::new(kind.name(), c, pts));
+            }
+        }
+    }
+    plot
+}
+
+/// The mean of each block of `block` values, at the block's last step.
+fn smooth(g: &[f64], block: usize) -> Vec<(f64, f64)> {
+    g.chunks(block)
+        .enumerate()
+        .map(|(i, c)| (((i + 1) * block) as f64, c.iter().sum::<f64>() / c.len() as f64))
+        .collect()
 }
 
 /// The model's prediction from the final hidden state, `[B, 1]`.

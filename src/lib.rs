@@ -21,6 +21,7 @@
 //! assert_eq!(grads.params().count(), lstm.params().len());
 //! # Ok::<(), Error>(())
 //! ```
+#![warn(missing_docs)]
 
 /// Data-parallel training over MPI (the `mpi` feature): see `docs/distributed.md`.
 #[cfg(feature = "mpi")]

@@ -129,6 +129,29 @@ pub fn step(n: usize, title: &str) {
     println!("\n## {n}. {title}\n");
 }
 
+/// Whether the code runs in a Jupyter notebook on the evcxr kernel (notebooks/, generated from
+/// these examples by tools/notebooks.py), which sets `EVCXR_IS_RUNTIME` in the process that runs
+/// the cells.
+pub fn in_notebook() -> bool {
+    std::env::var_os("EVCXR_IS_RUNTIME").is_some()
+}
+
+/// Shows `content` of the MIME type `mime` inline in a notebook (evcxr's display protocol);
+/// does nothing elsewhere.
+pub fn show_in_notebook(mime: &str, content: &str) {
+    if in_notebook() {
+        println!("EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
+    }
+}
+
+/// Shows the SVG file at `path` inline in a notebook; does nothing elsewhere.
+pub fn show_svg(path: &Path) -> AnyResult {
+    if in_notebook() {
+        show_in_notebook("image/svg+xml", &std::fs::read_to_string(path)?);
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tables
 // ---------------------------------------------------------------------------------------------
@@ -152,7 +175,8 @@ impl Table {
         self.rows.push(cells);
     }
 
-    pub fn print(&self) {
+    /// The table as Markdown text, one line per row.
+    pub fn markdown(&self) -> String {
         let n = self.header.len();
         let width = |c: usize| {
             self.rows
@@ -168,13 +192,23 @@ impl Table {
             let padded: Vec<String> = (0..n)
                 .map(|c| format!("{:<w$}", cells.get(c).map_or("", |s| s.as_str()), w = widths[c]))
                 .collect();
-            println!("| {} |", padded.join(" | "));
+            format!("| {} |\n", padded.join(" | "))
         };
-        line(&self.header);
+        let mut out = line(&self.header);
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        println!("|-{}-|", rule.join("-|-"));
+        out += &format!("|-{}-|\n", rule.join("-|-"));
         for r in &self.rows {
-            line(r);
+            out += &line(r);
+        }
+        out
+    }
+
+    /// Prints the table as Markdown; in a notebook, shows it rendered.
+    pub fn print(&self) {
+        if in_notebook() {
+            show_in_notebook("text/markdown", &self.markdown());
+        } else {
+            print!("{}", self.markdown());
         }
     }
 }
@@ -315,7 +349,7 @@ impl LinePlot {
         root.fill(&WHITE)?;
         self.draw(&root)?;
         root.present()?;
-        Ok(())
+        show_svg(path)
     }
 
     /// Draws into part of a larger figure.
@@ -442,7 +476,7 @@ pub fn save_panels(path: &Path, title: &str, plots: &[LinePlot], cols: usize) ->
         plot.draw(area)?;
     }
     root.present()?;
-    Ok(())
+    show_svg(path)
 }
 
 /// A colour scale for heat maps.
@@ -592,7 +626,7 @@ pub fn save_heatmaps(path: &Path, title: &str, maps: &[Heatmap], height: u32) ->
         map.draw(area)?;
     }
     root.present()?;
-    Ok(())
+    show_svg(path)
 }
 
 // ---------------------------------------------------------------------------------------------

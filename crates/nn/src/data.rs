@@ -40,6 +40,7 @@ pub struct Window {
     pub input_len: usize,
     /// How many steps ahead the target is (1: the next step).
     pub horizon: usize,
+    /// What the target of a window is: the value after it, or one after every step.
     pub targets: Targets,
 }
 

@@ -16,9 +16,19 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tensor {
     /// A floating-point tensor (stored as F16/BF16/F32/F64), widened to `f64`.
-    Float { dtype: String, value: ArrayD<f64> },
+    Float {
+        /// The dtype in the file (`"F32"`, `"BF16"`, ...).
+        dtype: String,
+        /// The values, widened to `f64`.
+        value: ArrayD<f64>,
+    },
     /// An integer tensor (I8–I64, U8–U64), widened to `i64`.
-    Int { dtype: String, value: ArrayD<i64> },
+    Int {
+        /// The dtype in the file (`"I64"`, `"U8"`, ...).
+        dtype: String,
+        /// The values, widened to `i64`.
+        value: ArrayD<i64>,
+    },
 }
 
 /// The tensors and metadata of a safetensors file.
@@ -26,7 +36,9 @@ pub enum Tensor {
 pub struct TensorFile {
     /// Where it was read from (for error messages).
     pub path: PathBuf,
+    /// The tensors, by name.
     pub tensors: BTreeMap<String, Tensor>,
+    /// The file's string metadata (`__metadata__`).
     pub metadata: HashMap<String, String>,
 }
 
@@ -241,8 +253,11 @@ pub fn load_params<F: Float>(module: &dyn Module<F>, file: &TensorFile, strict: 
 
 /// A tensor to write: its name and an `f32`/`f64` array, or `i64`s.
 pub enum Entry<'a> {
+    /// An `f32` tensor, written as F32.
     F32(&'a ArrayD<f32>),
+    /// An `f64` tensor, written as F64.
     F64(&'a ArrayD<f64>),
+    /// An integer tensor, written as I64.
     I64(&'a ArrayD<i64>),
 }
 

@@ -13,7 +13,9 @@ use ndarray::ArrayD;
 /// `U(-1/√in, 1/√in)`.
 #[derive(Debug, Clone)]
 pub struct Linear<F: Float = f32> {
+    /// `[out, in]`.
     pub weight: Param<F>,
+    /// `[out]`; `None` without a bias.
     pub bias: Option<Param<F>>,
 }
 
@@ -67,6 +69,7 @@ impl<F: Float> Module<F> for Linear<F> {
 /// A lookup table: row `i` of `weight` `[num, dim]` for each index `i` (init `N(0, 1)`, as PyTorch).
 #[derive(Debug, Clone)]
 pub struct Embedding<F: Float = f32> {
+    /// The table `[num, dim]`.
     pub weight: Param<F>,
 }
 
@@ -111,7 +114,9 @@ impl<F: Float> Module<F> for Embedding<F> {
 /// Inverted dropout with probability `p` in training mode; the identity in evaluation mode.
 #[derive(Debug, Clone)]
 pub struct Dropout {
+    /// The probability of zeroing an element, in `[0, 1)`.
     pub p: f64,
+    /// Training mode (dropout on) or evaluation mode (the identity).
     pub training: bool,
 }
 
@@ -146,8 +151,11 @@ impl<F: Float> Module<F> for Dropout {
 /// the biased variance, as PyTorch. `weight` starts at ones and `bias` at zeros.
 #[derive(Debug, Clone)]
 pub struct LayerNorm<F: Float = f32> {
+    /// The gain `[D]`, starting at ones.
     pub weight: Param<F>,
+    /// The shift `[D]`, starting at zeros.
     pub bias: Param<F>,
+    /// Added to the variance (PyTorch's default `1e-5`).
     pub eps: f64,
 }
 

@@ -7,6 +7,7 @@
 //! - [`sequential`]: a Keras-style `Sequential` model with [`fit`], [`data`] preparation and
 //!   [`checkpoint`] files, [`csv`] datasets; [`Model::fit_distributed`] trains on many
 //!   processes through a [`GradientSync`] (over MPI in the crate `eddy-dist`).
+#![warn(missing_docs)]
 
 mod cell;
 pub mod cells;
@@ -15,6 +16,9 @@ pub mod clip;
 pub mod csv;
 pub mod data;
 mod distributed;
+// fit.rs and sequential.rs are being reworked on other branches (ragged data, the checkpoint's
+// training state); their fields get doc comments with that work, and then this allow goes.
+#[allow(missing_docs)]
 pub mod fit;
 pub mod init;
 pub mod io;
@@ -27,6 +31,7 @@ pub mod parallel;
 pub mod parity;
 mod recurrent;
 pub mod schedule;
+#[allow(missing_docs)]
 pub mod sequential;
 pub mod sync;
 

@@ -13,13 +13,19 @@ use std::marker::PhantomData;
 /// The configuration of a recurrent layer, with `torch.nn.LSTM`'s names and defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecurrentConfig {
+    /// Features per time step of the input.
     pub input_size: usize,
+    /// Units per layer and direction.
     pub hidden_size: usize,
+    /// Stacked layers (default 1).
     pub num_layers: usize,
+    /// Whether the cells have biases (default true).
     pub bias: bool,
+    /// Inputs and outputs `[B, T, ·]` instead of `[T, B, ·]` (default false).
     pub batch_first: bool,
     /// Dropout on the outputs of every layer but the last, in training mode.
     pub dropout: f64,
+    /// A second layer of cells reads each sequence backwards; outputs are concatenated (default false).
     pub bidirectional: bool,
     /// Variational dropout on the recurrent input `h`: one mask per sequence, reused at every
     /// step (Gal & Ghahramani), in training mode.
@@ -164,6 +170,7 @@ impl RecurrentConfig {
 pub struct Recurrent<F: Float, C: Cell<F>> {
     /// The cells, `num_layers × directions`, in PyTorch's order.
     pub cells: Vec<C>,
+    /// The configuration the layer was built from.
     pub config: RecurrentConfig,
     name: String,
     training: bool,

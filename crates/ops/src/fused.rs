@@ -22,7 +22,9 @@ use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Ix2, IxDyn};
 /// # Errors
 /// [`Error::MatmulInner`] if `K` differs; [`Error::Shape`] for other mismatches.
 pub struct Linear {
+    /// Whether an input `b` `[N]` is added to every row.
     pub bias: bool,
+    /// Whether an input `add` `[..., N]` is added (a residual, or the recurrent term).
     pub add: bool,
 }
 

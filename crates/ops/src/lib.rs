@@ -4,6 +4,7 @@
 //! through the public [`Op`](eddy_tape::Op) trait that user code has too. Use them as methods
 //! through [`VarExt`] (in the [`prelude`]): `x.matmul(&w)?.tanh()`. The formulas are tabled in
 //! `docs/ops.md`.
+#![warn(missing_docs)]
 
 pub mod activation;
 pub mod axis;

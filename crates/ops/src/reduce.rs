@@ -30,7 +30,9 @@ fn check_axis(op: &str, axis: usize, shape: &[usize]) -> Result<()> {
 ///
 /// Gradient: `dx = broadcast_to(g, x.shape)` (with the axis reinserted).
 pub struct Sum {
+    /// The axis summed over.
     pub axis: usize,
+    /// Keep the axis as size 1.
     pub keepdim: bool,
 }
 
@@ -65,7 +67,9 @@ impl<F: Float> Op<F> for Sum {
 /// Gradient: `g` flows to the first position of the maximum (as PyTorch's `max(dim)`); the
 /// one-hot mask is a constant, so the rule is linear in `g`.
 pub struct Max {
+    /// The axis the maximum is taken over.
     pub axis: usize,
+    /// Keep the axis as size 1.
     pub keepdim: bool,
 }
 

@@ -98,8 +98,11 @@ impl<F: Float> Op<F> for Permute {
 ///
 /// Gradient: `dx = pad(g)`: `g` placed at the same slice of zeros.
 pub struct Narrow {
+    /// The axis sliced.
     pub axis: usize,
+    /// The first index kept.
     pub start: usize,
+    /// How many indices are kept.
     pub len: usize,
 }
 
@@ -157,8 +160,11 @@ impl<F: Float> Op<F> for Narrow {
 ///
 /// Gradient: `dx = narrow(g, axis, start, len)`.
 pub struct Pad {
+    /// The axis padded.
     pub axis: usize,
+    /// Where `x` starts along the axis.
     pub start: usize,
+    /// The axis' size after padding.
     pub total: usize,
 }
 
@@ -286,7 +292,9 @@ impl<F: Float> Op<F> for Concat {
 /// Gradient: `dx = index_add(zeros, indices, g)`: each picked entry's gradient is added back
 /// where it came from, summed over repeats.
 pub struct IndexSelect {
+    /// The axis indexed.
     pub axis: usize,
+    /// The entries picked, in output order (repeats allowed).
     pub indices: Vec<usize>,
 }
 
@@ -335,8 +343,11 @@ impl<F: Float> Op<F> for IndexSelect {
 ///
 /// Gradient: `dx = index_select(g, indices)`.
 pub struct IndexAdd {
+    /// The axis indexed.
     pub axis: usize,
+    /// Where slice `k` of `x` is added.
     pub indices: Vec<usize>,
+    /// The axis' size in the output.
     pub size: usize,
 }
 
@@ -442,8 +453,11 @@ impl<F: Float> Op<F> for Where {
 /// Gradient: the output gradients joined again (concat, or stack when squeezed), zeros where an
 /// output received none.
 pub struct Split {
+    /// The axis split.
     pub axis: usize,
+    /// The sizes of the pieces (they add up to the axis' size).
     pub sizes: Vec<usize>,
+    /// Remove the axis from every piece (each size is 1): unstack.
     pub squeeze: bool,
 }
 

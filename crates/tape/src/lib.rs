@@ -10,6 +10,7 @@
 //! - [`gradcheck`] / [`gradgradcheck`]: central differences in `f64`.
 //!
 //! See `docs/autodiff.md` for a walk through.
+#![warn(missing_docs)]
 
 mod arith;
 mod backward;

@@ -17,8 +17,11 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// Parameters: `weight_ih` `[3H, I]`, `weight_hh` `[3H, H]`, `bias_ih`, `bias_hh` `[3H]`.
 #[derive(Debug, Clone)]
 pub struct GruCell<F: Float = f32> {
+    /// Input weights `[3H, I]`, rows `W_ir`, `W_iz`, `W_in`.
     pub weight_ih: Param<F>,
+    /// Recurrent weights `[3H, H]`, rows `W_hr`, `W_hz`, `W_hn`.
     pub weight_hh: Param<F>,
+    /// `(bias_ih, bias_hh)`, `[3H]` each; `None` without biases.
     pub biases: Option<(Param<F>, Param<F>)>,
 }
 

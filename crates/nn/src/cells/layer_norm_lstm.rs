@@ -27,7 +27,9 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// State `(h [B, H], c [B, H])`.
 #[derive(Debug, Clone)]
 pub struct LayerNormLstmCell<F: Float = f32> {
+    /// Input weights `[4H, I]`, gates i, f, g, o.
     pub weight_ih: Param<F>,
+    /// Recurrent weights `[4H, H]`, gates i, f, g, o.
     pub weight_hh: Param<F>,
     /// Normalises `W_ih x`, `[4H]`.
     pub ln_ih: LayerNorm<F>,

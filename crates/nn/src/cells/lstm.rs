@@ -17,9 +17,13 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// `weight_hr` `[P, H]` when projecting to `P` (else `P = H`). State `(h [B, P], c [B, H])`.
 #[derive(Debug, Clone)]
 pub struct LstmCell<F: Float = f32> {
+    /// Input weights `[4H, I]`, gates i, f, g, o.
     pub weight_ih: Param<F>,
+    /// Recurrent weights `[4H, P]`, gates i, f, g, o.
     pub weight_hh: Param<F>,
+    /// `(bias_ih, bias_hh)`, `[4H]` each; `None` without biases.
     pub biases: Option<(Param<F>, Param<F>)>,
+    /// The projection `[P, H]` of `h` (PyTorch's `proj_size`); `None` without one.
     pub weight_hr: Option<Param<F>>,
 }
 

@@ -52,7 +52,9 @@ use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 /// ```
 #[derive(Debug, Clone)]
 pub struct MinGruCell<F: Float = f32> {
+    /// Input weights `[2H, I]`: rows `W_z`, then `W_h`.
     pub weight_ih: Param<F>,
+    /// Input bias `[2H]`; `None` without biases.
     pub bias_ih: Option<Param<F>>,
     /// The paper's log-space mode (candidate through `g`, positive state); see the type's docs.
     pub log_space: bool,

@@ -47,7 +47,9 @@ use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 /// ```
 #[derive(Debug, Clone)]
 pub struct MinLstmCell<F: Float = f32> {
+    /// Input weights `[3H, I]`: rows `W_f`, `W_i`, `W_h`.
     pub weight_ih: Param<F>,
+    /// Input bias `[3H]`; `None` without biases.
     pub bias_ih: Option<Param<F>>,
     /// The paper's log-space mode (candidate through `g`, positive state); see the type's docs.
     pub log_space: bool,

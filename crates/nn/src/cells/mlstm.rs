@@ -52,9 +52,13 @@ use ndarray::ArrayD;
 /// ```
 #[derive(Debug, Clone)]
 pub struct MlstmCell<F: Float = f32> {
+    /// Query, key, value and output-gate weights `[4H, I]` (rows q, k, v, o).
     pub weight_qkvo: Param<F>,
+    /// Their bias `[4H]`.
     pub bias_qkvo: Param<F>,
+    /// Input- and forget-gate weights `[2·heads, I]`: the ĩ rows of every head, then the f̃ rows.
     pub weight_if: Param<F>,
+    /// Their bias `[2·heads]` (forget biases `linspace(3, 6)`).
     pub bias_if: Param<F>,
 }
 

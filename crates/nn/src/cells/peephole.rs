@@ -39,8 +39,11 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// ```
 #[derive(Debug, Clone)]
 pub struct PeepholeLstmCell<F: Float = f32> {
+    /// Input weights `[4H, I]`, gates i, f, g, o.
     pub weight_ih: Param<F>,
+    /// Recurrent weights `[4H, H]`, gates i, f, g, o.
     pub weight_hh: Param<F>,
+    /// `(bias_ih, bias_hh)`, `[4H]` each; `None` without biases.
     pub biases: Option<(Param<F>, Param<F>)>,
     /// Peephole from `c` to the input gate, `[H]`.
     pub weight_ci: Param<F>,

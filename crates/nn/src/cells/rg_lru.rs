@@ -51,9 +51,13 @@ use ndarray::ArrayD;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RgLruCell<F: Float = f32> {
+    /// Recurrence-gate weights `[H, H]`.
     pub weight_a: Param<F>,
+    /// Recurrence-gate bias `[H]`.
     pub bias_a: Param<F>,
+    /// Input-gate weights `[H, H]`.
     pub weight_x: Param<F>,
+    /// Input-gate bias `[H]`.
     pub bias_x: Param<F>,
     /// Λ, `[H]`: the decay `σ(Λ)^c` where the recurrence gate is open.
     pub a_param: Param<F>,

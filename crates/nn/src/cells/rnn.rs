@@ -8,7 +8,9 @@ use eddy_tape::{Float, Param, Result, Rng, Var};
 /// The nonlinearity `f` of an Elman cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nonlinearity {
+    /// `tanh` (PyTorch's default).
     Tanh,
+    /// `max(0, x)`.
     Relu,
 }
 
@@ -16,9 +18,13 @@ pub enum Nonlinearity {
 /// `weight_hh` `[H, H]`, `bias_ih` `[H]`, `bias_hh` `[H]`.
 #[derive(Debug, Clone)]
 pub struct RnnCell<F: Float = f32> {
+    /// Input weights `[H, I]`.
     pub weight_ih: Param<F>,
+    /// Recurrent weights `[H, H]`.
     pub weight_hh: Param<F>,
+    /// `(bias_ih, bias_hh)`, `[H]` each; `None` without biases.
     pub biases: Option<(Param<F>, Param<F>)>,
+    /// The nonlinearity `f` of `h' = f(W_ih x + b_ih + W_hh h + b_hh)`.
     pub nonlinearity: Nonlinearity,
 }
 

@@ -48,9 +48,11 @@ use ndarray::ArrayD;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SlstmCell<F: Float = f32> {
+    /// Input weights `[4H, I]`, gates i, f, z, o.
     pub weight_ih: Param<F>,
     /// The recurrent weights, one `[4·dh, dh]` block per head.
     pub weight_hh: Param<F>,
+    /// The gates' bias `[4H]` (forget block `linspace(3, 6)`).
     pub bias: Param<F>,
 }
 

@@ -10,7 +10,9 @@ use eddy_tape::Float;
 /// The nonlinearity of an Elman recurrence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RnnActivation {
+    /// `tanh`.
     Tanh,
+    /// `max(0, x)`.
     Relu,
 }
 

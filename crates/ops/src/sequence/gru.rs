@@ -26,8 +26,11 @@ use eddy_tape::{MultiOp, Op, Var};
 /// # Errors
 /// [`Error::Shape`] when the shapes do not fit together or `T` is 0.
 pub struct GruSequence {
+    /// Run from the last step to the first.
     pub reverse: bool,
+    /// Whether the input `bias_hh` is given.
     pub bias: bool,
+    /// Output the gate activations for the fast backward (false on a tape that records nothing).
     pub keep_activations: bool,
 }
 

@@ -24,8 +24,11 @@ use crate::kernels::gates::{activate, scale_by_derivative};
 /// # Errors
 /// [`Error::Shape`] when the shapes do not fit together or `T` is 0.
 pub struct RnnSequence {
+    /// The nonlinearity of the recurrence.
     pub activation: RnnActivation,
+    /// Run from the last step to the first.
     pub reverse: bool,
+    /// Whether the input `bias_hh` is given.
     pub bias: bool,
 }
 
