@@ -4,7 +4,7 @@
 Usage
   python3 bench/run.py [--steps 10] [--warmup 3] [--threads 1,2] [--markdown] [--json FILE]
                        [--levels default,avx2,portable] [--native]
-                       [--no-build] [--no-torch] [W1 .. W7 gemm fma | all]
+                       [--no-build] [--no-torch] [W1 .. W7c gemm fma | all]
 
 --levels runs eddy once per kernel level (EDDY_KERNELS=avx512|avx2|portable; `default` leaves
 it unset: the best the CPU has, what a user's program gets). --native adds a binary built with
@@ -32,7 +32,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "gemm", "fma"]
+TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W7b", "W7c", "gemm", "fma"]
 
 
 def sh(cmd):
@@ -154,8 +154,8 @@ def main(argv):
     for t in a.targets or ["all"]:
         if t.lower() == "all":
             targets += TARGETS
-        elif t.upper() in TARGETS:
-            targets.append(t.upper())
+        elif t.upper() in [k.upper() for k in TARGETS if k.startswith("W")]:
+            targets.append(next(k for k in TARGETS if k.upper() == t.upper()))
         elif t.lower() in TARGETS:
             targets.append(t.lower())
         else:

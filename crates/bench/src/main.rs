@@ -2,7 +2,7 @@
 //! `bench/torch_bench.py` and prints them side by side). See `docs/performance.md`.
 //!
 //! ```sh
-//! cargo run --release -p eddy-bench -- [--steps 10] [--warmup 3] [--threads 1] [W1 … W7 gemm fma | all]
+//! cargo run --release -p eddy-bench -- [--steps 10] [--warmup 3] [--threads 1] [W1 … W7c gemm fma | all]
 //! ```
 //!
 //! Prints one JSON object per line on stdout (a workload, a GEMM shape, or a peak FMA rate) and a
@@ -31,7 +31,7 @@ use stats::proc_status_mib;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: eddy-bench [--steps N] [--warmup N] [--threads N] [--in-process] [--list] \
-[W1 .. W7 | gemm | fma | all]...";
+[W1 .. W7c | gemm | fma | all]...";
 
 #[derive(Debug, Clone)]
 struct Args {

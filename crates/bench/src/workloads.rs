@@ -1,5 +1,6 @@
-//! The workloads W1–W7: float32 training steps (forward over the whole sequence, a per-step
-//! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6).
+//! The workloads W1–W7c: float32 training steps (forward over the whole sequence, a per-step
+//! `Linear(H→1)` head, MSE, backward, one Adam update) and inference latencies (W6, W7c).
+//! W7, W7b and W7c are W2, W4 and W6 with a user-written LSTM cell.
 //!
 //! `bench/torch_bench.py` runs the same workloads in PyTorch; keep the two in step. With more
 //! than one thread, a train step splits the batch into one shard per thread (data parallelism),
@@ -76,6 +77,16 @@ pub const WORKLOADS: &[Workload] = &[
         desc: "train: W2 with a user-written LSTM cell (crates/bench/src/custom_cell.rs): its input projection through the fused Linear op (x·Wᵀ + b, as a cell's `project`), its step from primitive ops (matmul_t, chunk, sigmoid, tanh, *, +), no fused gate kernel or sequence op",
         flops: flops(24, 100, 64, 128, 256, 1),
     },
+    Workload {
+        id: "W7b",
+        desc: "train: W4 (LSTM input 512, hidden 1024, batch 64, T 50) with W7's user-written LSTM cell",
+        flops: flops(24, 50, 64, 512, 1024, 1),
+    },
+    Workload {
+        id: "W7c",
+        desc: "inference: W6 (LSTM input 128, hidden 256, batch 1, T 1000, forward only, no tape) with W7's user-written LSTM cell",
+        flops: flops(8, 1000, 1, 128, 256, 1),
+    },
 ];
 
 /// The sizes of a recurrent workload.
@@ -96,7 +107,23 @@ const W2_SHAPE: Shape = Shape {
     steps: 100,
 };
 
-/// Runs workload `id` (`W1` … `W7`): `warmup` untimed steps, then `steps` timed ones.
+const W4_SHAPE: Shape = Shape {
+    input: 512,
+    hidden: 1024,
+    layers: 1,
+    batch: 64,
+    steps: 50,
+};
+
+const W6_SHAPE: Shape = Shape {
+    input: 128,
+    hidden: 256,
+    layers: 1,
+    batch: 1,
+    steps: 1000,
+};
+
+/// Runs workload `id` (`W1` … `W7c`): `warmup` untimed steps, then `steps` timed ones.
 pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
     let mut rng = Rng::seed(0);
     match id {
@@ -127,16 +154,14 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
             warmup,
             steps,
         ),
-        "W4" => {
-            let s = Shape {
-                input: 512,
-                hidden: 1024,
-                layers: 1,
-                batch: 64,
-                steps: 50,
-            };
-            train(config(s).lstm(&mut rng), s, 1e-3, &mut rng, warmup, steps)
-        }
+        "W4" => train(
+            config(W4_SHAPE).lstm(&mut rng),
+            W4_SHAPE,
+            1e-3,
+            &mut rng,
+            warmup,
+            steps,
+        ),
         "W5" => {
             let s = Shape {
                 input: 64,
@@ -148,10 +173,21 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
             let rnn = config(s).rnn(Nonlinearity::Tanh, &mut rng);
             train(rnn, s, 1e-3, &mut rng, warmup, steps)
         }
-        "W6" => infer(&mut rng, warmup, steps),
+        "W6" => {
+            let lstm = config(W6_SHAPE).lstm::<f32>(&mut rng);
+            infer(lstm, W6_SHAPE, &mut rng, warmup, steps)
+        }
         "W7" => {
             let user = config(W2_SHAPE).build(UserLstm::new, &mut rng);
             train(user, W2_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W7b" => {
+            let user = config(W4_SHAPE).build(UserLstm::new, &mut rng);
+            train(user, W4_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W7c" => {
+            let user = config(W6_SHAPE).build(UserLstm::new, &mut rng);
+            infer(user, W6_SHAPE, &mut rng, warmup, steps)
         }
         other => Err(Error::invalid("eddy-bench", format!("unknown workload {other}"))),
     }
@@ -217,21 +253,19 @@ fn shards(s: Shape, threads: usize) -> usize {
     }
 }
 
-/// W6: forward passes of an LSTM on a tape that records nothing.
-fn infer(rng: &mut Rng, warmup: usize, steps: usize) -> Result<Stats> {
-    let s = Shape {
-        input: 128,
-        hidden: 256,
-        layers: 1,
-        batch: 1,
-        steps: 1000,
-    };
-    let lstm = config(s).lstm::<f32>(rng);
+/// W6 and W7c: forward passes of a recurrent layer on a tape that records nothing.
+fn infer<C: Cell<f32>>(
+    rnn: Recurrent<f32, C>,
+    s: Shape,
+    rng: &mut Rng,
+    warmup: usize,
+    steps: usize,
+) -> Result<Stats> {
     let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
     measure(warmup, steps, || -> Result<()> {
         let tape = Tape::no_grad();
         let x = tape.constant(x.clone());
-        let out = lstm.forward(&x)?;
+        let out = rnn.forward(&x)?;
         black_box(out.output.value());
         Ok(())
     })
