@@ -7,10 +7,10 @@
 use crate::kernels::gates::{
     add_row, column_sums, gru_row_backward, gru_row_forward, lstm_row_backward, lstm_row_forward,
 };
+use crate::kernels::packed::PackedMatrix;
 use crate::matmul::MatMul;
 use crate::{concat, VarExt};
 use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
-use crate::kernels::packed::PackedMatrix;
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Ix2, IxDyn};
 
 /// `y = x · wᵀ (+ b) (+ add)` in one GEMM: the bias and the addend are written into the output
@@ -75,7 +75,11 @@ impl<F: Float> Op<F> for Linear {
 
 impl Linear {
     /// The forward, the product through `wt` (`wᵀ` packed) when given.
-    pub(crate) fn forward_with<F: Float>(&self, inputs: &[&ArrayD<F>], wt: Option<&PackedMatrix<F>>) -> ArrayD<F> {
+    pub(crate) fn forward_with<F: Float>(
+        &self,
+        inputs: &[&ArrayD<F>],
+        wt: Option<&PackedMatrix<F>>,
+    ) -> ArrayD<F> {
         let (x, w) = (inputs[0], inputs[1]);
         let (k, n) = (w.shape()[1], w.shape()[0]);
         let rows = x.shape()[..x.ndim() - 1].iter().product();

@@ -41,11 +41,21 @@ impl<F: Float> Op<F> for PackedMatMul<F> {
         "matmul"
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
-        let shape = Op::<F>::shape(&MatMul { ta: false, tb: self.tb }, inputs)?;
+        let shape = Op::<F>::shape(
+            &MatMul {
+                ta: false,
+                tb: self.tb,
+            },
+            inputs,
+        )?;
         let (k, n) = self.packed.dim();
         let want = if self.tb { [n, k] } else { [k, n] };
         if inputs[1] != want || shape.len() != 2 {
-            return Err(Error::shape("matmul", inputs, "the packed weight is not this one"));
+            return Err(Error::shape(
+                "matmul",
+                inputs,
+                "the packed weight is not this one",
+            ));
         }
         Ok(shape)
     }
@@ -55,7 +65,10 @@ impl<F: Float> Op<F> for PackedMatMul<F> {
     fn backward(&self, inputs: &[Var<F>], output: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let (a, w) = (&inputs[0], &inputs[1]);
         let tape = grad.tape();
-        let plain = MatMul { ta: false, tb: self.tb };
+        let plain = MatMul {
+            ta: false,
+            tb: self.tb,
+        };
         let (true, false, Some(id)) = (a.requires_grad(), tape.is_recording(), tape.weight_of(w)) else {
             return plain.backward(inputs, output, grad);
         };
@@ -106,7 +119,11 @@ impl<F: Float> Op<F> for PackedLinear<F> {
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
         let shape = Op::<F>::shape(&self.linear, inputs)?;
         if inputs[1] != [self.packed.dim().1, self.packed.dim().0] {
-            return Err(Error::shape("linear", inputs, "the packed weight is not this one"));
+            return Err(Error::shape(
+                "linear",
+                inputs,
+                "the packed weight is not this one",
+            ));
         }
         Ok(shape)
     }
@@ -232,8 +249,15 @@ mod tests {
     /// result, and the memo name of the weight's packed form; `fast` false spells it with the
     /// plain ops (the slow path).
     type Spelling<'a> = Box<
-        dyn Fn(&eddy_tape::Tape<f32>, bool) -> (eddy_tape::Var<f32>, eddy_tape::Var<f32>, eddy_tape::Var<f32>, &'static str)
-            + 'a,
+        dyn Fn(
+                &eddy_tape::Tape<f32>,
+                bool,
+            ) -> (
+                eddy_tape::Var<f32>,
+                eddy_tape::Var<f32>,
+                eddy_tape::Var<f32>,
+                &'static str,
+            ) + 'a,
     >;
 
     #[test]
@@ -242,53 +266,106 @@ mod tests {
         use crate::VarExt;
         use eddy_tape::{GradOptions, Param, Tape};
         let w = Param::new("w", m::<f32>(40, 24, 0.2).into_dyn());
-        let b = Param::new("b", m::<f32>(1, 40, 0.3).into_shape_with_order(40).unwrap().into_dyn());
+        let b = Param::new(
+            "b",
+            m::<f32>(1, 40, 0.3).into_shape_with_order(40).unwrap().into_dyn(),
+        );
         let h24 = m::<f32>(9, 24, 0.1).into_dyn();
         let h40 = m::<f32>(9, 40, 0.4).into_dyn();
-        let mask = m::<f32>(40, 24, 0.7).mapv(|v| if v > 0.0 { 1.0 } else { 0.0 }).into_dyn();
+        let mask = m::<f32>(40, 24, 0.7)
+            .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 })
+            .into_dyn();
         let plain = |t: &Tape<f32>, tb: bool, h: &eddy_tape::Var<f32>, wv: &eddy_tape::Var<f32>| {
             t.apply(MatMul { ta: false, tb }, &[h, wv]).unwrap()
         };
         let spellings: Vec<(&str, Spelling)> = vec![
-            ("h.matmul_t(&w)", Box::new(|t, fast| {
-                let (h, wv) = (t.input(h24.clone()), t.param(&w));
-                let y = if fast { h.matmul_t(&wv).unwrap() } else { plain(t, true, &h, &wv) };
-                (h, wv, y, "packed_matmul_t")
-            })),
-            ("matmul_t(&h, &w, false, true)", Box::new(|t, fast| {
-                let (h, wv) = (t.input(h24.clone()), t.param(&w));
-                let y = if fast { crate::matmul_t(&h, &wv, false, true).unwrap() } else { plain(t, true, &h, &wv) };
-                (h, wv, y, "packed_matmul_t")
-            })),
-            ("h.linear(&w, Some(&b))", Box::new(|t, fast| {
-                let (h, wv, bv) = (t.input(h24.clone()), t.param(&w), t.param(&b));
-                let y = if fast {
-                    h.linear(&wv, Some(&bv)).unwrap()
-                } else {
-                    t.apply(Linear { bias: true, add: false }, &[&h, &wv, &bv]).unwrap()
-                };
-                (h, wv, y, "packed_matmul_t")
-            })),
-            ("h.matmul(&w.transpose(0, 1))", Box::new(|t, fast| {
-                let (h, wv) = (t.input(h24.clone()), t.param(&w));
-                let wt = wv.transpose(0, 1).unwrap();
-                let y = if fast { h.matmul(&wt).unwrap() } else { plain(t, false, &h, &wt) };
-                (h, wt, y, "packed_matmul")
-            })),
-            ("h.matmul(&w)", Box::new(|t, fast| {
-                let (h, wv) = (t.input(h40.clone()), t.param(&w));
-                let y = if fast { h.matmul(&wv).unwrap() } else { plain(t, false, &h, &wv) };
-                (h, wv, y, "packed_matmul")
-            })),
-            ("h.matmul_t(&(w * mask))", Box::new(|t, fast| {
-                let (h, wv) = (t.input(h24.clone()), t.param(&w));
-                let wm = (&wv * &t.constant(mask.clone())).unwrap();
-                let y = if fast { h.matmul_t(&wm).unwrap() } else { plain(t, true, &h, &wm) };
-                (h, wm, y, "packed_matmul_t")
-            })),
+            (
+                "h.matmul_t(&w)",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let y = if fast {
+                        h.matmul_t(&wv).unwrap()
+                    } else {
+                        plain(t, true, &h, &wv)
+                    };
+                    (h, wv, y, "packed_matmul_t")
+                }),
+            ),
+            (
+                "matmul_t(&h, &w, false, true)",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let y = if fast {
+                        crate::matmul_t(&h, &wv, false, true).unwrap()
+                    } else {
+                        plain(t, true, &h, &wv)
+                    };
+                    (h, wv, y, "packed_matmul_t")
+                }),
+            ),
+            (
+                "h.linear(&w, Some(&b))",
+                Box::new(|t, fast| {
+                    let (h, wv, bv) = (t.input(h24.clone()), t.param(&w), t.param(&b));
+                    let y = if fast {
+                        h.linear(&wv, Some(&bv)).unwrap()
+                    } else {
+                        t.apply(
+                            Linear {
+                                bias: true,
+                                add: false,
+                            },
+                            &[&h, &wv, &bv],
+                        )
+                        .unwrap()
+                    };
+                    (h, wv, y, "packed_matmul_t")
+                }),
+            ),
+            (
+                "h.matmul(&w.transpose(0, 1))",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let wt = wv.transpose(0, 1).unwrap();
+                    let y = if fast {
+                        h.matmul(&wt).unwrap()
+                    } else {
+                        plain(t, false, &h, &wt)
+                    };
+                    (h, wt, y, "packed_matmul")
+                }),
+            ),
+            (
+                "h.matmul(&w)",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h40.clone()), t.param(&w));
+                    let y = if fast {
+                        h.matmul(&wv).unwrap()
+                    } else {
+                        plain(t, false, &h, &wv)
+                    };
+                    (h, wv, y, "packed_matmul")
+                }),
+            ),
+            (
+                "h.matmul_t(&(w * mask))",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let wm = (&wv * &t.constant(mask.clone())).unwrap();
+                    let y = if fast {
+                        h.matmul_t(&wm).unwrap()
+                    } else {
+                        plain(t, true, &h, &wm)
+                    };
+                    (h, wm, y, "packed_matmul_t")
+                }),
+            ),
         ];
         let close = |a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>| {
-            a.shape() == b.shape() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
+            a.shape() == b.shape()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
         };
         // Whether `name` of `weight` is in the tape's memo (made before, so `make` is not called).
         let memoized = |t: &Tape<f32>, weight: &eddy_tape::Var<f32>, name: &'static str| {
@@ -302,14 +379,22 @@ mod tests {
             });
             calls.get() == 0
         };
-        let other = |name: &str| if name == "packed_matmul_t" { "packed_matmul" } else { "packed_matmul_t" };
+        let other = |name: &str| {
+            if name == "packed_matmul_t" {
+                "packed_matmul"
+            } else {
+                "packed_matmul_t"
+            }
+        };
         for (spelling, product) in &spellings {
             let run = |fast: bool| {
                 let t = Tape::new();
                 let (h, weight, y, name) = product(&t, fast);
                 let loss = (&y * &y).unwrap().sum_all().unwrap();
                 let wv = t.param(&w);
-                let grads = t.grad(&[&loss], None, &[&h, &wv], GradOptions::default()).unwrap();
+                let grads = t
+                    .grad(&[&loss], None, &[&h, &wv], GradOptions::default())
+                    .unwrap();
                 let grads: Vec<_> = grads.into_iter().map(|g| g.unwrap().value().clone()).collect();
                 let packed = (memoized(&t, &weight, name), memoized(&t, &weight, other(name)));
                 (y.value().clone(), grads, packed)
@@ -320,14 +405,22 @@ mod tests {
                 assert!(close(g, want), "{spelling}: gradients");
             }
             let kernel = packed_kernel_available::<f32>();
-            assert_eq!(fast.2, (kernel, kernel), "{spelling}: packed forward and backward");
+            assert_eq!(
+                fast.2,
+                (kernel, kernel),
+                "{spelling}: packed forward and backward"
+            );
             assert!(!slow.2 .0, "{spelling}: the plain op's forward packs nothing");
             // A no-grad (inference) pass: the same values, the weight packed once for it.
             let t = Tape::no_grad();
             let (_, weight, y, name) = product(&t, true);
             assert!(close(y.value(), &slow.0), "{spelling}: no-grad values");
             let derived_mask = spelling.contains("mask");
-            assert_eq!(memoized(&t, &weight, name), kernel && !derived_mask, "{spelling}: no-grad");
+            assert_eq!(
+                memoized(&t, &weight, name),
+                kernel && !derived_mask,
+                "{spelling}: no-grad"
+            );
         }
     }
 
@@ -337,7 +430,10 @@ mod tests {
         use eddy_tape::{Param, Tape};
         let w = Param::new("w", m::<f64>(40, 24, 0.2).into_dyn());
         let t = Tape::new();
-        let y = t.input(m::<f64>(9, 24, 0.1).into_dyn()).matmul_t(&t.param(&w)).unwrap();
+        let y = t
+            .input(m::<f64>(9, 24, 0.1).into_dyn())
+            .matmul_t(&t.param(&w))
+            .unwrap();
         assert_eq!(y.shape(), &[9, 40]);
         let made = std::cell::Cell::new(false);
         t.memo(w.id(), "packed_matmul_t", || {
@@ -347,7 +443,9 @@ mod tests {
         assert!(made.get(), "f64 packs nothing (its plain GEMM is its best path)");
         let w32 = Param::new("w", m::<f32>(40, 24, 0.2).into_dyn());
         let t = Tape::new();
-        t.input(m::<f32>(4, 24, 0.1).into_dyn()).matmul_t(&t.param(&w32)).unwrap();
+        t.input(m::<f32>(4, 24, 0.1).into_dyn())
+            .matmul_t(&t.param(&w32))
+            .unwrap();
         let made = std::cell::Cell::new(false);
         t.memo(w32.id(), "packed_matmul_t", || {
             made.set(true);

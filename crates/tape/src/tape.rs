@@ -220,10 +220,10 @@ impl<F: Float> Tape<F> {
             .params
             .borrow_mut()
             .insert(param.id(), (node, Arc::clone(var.value_arc())));
-        self.inner
-            .weights
-            .borrow_mut()
-            .insert(value_key(var.value_arc()), (param.id(), Arc::clone(var.value_arc())));
+        self.inner.weights.borrow_mut().insert(
+            value_key(var.value_arc()),
+            (param.id(), Arc::clone(var.value_arc())),
+        );
         var
     }
 
@@ -257,11 +257,9 @@ impl<F: Float> Tape<F> {
         let all = inputs.iter().all(|v| is_weight(v));
         let with_constants = self.is_recording()
             && inputs.iter().all(|v| is_weight(v) || v.slot().is_none())
-            && outs.iter().all(|o| {
-                inputs
-                    .iter()
-                    .any(|v| is_weight(v) && v.shape() == o.shape())
-            });
+            && outs
+                .iter()
+                .all(|o| inputs.iter().any(|v| is_weight(v) && v.shape() == o.shape()));
         drop(weights);
         if all || with_constants {
             let mut weights = self.inner.weights.borrow_mut();
@@ -450,7 +448,11 @@ mod tests {
         let p = Param::new("w", ArrayD::<f64>::ones(vec![2, 2]));
         for tape in [Tape::new(), Tape::no_grad()] {
             let w = tape.param(&p);
-            assert_eq!(tape.weight_of(&w), Some(p.id()), "on a recording or a no-grad tape");
+            assert_eq!(
+                tape.weight_of(&w),
+                Some(p.id()),
+                "on a recording or a no-grad tape"
+            );
             let x = tape.input(ArrayD::ones(vec![2, 2]));
             assert_eq!(tape.weight_of(&x), None);
             let twice = (&w + &w).unwrap();
@@ -460,7 +462,11 @@ mod tests {
             assert_eq!(tape.weight_of(&(&w * &x).unwrap()), None, "an activation");
             let mask = tape.constant(ArrayD::zeros(vec![2, 2]));
             let masked = tape.weight_of(&(&w * &mask).unwrap());
-            assert_eq!(masked.is_some(), tape.is_recording(), "a constant while recording");
+            assert_eq!(
+                masked.is_some(),
+                tape.is_recording(),
+                "a constant while recording"
+            );
             let row = tape.constant(ArrayD::zeros(vec![1, 2]));
             let small = tape.weight_of(&(&row * &w.sum_all().unwrap()).unwrap());
             assert_eq!(small, None, "not a weight's shape");
