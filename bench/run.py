@@ -32,7 +32,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W8LERP", "W8LOG", "W9", "W10", "W10PAR", "gemm", "fma"]
+TARGETS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W7b", "W7c", "W8", "W8LERP", "W8LOG", "W9", "W10", "W10PAR", "gemm", "fma"]
 # PyTorch forms with no eddy counterpart of their own (compare with the row above them).
 TORCH_ONLY = {"W8LERP"}
 
@@ -156,8 +156,8 @@ def main(argv):
     for t in a.targets or ["all"]:
         if t.lower() == "all":
             targets += TARGETS
-        elif t.upper() in TARGETS:
-            targets.append(t.upper())
+        elif t.upper() in [k.upper() for k in TARGETS if k.startswith("W")]:
+            targets.append(next(k for k in TARGETS if k.upper() == t.upper()))
         elif t.lower() in TARGETS:
             targets.append(t.lower())
         else:

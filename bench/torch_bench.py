@@ -2,7 +2,7 @@
 """PyTorch half of eddy's benchmark suite: the same workloads as `crates/bench` (eddy-bench).
 
 Usage
-  python3 bench/torch_bench.py [--steps 10] [--warmup 3] [--threads 1] [W1 .. W7 gemm fma | all]
+  python3 bench/torch_bench.py [--steps 10] [--warmup 3] [--threads 1] [W1 .. W7c gemm fma | all]
 
 Prints one JSON object per line on stdout (the same fields as eddy-bench) and a human summary
 on stderr. With more than one target, each runs in its own child process so that its peak RSS
@@ -17,6 +17,7 @@ head, MSE, backward, one Adam update):
   W5  Elman RNN (tanh), input 64, hidden 128, batch 32, T 200
   W6  inference: LSTM input 128, hidden 256, batch 1, T 1000, forward only (inference_mode)
   W7  W2 with an LSTM cell written from primitive ops and a Python loop over time
+  W7b W4 with that cell; W7c W6 (batch-1 inference) with that cell
   W8      minGRU input 256, hidden 256, batch 16, T 4096: a loop over time (h = (1-z)*h + z*h~)
   W8LERP  W8 with torch.lerp for the blend
   W8LOG   W8 in the paper's log-space mode, its parallel form (cumsum + logcumsumexp)
@@ -50,6 +51,8 @@ WORKLOADS = {
     "W9": "train: sLSTM input 128, hidden 256, heads 4, batch 32, T 256, Linear(256->1) per step, MSE, Adam (eager loop)",
     "W10": "train: mLSTM input 256, hidden 256, heads 4, batch 8, T 1024, Linear(256->1) per step, MSE, Adam (recurrent loop)",
     "W10PAR": "train: W10 in the parallel form (causal, quadratic in T)",
+    "W7b": "train: W4 with W7's user-written LSTM cell (Python loop over time)",
+    "W7c": "inference: W6 with W7's user-written LSTM cell (Python loop over time)",
 }
 
 # (m, k, n, ta, tb, note): op(A) is [m, k], op(B) is [k, n]; ta/tb: stored transposed.
@@ -284,6 +287,8 @@ def run_workload(wid, warmup, steps):
         "W9": ("slstm", 128, 256, 1, 32, 256, 1e-3),
         "W10": ("mlstm", 256, 256, 1, 8, 1024, 1e-3),
         "W10PAR": ("mlstm_parallel", 256, 256, 1, 8, 1024, 1e-3),
+        "W7b": ("user_lstm", 512, 1024, 1, 64, 50, 1e-3),
+        "W7c": ("user_lstm", 128, 256, 1, 1, 1000, None),
     }
     F = nn.functional
     cell, inp, hid, layers, batch, T, lr = shapes[wid]
@@ -304,7 +309,7 @@ def run_workload(wid, warmup, steps):
         rnn = make_user_lstm(torch, nn)(inp, hid)
     x = torch.rand(T, batch, inp) * 2 - 1
 
-    if wid == "W6":
+    if wid in ("W6", "W7c"):
         rnn.eval()
 
         def step():
@@ -372,7 +377,8 @@ def parse(argv):
     p.add_argument("--in-process", action="store_true", help="run every target in this process")
     p.add_argument("targets", nargs="*", help="W1 .. W10PAR, gemm, all (default all)")
     a = p.parse_args(argv)
-    targets = [t.upper() if t.lower() != "gemm" else "gemm" for t in a.targets]
+    canonical = {w.upper(): w for w in WORKLOADS}  # W7b, W7c
+    targets = [canonical.get(t.upper(), t.upper()) if t.lower() != "gemm" else "gemm" for t in a.targets]
     if not targets or "ALL" in targets:
         targets = list(WORKLOADS) + ["gemm"]
     targets = [t for t in targets if t != "FMA"]  # the FMA peak is measured by eddy-bench only

@@ -1,5 +1,6 @@
 //! The workloads W1–W10: float32 training steps (forward over the whole sequence, a per-step
-//! `Linear(H→1)` head, MSE, backward, one Adam update) and one inference latency (W6). W8–W10
+//! `Linear(H→1)` head, MSE, backward, one Adam update) and inference latencies (W6, W7c).
+//! W7, W7b and W7c are W2, W4 and W6 with a user-written LSTM cell. W8–W10
 //! are the newer cells: minGRU (linear and log-space modes, run as a scan), sLSTM, mLSTM
 //! (recurrent and parallel forms).
 //!
@@ -106,6 +107,16 @@ pub const WORKLOADS: &[Workload] = &[
         flops: flops(24, 100, 64, 128, 256, 1),
     },
     Workload {
+        id: "W7b",
+        desc: "train: W4 (LSTM input 512, hidden 1024, batch 64, T 50) with W7's user-written LSTM cell",
+        flops: flops(24, 50, 64, 512, 1024, 1),
+    },
+    Workload {
+        id: "W7c",
+        desc: "inference: W6 (LSTM input 128, hidden 256, batch 1, T 1000, forward only, no tape) with W7's user-written LSTM cell",
+        flops: flops(8, 1000, 1, 128, 256, 1),
+    },
+    Workload {
         id: "W8",
         desc: "train: minGRU input 256, hidden 256, batch 16, T 4096, Linear(256->1) per step, MSE, Adam (the linear scan)",
         flops: min_gru_flops(4096, 16, 256, 256),
@@ -174,6 +185,22 @@ const W2_SHAPE: Shape = Shape {
     steps: 100,
 };
 
+const W4_SHAPE: Shape = Shape {
+    input: 512,
+    hidden: 1024,
+    layers: 1,
+    batch: 64,
+    steps: 50,
+};
+
+const W6_SHAPE: Shape = Shape {
+    input: 128,
+    hidden: 256,
+    layers: 1,
+    batch: 1,
+    steps: 1000,
+};
+
 /// Runs workload `id` (`W1` … `W10PAR`): `warmup` untimed steps, then `steps` timed ones.
 pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
     let mut rng = Rng::seed(0);
@@ -205,16 +232,14 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
             warmup,
             steps,
         ),
-        "W4" => {
-            let s = Shape {
-                input: 512,
-                hidden: 1024,
-                layers: 1,
-                batch: 64,
-                steps: 50,
-            };
-            train(config(s).lstm(&mut rng), s, 1e-3, &mut rng, warmup, steps)
-        }
+        "W4" => train(
+            config(W4_SHAPE).lstm(&mut rng),
+            W4_SHAPE,
+            1e-3,
+            &mut rng,
+            warmup,
+            steps,
+        ),
         "W5" => {
             let s = Shape {
                 input: 64,
@@ -226,10 +251,21 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
             let rnn = config(s).rnn(Nonlinearity::Tanh, &mut rng);
             train(rnn, s, 1e-3, &mut rng, warmup, steps)
         }
-        "W6" => infer(&mut rng, warmup, steps),
+        "W6" => {
+            let lstm = config(W6_SHAPE).lstm::<f32>(&mut rng);
+            infer(lstm, W6_SHAPE, &mut rng, warmup, steps)
+        }
         "W7" => {
             let user = config(W2_SHAPE).build(UserLstm::new, &mut rng);
             train(user, W2_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W7b" => {
+            let user = config(W4_SHAPE).build(UserLstm::new, &mut rng);
+            train(user, W4_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W7c" => {
+            let user = config(W6_SHAPE).build(UserLstm::new, &mut rng);
+            infer(user, W6_SHAPE, &mut rng, warmup, steps)
         }
         "W8" | "W8LOG" => {
             let log = id == "W8LOG";
@@ -338,21 +374,19 @@ fn shards(s: Shape, threads: usize) -> usize {
     }
 }
 
-/// W6: forward passes of an LSTM on a tape that records nothing.
-fn infer(rng: &mut Rng, warmup: usize, steps: usize) -> Result<Stats> {
-    let s = Shape {
-        input: 128,
-        hidden: 256,
-        layers: 1,
-        batch: 1,
-        steps: 1000,
-    };
-    let lstm = config(s).lstm::<f32>(rng);
+/// W6 and W7c: forward passes of a recurrent layer on a tape that records nothing.
+fn infer<C: Cell<f32>>(
+    rnn: Recurrent<f32, C>,
+    s: Shape,
+    rng: &mut Rng,
+    warmup: usize,
+    steps: usize,
+) -> Result<Stats> {
     let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
     measure(warmup, steps, || -> Result<()> {
         let tape = Tape::no_grad();
         let x = tape.constant(x.clone());
-        let out = lstm.forward(&x)?;
+        let out = rnn.forward(&x)?;
         black_box(out.output.value());
         Ok(())
     })

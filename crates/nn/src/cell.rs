@@ -58,7 +58,8 @@ impl<F: Float> RecurrentState<F> for Vec<Var<F>> {
 /// bidirectional, ragged lengths, initial and final states, dropout, truncated BPTT), and
 /// backprop-through-time falls out of the tape: a cell writes no backward code.
 ///
-/// Required: the state type, the sizes of its parts, the input size, and [`Cell::step`].
+/// Required: the state type, the sizes of its parts, the input size (both from the parameters'
+/// shapes with `#[derive(Module)]` and `#[cell(…)]`), and [`Cell::step`].
 /// Optional: [`Cell::project`], a per-time-step map of the input that the layer applies to all
 /// time steps at once (one GEMM for the whole sequence instead of one per step), and
 /// [`Cell::unroll`], the whole sequence as one op of the cell's own.
@@ -108,11 +109,18 @@ pub trait Cell<F: Float>: Module<F> {
     /// The state carried between steps: `Var`, `(Var, Var)` or `Vec<Var>`.
     type State: RecurrentState<F>;
 
-    /// The input feature size.
-    fn input_size(&self) -> usize;
+    /// The input feature size. Default: from [`Module::cell_sizes`] (what
+    /// `#[derive(Module)]` writes from `#[cell(input = axis)]`), else 0.
+    fn input_size(&self) -> usize {
+        self.cell_sizes().map_or(0, |s| s.input)
+    }
 
-    /// The feature size of each state part; the first is the output size.
-    fn state_sizes(&self) -> Vec<usize>;
+    /// The feature size of each state part; the first is the output size. Default: from
+    /// [`Module::cell_sizes`] (`#[cell(state = axis)]`), else none, which the recurrent layer
+    /// refuses with an error naming the cell.
+    fn state_sizes(&self) -> Vec<usize> {
+        self.cell_sizes().map(|s| s.states).unwrap_or_default()
+    }
 
     /// A per-time-step map of the input, applied by the layer to the whole sequence
     /// (`[T, B, input]` → `[T, B, p]`) before the steps. Default: the identity.

@@ -1,6 +1,6 @@
 //! # eddy-nn: modules, cells and the recurrent layer
 //!
-//! - [`Module`]: parameters under dotted names, train/eval mode.
+//! - [`Module`]: parameters under dotted names, train/eval mode; `#[derive(Module)]` writes it.
 //! - [`Cell`]: the one trait a new recurrent cell implements; [`cells`] holds the built-ins.
 //! - [`Recurrent`]: one generic layer over any cell; [`Lstm`], [`Gru`], [`Rnn`].
 //! - [`Linear`], [`Embedding`], [`Dropout`], [`LayerNorm`]; [`init`]ializers.
@@ -40,9 +40,17 @@ pub use cells::{
     GruCell, LayerNormLstmCell, LstmCell, MinGruCell, MinLstmCell, MlstmCell, Nonlinearity, PeepholeLstmCell,
     RgLruCell, RnnCell, SlstmCell,
 };
+pub use eddy_derive::Module;
 pub use fit::{FitOptions, History};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
-pub use module::{prefixed, Module};
+pub use module::{prefixed, CellSizes, Module};
+
+/// What `#[derive(Module)]`'s output names, by a path that works from `eddy_nn` and from the
+/// facade (`eddy::nn`). Not for other use.
+#[doc(hidden)]
+pub mod __derive {
+    pub use eddy_tape::Param;
+}
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
 pub use sequential::{Model, Sequential};
 pub use sync::{GradientSync, SingleProcess};

@@ -3,6 +3,10 @@
 //! mLSTM written in plain PyTorch): weights by their PyTorch-style names, inputs, every state
 //! part's initial `s0` and final `s_n`, lengths, outputs and the gradients of
 //! `loss = Σ output·g_output + Σ_s Σ s_n·g_s_n`; it reports the largest errors.
+//!
+//! [`run_case_with`] runs the same case with the layer's fused whole-sequence ops switched off
+//! ([`RecurrentConfig::fused`]): the built-in LSTM, GRU and Elman cells then run through the
+//! layer's loop over their `step`, the generic path every user cell takes.
 
 use crate::io::TensorFile;
 use crate::{
@@ -24,6 +28,9 @@ pub struct CaseErrors {
     pub relative: f64,
     /// The tensor with the largest relative error.
     pub worst: String,
+    /// The nodes the tape recorded for the forward pass and the loss: a few per time step on
+    /// the per-step path, a few per layer and direction with a fused sequence op.
+    pub tape_nodes: usize,
 }
 
 impl CaseErrors {
@@ -38,6 +45,15 @@ impl CaseErrors {
 /// # Errors
 /// [`Error::File`] for a file that is not a valid case; any error of the layer.
 pub fn run_case<F: Float>(path: impl AsRef<Path>) -> Result<CaseErrors> {
+    run_case_with::<F>(path, true)
+}
+
+/// Runs the case in `path` in float type `F`, with the cells' fused whole-sequence ops
+/// ([`Cell::unroll`]) allowed or not (`fused = false`: the loop over [`Cell::step`]).
+///
+/// # Errors
+/// As [`run_case`].
+pub fn run_case_with<F: Float>(path: impl AsRef<Path>, fused: bool) -> Result<CaseErrors> {
     let file = TensorFile::read(path)?;
     let flag = |k: &str| -> Result<bool> { Ok(file.meta(k)? == "true") };
     let num = |k: &str| -> Result<usize> {
@@ -47,6 +63,7 @@ pub fn run_case<F: Float>(path: impl AsRef<Path>) -> Result<CaseErrors> {
     };
     let cfg = RecurrentConfig::new(num("input_size")?, num("hidden_size")?)
         .num_layers(num("num_layers")?)
+        .fused(fused)
         .bidirectional(flag("bidirectional")?)
         .batch_first(flag("batch_first")?)
         .bias(flag("bias")?)
@@ -113,6 +130,7 @@ fn compare<F: Float, C: Cell<F>>(
     for (s, state) in parts.iter().zip(&out.states) {
         loss = (loss + weighted(state, &format!("g_{s}_n"))?)?;
     }
+    let tape_nodes = tape.len();
     let grads = loss.backward()?;
 
     let mut e = CaseErrors {
@@ -120,6 +138,7 @@ fn compare<F: Float, C: Cell<F>>(
         grad_abs: 0.0,
         relative: 0.0,
         worst: String::new(),
+        tape_nodes,
     };
     let mut check = |name: &str, got: &ArrayD<F>, grad: bool| -> Result<()> {
         let want = file.float::<f64>(name)?;

@@ -32,6 +32,9 @@ pub struct RecurrentConfig {
     pub recurrent_dropout: f64,
     /// LSTM only: project `h` to this size (0: no projection).
     pub proj_size: usize,
+    /// Whether a cell's own whole-sequence op ([`Cell::unroll`]) may run (default `true`).
+    /// `false`: the layer always loops over [`Cell::step`], the path every user cell takes.
+    pub fused: bool,
 }
 
 impl RecurrentConfig {
@@ -47,6 +50,7 @@ impl RecurrentConfig {
             bidirectional: false,
             recurrent_dropout: 0.0,
             proj_size: 0,
+            fused: true,
         }
     }
 
@@ -89,6 +93,14 @@ impl RecurrentConfig {
     /// LSTM projection size.
     pub fn proj_size(mut self, p: usize) -> Self {
         self.proj_size = p;
+        self
+    }
+
+    /// `false`: never run a cell's fused [`Cell::unroll`]; loop over [`Cell::step`] instead,
+    /// the generic per-step path a user's cell takes (the built-in LSTM, GRU and Elman cells
+    /// are tested through it against the PyTorch fixtures). Same values and gradients, slower.
+    pub fn fused(mut self, yes: bool) -> Self {
+        self.fused = yes;
         self
     }
 
@@ -360,6 +372,7 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
                 // cell's own op for the whole sequence when no step needs a mask.
                 let fused = match (&masks, &rec_mask) {
                     (_, Some(_)) => None,
+                    _ if !cfg.fused => None,
                     (m, None) => crate::linear_scan::unroll(cell, &xp, &state, dir == 1, lengths)
                         .or_else(|| m.is_none().then(|| cell.unroll(&xp, &state, dir == 1)).flatten()),
                 };

@@ -6,7 +6,6 @@ use crate::axis::resolve;
 use crate::elementwise::{
     Abs, Elementwise, Exp, Expm1, Log, LogSigmoid, Powi, Relu, Sigmoid, Softplus, Sqrt, Tanh, Unary,
 };
-use crate::matmul::MatMul;
 use crate::reduce::{Max, Maximum, Sum};
 use crate::shape::{Concat, IndexSelect, Narrow, Permute, Reshape, Split, Stack, Where};
 use eddy_tape::{Error, Float, Result, Rng, Var};
@@ -44,7 +43,9 @@ pub trait VarExt<F: Float>: Sized {
     /// `ln(eˣ + eʸ)` elementwise, broadcasting (stable); see [`logaddexp`].
     fn logaddexp(&self, other: &Var<F>) -> Result<Var<F>>;
 
-    /// Matrix product; see [`MatMul`] for the shapes (2-D or batched 3-D).
+    /// Matrix product; see [`MatMul`](crate::MatMul) for the shapes (2-D or batched 3-D). By a weight of the
+    /// tape (a bound parameter or a value derived from parameters alone, such as its
+    /// transpose), the weight is packed once per tape: see [`crate::packed`].
     fn matmul(&self, other: &Var<F>) -> Result<Var<F>>;
     /// `self · otherᵀ` without a transposed copy (`x · wᵀ`, a linear layer's product).
     fn matmul_t(&self, other: &Var<F>) -> Result<Var<F>>;
@@ -136,14 +137,10 @@ impl<F: Float> VarExt<F> for Var<F> {
     }
 
     fn matmul(&self, other: &Var<F>) -> Result<Var<F>> {
-        self.tape().apply(MatMul { ta: false, tb: false }, &[self, other])
+        crate::matmul::matmul_t(self, other, false, false)
     }
     fn matmul_t(&self, other: &Var<F>) -> Result<Var<F>> {
-        // A weight multiplied at every step: packed once per tape where the kernel runs.
-        if let Some(op) = crate::packed::packed_matmul_t(self, other) {
-            return self.tape().apply(op, &[self, other]);
-        }
-        self.tape().apply(MatMul { ta: false, tb: true }, &[self, other])
+        crate::matmul::matmul_t(self, other, false, true)
     }
     fn linear(&self, w: &Var<F>, b: Option<&Var<F>>) -> Result<Var<F>> {
         crate::linear_add(self, w, b, None)

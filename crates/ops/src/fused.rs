@@ -7,6 +7,7 @@
 use crate::kernels::gates::{
     add_row, column_sums, gru_row_backward, gru_row_forward, lstm_row_backward, lstm_row_forward,
 };
+use crate::kernels::packed::PackedMatrix;
 use crate::matmul::MatMul;
 use crate::{concat, VarExt};
 use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
@@ -67,6 +68,20 @@ impl<F: Float> Op<F> for Linear {
         Ok(out)
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        Ok(self.forward_with(inputs, None))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        self.backward_with(inputs, g, None)
+    }
+}
+
+impl Linear {
+    /// The forward, the product through `wt` (`wᵀ` packed) when given.
+    pub(crate) fn forward_with<F: Float>(
+        &self,
+        inputs: &[&ArrayD<F>],
+        wt: Option<&PackedMatrix<F>>,
+    ) -> ArrayD<F> {
         let (x, w) = (inputs[0], inputs[1]);
         let (k, n) = (w.shape()[1], w.shape()[0]);
         let rows = x.shape()[..x.ndim() - 1].iter().product();
@@ -84,15 +99,26 @@ impl<F: Float> Op<F> for Linear {
             }
         }
         let xs = flat(x);
-        let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
-        let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
-        let mut y2 = ArrayViewMut2::from_shape((rows, n), &mut out).expect("y is [rows, N]");
-        crate::kernels::gemm::gemm_unchecked(F::one(), &x2, &w2.t(), F::one(), &mut y2);
+        match wt {
+            Some(wt) => wt.mul_into(&xs, &mut out, true),
+            None => {
+                let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
+                let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
+                let mut y2 = ArrayViewMut2::from_shape((rows, n), &mut out).expect("y is [rows, N]");
+                crate::kernels::gemm::gemm_unchecked(F::one(), &x2, &w2.t(), F::one(), &mut y2);
+            }
+        }
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("x has an axis") = n;
-        Ok(shaped(out, &shape))
+        shaped(out, &shape)
     }
-    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+    /// The backward; the first-order `dx = g · w` through `w_packed` (`w` packed) when given.
+    pub(crate) fn backward_with<F: Float>(
+        &self,
+        inputs: &[Var<F>],
+        g: &Var<F>,
+        w_packed: Option<&PackedMatrix<F>>,
+    ) -> Result<Vec<Option<Var<F>>>> {
         let (x, w) = (&inputs[0], &inputs[1]);
         let t = g.tape();
         let (need_x, need_w) = (x.requires_grad(), w.requires_grad());
@@ -125,8 +151,13 @@ impl<F: Float> Op<F> for Linear {
             let w2 = w.value().view().into_dimensionality::<Ix2>().expect("2-D");
             let dx = need_x.then(|| {
                 let mut dx = vec![F::zero(); rows * k];
-                let mut d2 = ArrayViewMut2::from_shape((rows, k), &mut dx).expect("[rows, K]");
-                crate::kernels::gemm::gemm_unchecked(F::one(), &g2, &w2, F::zero(), &mut d2);
+                match w_packed {
+                    Some(w) => w.mul_into(&gs, &mut dx, false),
+                    None => {
+                        let mut d2 = ArrayViewMut2::from_shape((rows, k), &mut dx).expect("[rows, K]");
+                        crate::kernels::gemm::gemm_unchecked(F::one(), &g2, &w2, F::zero(), &mut d2);
+                    }
+                }
                 t.constant(shaped(dx, x.shape()))
             });
             let dw = need_w.then(|| {
@@ -150,6 +181,10 @@ impl<F: Float> Op<F> for Linear {
 }
 
 /// `x · wᵀ + b + add` with the optional parts, through the fused [`Linear`] op.
+///
+/// When `w` is a weight of the tape (a bound parameter, or a value derived from parameters
+/// alone), the product runs on `wᵀ` packed once per tape where [`crate::packed::takes_packed`]
+/// says so ([`crate::packed::PackedLinear`]).
 pub fn linear_add<F: Float>(
     x: &Var<F>,
     w: &Var<F>,
@@ -159,13 +194,20 @@ pub fn linear_add<F: Float>(
     let mut inputs = vec![x, w];
     inputs.extend(b);
     inputs.extend(add);
-    x.tape().apply(
-        Linear {
-            bias: b.is_some(),
-            add: add.is_some(),
-        },
-        &inputs,
-    )
+    let linear = Linear {
+        bias: b.is_some(),
+        add: add.is_some(),
+    };
+    match crate::packed::packed_linear(x, w, linear) {
+        Some(op) => x.tape().apply(op, &inputs),
+        None => x.tape().apply(
+            Linear {
+                bias: b.is_some(),
+                add: add.is_some(),
+            },
+            &inputs,
+        ),
+    }
 }
 
 /// The elements in row-major order, borrowed when the array is already laid out that way.

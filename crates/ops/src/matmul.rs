@@ -128,8 +128,15 @@ impl<F: Float> Op<F> for MatMul {
     }
 }
 
-/// `op(a) · op(b)` with the given transpose flags.
+/// `op(a) · op(b)` with the given transpose flags. When `b` is a weight of the tape (a bound
+/// parameter or a value derived from parameters alone) and `a` is not transposed, `op(b)` is
+/// packed once per tape where the kernel runs ([`crate::packed::PackedMatMul`]).
 pub fn matmul_t<F: Float>(a: &Var<F>, b: &Var<F>, ta: bool, tb: bool) -> Result<Var<F>> {
+    if !ta {
+        if let Some(op) = crate::packed::packed_matmul(a, b, tb) {
+            return a.tape().apply(op, &[a, b]);
+        }
+    }
     a.tape().apply(MatMul { ta, tb }, &[a, b])
 }
 

@@ -1,27 +1,57 @@
-//! Products by a bound parameter with the weight packed once per tape: the op a user's cell
-//! gets from `h.matmul_t(&tape.param(&w))`, on top of [`crate::kernels::packed`].
+//! Products by a weight with the weight packed once per tape, whatever the spelling: the
+//! ops `matmul`, `matmul_t` (the method and the free function) and `linear` apply when their
+//! right operand is a weight of the tape ([`Tape::weight_of`](eddy_tape::Tape::weight_of): a
+//! bound parameter, on a recording or a no-grad tape, or a value derived from parameters alone,
+//! such as `w.transpose(0, 1)` or `w * mask`), on top of [`crate::kernels::packed`].
+//!
+//! The rule, in one place ([`takes_packed`]): `f32` at the AVX2 or AVX-512 kernel level, a 2-D
+//! weight, more than [`SMALL_ROWS`] rows (fewer take the row kernels, which read the weight
+//! where it is), and, from [`PACKED_MIN_ROWS`] rows on, a weight that `gemm` would pack for the
+//! call anyway (a larger one is left to matrixmultiply's blocking). `f64` and the portable level
+//! keep the plain GEMM, which is their best path: the packed form there is only a copy.
 
-use crate::kernels::packed::{packed_kernel_available, PackedMatrix};
-use eddy_tape::Float;
+use crate::fused::Linear;
+use crate::kernels::gemm::{PACKED_MIN_ROWS, SMALL_ROWS};
+use crate::kernels::packed::{packed_kernel_available, PackedMatrix, SMALL_B};
+use crate::MatMul;
+use eddy_tape::{Error, Float, Op, ParamId, Result, Var};
+use ndarray::ArrayD;
+use std::rc::Rc;
 
-/// `a · wᵀ` with `w` packed once per tape: what [`VarExt::matmul_t`](crate::VarExt::matmul_t)
-/// applies when `w` is a bound parameter, the element type `f32` with the AVX-512 kernel, and
-/// `a` has more than a few rows (a user's cell multiplying its weight by the state at every
-/// step). The same op as `MatMul { ta: false, tb: true }` for every shape rule and gradient.
-pub struct PackedMatMulT<F> {
-    /// `wᵀ`, packed.
-    pub packed: std::rc::Rc<PackedMatrix<F>>,
+/// Whether a product of `rows` rows by a `[k, n]` weight goes through the weight packed once
+/// per tape (see the module's rule).
+pub fn takes_packed<F: Float>(rows: usize, k: usize, n: usize) -> bool {
+    packed_kernel_available::<F>() && rows > SMALL_ROWS && (rows < PACKED_MIN_ROWS || 4 * k * n <= SMALL_B)
 }
 
-impl<F: Float> eddy_tape::Op<F> for PackedMatMulT<F> {
+/// `a · op(w)` (`op` transposes when `tb`) with `op(w)` packed once per tape: the same op as
+/// `MatMul { ta: false, tb }` for every shape rule and gradient. Its first-order backward
+/// computes `da = g · op(w)ᵀ` through `w` packed once per tape the other way round too (a
+/// cell makes this product at every step of its backward); under `create_graph` it applies
+/// `MatMul`'s recorded rule.
+pub struct PackedMatMul<F> {
+    /// `op(w)`, packed.
+    pub packed: Rc<PackedMatrix<F>>,
+    /// Whether the weight is used transposed (`a · wᵀ`, as `matmul_t` and `linear`).
+    pub tb: bool,
+}
+
+impl<F: Float> Op<F> for PackedMatMul<F> {
     fn name(&self) -> &str {
         "matmul"
     }
-    fn shape(&self, inputs: &[&[usize]]) -> eddy_tape::Result<Vec<usize>> {
-        let shape = eddy_tape::Op::<F>::shape(&crate::MatMul { ta: false, tb: true }, inputs)?;
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let shape = Op::<F>::shape(
+            &MatMul {
+                ta: false,
+                tb: self.tb,
+            },
+            inputs,
+        )?;
         let (k, n) = self.packed.dim();
-        if inputs[1] != [n, k] || shape.len() != 2 {
-            return Err(eddy_tape::Error::shape(
+        let want = if self.tb { [n, k] } else { [k, n] };
+        if inputs[1] != want || shape.len() != 2 {
+            return Err(Error::shape(
                 "matmul",
                 inputs,
                 "the packed weight is not this one",
@@ -29,55 +59,109 @@ impl<F: Float> eddy_tape::Op<F> for PackedMatMulT<F> {
         }
         Ok(shape)
     }
-    fn forward(&self, inputs: &[&ndarray::ArrayD<F>]) -> eddy_tape::Result<ndarray::ArrayD<F>> {
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         Ok(self.packed.product(inputs[0]))
     }
-    /// `MatMul`'s rule; without `create_graph`, `da = g·w` runs through `w` packed once per tape
-    /// too (a user's cell makes this product at every step of its backward).
-    fn backward(
-        &self,
-        inputs: &[eddy_tape::Var<F>],
-        output: &eddy_tape::Var<F>,
-        grad: &eddy_tape::Var<F>,
-    ) -> eddy_tape::Result<Vec<Option<eddy_tape::Var<F>>>> {
+    fn backward(&self, inputs: &[Var<F>], output: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let (a, w) = (&inputs[0], &inputs[1]);
         let tape = grad.tape();
-        let param = tape.param_of(w);
-        let (true, false, Some(id)) = (a.requires_grad(), tape.is_recording(), param) else {
-            return crate::MatMul { ta: false, tb: true }.backward(inputs, output, grad);
+        let plain = MatMul {
+            ta: false,
+            tb: self.tb,
         };
-        let da = tape.constant(packed_param(w, id, false).product(grad.value()));
+        let (true, false, Some(id)) = (a.requires_grad(), tape.is_recording(), tape.weight_of(w)) else {
+            return plain.backward(inputs, output, grad);
+        };
+        // da = g · op(w)ᵀ: `w` itself when op(w) = wᵀ, else `wᵀ`.
+        let da = tape.constant(packed_weight(w, id, !self.tb).product(grad.value()));
         let dw = w
             .requires_grad()
-            .then(|| crate::matmul_t(grad, a, true, false))
+            .then(|| match self.tb {
+                true => crate::matmul::matmul_t(grad, a, true, false),
+                false => crate::matmul::matmul_t(a, grad, true, false),
+            })
             .transpose()?;
         Ok(vec![Some(da), dw])
     }
 }
 
-/// [`PackedMatMulT`] for `a · wᵀ` where it applies (see there), with `wᵀ` packed once per tape.
-pub(crate) fn packed_matmul_t<F: Float>(
-    a: &eddy_tape::Var<F>,
-    w: &eddy_tape::Var<F>,
-) -> Option<PackedMatMulT<F>> {
+/// [`PackedMatMul`] for `a · op(w)` where it applies (a 2-D `a` and a 2-D weight `w` of the
+/// tape, by [`takes_packed`]), with `op(w)` packed once per tape.
+pub(crate) fn packed_matmul<F: Float>(a: &Var<F>, w: &Var<F>, tb: bool) -> Option<PackedMatMul<F>> {
     let (sa, sw) = (a.shape(), w.shape());
-    let fits = sa.len() == 2 && sw.len() == 2 && sa[1] == sw[1] && sa[0] > crate::kernels::gemm::SMALL_ROWS;
-    if !fits || !packed_kernel_available::<F>() {
+    if sa.len() != 2 || sw.len() != 2 {
         return None;
     }
-    let id = a.tape().param_of(w)?;
-    Some(PackedMatMulT {
-        packed: packed_param(w, id, true),
+    let (k, n) = if tb { (sw[1], sw[0]) } else { (sw[0], sw[1]) };
+    if sa[1] != k || !takes_packed::<F>(sa[0], k, n) {
+        return None;
+    }
+    let id = a.tape().weight_of(w)?;
+    Some(PackedMatMul {
+        packed: packed_weight(w, id, tb),
+        tb,
     })
 }
 
-/// The bound parameter `w` (`[N, K]`, parameter `id`) packed once per tape: as `wᵀ` for
-/// `a·wᵀ` (the forward product), or as `w` for `g·w` (its backward).
-fn packed_param<F: Float>(
-    w: &eddy_tape::Var<F>,
-    id: eddy_tape::ParamId,
-    transposed: bool,
-) -> std::rc::Rc<PackedMatrix<F>> {
+/// `x · wᵀ (+ b) (+ add)` with `wᵀ` packed once per tape: [`Linear`] (the same shape rule and
+/// gradients) whose product, and first-order input gradient `g · w`, run on the packed weight.
+pub struct PackedLinear<F> {
+    /// Which optional inputs there are.
+    pub linear: Linear,
+    /// `wᵀ`, packed.
+    pub packed: Rc<PackedMatrix<F>>,
+}
+
+impl<F: Float> Op<F> for PackedLinear<F> {
+    fn name(&self) -> &str {
+        "linear"
+    }
+    fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        let shape = Op::<F>::shape(&self.linear, inputs)?;
+        if inputs[1] != [self.packed.dim().1, self.packed.dim().0] {
+            return Err(Error::shape(
+                "linear",
+                inputs,
+                "the packed weight is not this one",
+            ));
+        }
+        Ok(shape)
+    }
+    fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
+        Ok(self.linear.forward_with(inputs, Some(&self.packed)))
+    }
+    fn backward(&self, inputs: &[Var<F>], _: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let tape = grad.tape();
+        let packed = match (x.requires_grad(), tape.is_recording(), tape.weight_of(w)) {
+            (true, false, Some(id)) => Some(packed_weight(w, id, false)),
+            _ => None,
+        };
+        self.linear.backward_with(inputs, grad, packed.as_deref())
+    }
+}
+
+/// [`PackedLinear`] for `x · wᵀ` where it applies (a weight `w` of the tape, by
+/// [`takes_packed`] over the rows of `x`).
+pub(crate) fn packed_linear<F: Float>(x: &Var<F>, w: &Var<F>, linear: Linear) -> Option<PackedLinear<F>> {
+    let (sx, sw) = (x.shape(), w.shape());
+    let (Some(&k), 2) = (sx.last(), sw.len()) else {
+        return None;
+    };
+    let rows: usize = sx[..sx.len() - 1].iter().product();
+    if k != sw[1] || !takes_packed::<F>(rows, k, sw[0]) {
+        return None;
+    }
+    let id = x.tape().weight_of(w)?;
+    Some(PackedLinear {
+        linear,
+        packed: packed_weight(w, id, true),
+    })
+}
+
+/// The weight `w` (2-D, weight `id` of its tape) packed once per tape: as `wᵀ` for `a·wᵀ`
+/// (memo `"packed_matmul_t"`), or as `w` for `a·w` (memo `"packed_matmul"`).
+pub(crate) fn packed_weight<F: Float>(w: &Var<F>, id: ParamId, transposed: bool) -> Rc<PackedMatrix<F>> {
     let name = if transposed {
         "packed_matmul_t"
     } else {
@@ -159,5 +243,214 @@ mod tests {
                 assert_eq!((calls.get(), packed.dim()), (0, dim), "{name}");
             }
         }
+    }
+
+    /// The product of one spelling on `tape`: its input `h`, the weight it multiplies by, the
+    /// result, and the memo name of the weight's packed form; `fast` false spells it with the
+    /// plain ops (the slow path).
+    type Spelling<'a> = Box<
+        dyn Fn(
+                &eddy_tape::Tape<f32>,
+                bool,
+            ) -> (
+                eddy_tape::Var<f32>,
+                eddy_tape::Var<f32>,
+                eddy_tape::Var<f32>,
+                &'static str,
+            ) + 'a,
+    >;
+
+    #[test]
+    fn every_spelling_of_a_product_by_a_weight_packs_it_once_per_tape_and_matches_the_plain_ops() {
+        use crate::fused::Linear;
+        use crate::VarExt;
+        use eddy_tape::{GradOptions, Param, Tape};
+        let w = Param::new("w", m::<f32>(40, 24, 0.2).into_dyn());
+        let b = Param::new(
+            "b",
+            m::<f32>(1, 40, 0.3).into_shape_with_order(40).unwrap().into_dyn(),
+        );
+        let h24 = m::<f32>(9, 24, 0.1).into_dyn();
+        let h40 = m::<f32>(9, 40, 0.4).into_dyn();
+        let mask = m::<f32>(40, 24, 0.7)
+            .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 })
+            .into_dyn();
+        let plain = |t: &Tape<f32>, tb: bool, h: &eddy_tape::Var<f32>, wv: &eddy_tape::Var<f32>| {
+            t.apply(MatMul { ta: false, tb }, &[h, wv]).unwrap()
+        };
+        let spellings: Vec<(&str, Spelling)> = vec![
+            (
+                "h.matmul_t(&w)",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let y = if fast {
+                        h.matmul_t(&wv).unwrap()
+                    } else {
+                        plain(t, true, &h, &wv)
+                    };
+                    (h, wv, y, "packed_matmul_t")
+                }),
+            ),
+            (
+                "matmul_t(&h, &w, false, true)",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let y = if fast {
+                        crate::matmul_t(&h, &wv, false, true).unwrap()
+                    } else {
+                        plain(t, true, &h, &wv)
+                    };
+                    (h, wv, y, "packed_matmul_t")
+                }),
+            ),
+            (
+                "h.linear(&w, Some(&b))",
+                Box::new(|t, fast| {
+                    let (h, wv, bv) = (t.input(h24.clone()), t.param(&w), t.param(&b));
+                    let y = if fast {
+                        h.linear(&wv, Some(&bv)).unwrap()
+                    } else {
+                        t.apply(
+                            Linear {
+                                bias: true,
+                                add: false,
+                            },
+                            &[&h, &wv, &bv],
+                        )
+                        .unwrap()
+                    };
+                    (h, wv, y, "packed_matmul_t")
+                }),
+            ),
+            (
+                "h.matmul(&w.transpose(0, 1))",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let wt = wv.transpose(0, 1).unwrap();
+                    let y = if fast {
+                        h.matmul(&wt).unwrap()
+                    } else {
+                        plain(t, false, &h, &wt)
+                    };
+                    (h, wt, y, "packed_matmul")
+                }),
+            ),
+            (
+                "h.matmul(&w)",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h40.clone()), t.param(&w));
+                    let y = if fast {
+                        h.matmul(&wv).unwrap()
+                    } else {
+                        plain(t, false, &h, &wv)
+                    };
+                    (h, wv, y, "packed_matmul")
+                }),
+            ),
+            (
+                "h.matmul_t(&(w * mask))",
+                Box::new(|t, fast| {
+                    let (h, wv) = (t.input(h24.clone()), t.param(&w));
+                    let wm = (&wv * &t.constant(mask.clone())).unwrap();
+                    let y = if fast {
+                        h.matmul_t(&wm).unwrap()
+                    } else {
+                        plain(t, true, &h, &wm)
+                    };
+                    (h, wm, y, "packed_matmul_t")
+                }),
+            ),
+        ];
+        let close = |a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>| {
+            a.shape() == b.shape()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()))
+        };
+        // Whether `name` of `weight` is in the tape's memo (made before, so `make` is not called).
+        let memoized = |t: &Tape<f32>, weight: &eddy_tape::Var<f32>, name: &'static str| {
+            let Some(id) = t.weight_of(weight) else {
+                return false;
+            };
+            let calls = std::cell::Cell::new(0);
+            t.memo(id, name, || {
+                calls.set(calls.get() + 1);
+                PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
+            });
+            calls.get() == 0
+        };
+        let other = |name: &str| {
+            if name == "packed_matmul_t" {
+                "packed_matmul"
+            } else {
+                "packed_matmul_t"
+            }
+        };
+        for (spelling, product) in &spellings {
+            let run = |fast: bool| {
+                let t = Tape::new();
+                let (h, weight, y, name) = product(&t, fast);
+                let loss = (&y * &y).unwrap().sum_all().unwrap();
+                let wv = t.param(&w);
+                let grads = t
+                    .grad(&[&loss], None, &[&h, &wv], GradOptions::default())
+                    .unwrap();
+                let grads: Vec<_> = grads.into_iter().map(|g| g.unwrap().value().clone()).collect();
+                let packed = (memoized(&t, &weight, name), memoized(&t, &weight, other(name)));
+                (y.value().clone(), grads, packed)
+            };
+            let (fast, slow) = (run(true), run(false));
+            assert!(close(&fast.0, &slow.0), "{spelling}: values");
+            for (g, want) in fast.1.iter().zip(&slow.1) {
+                assert!(close(g, want), "{spelling}: gradients");
+            }
+            let kernel = packed_kernel_available::<f32>();
+            assert_eq!(
+                fast.2,
+                (kernel, kernel),
+                "{spelling}: packed forward and backward"
+            );
+            assert!(!slow.2 .0, "{spelling}: the plain op's forward packs nothing");
+            // A no-grad (inference) pass: the same values, the weight packed once for it.
+            let t = Tape::no_grad();
+            let (_, weight, y, name) = product(&t, true);
+            assert!(close(y.value(), &slow.0), "{spelling}: no-grad values");
+            let derived_mask = spelling.contains("mask");
+            assert_eq!(
+                memoized(&t, &weight, name),
+                kernel && !derived_mask,
+                "{spelling}: no-grad"
+            );
+        }
+    }
+
+    #[test]
+    fn f64_and_few_rows_keep_the_plain_product() {
+        use crate::VarExt;
+        use eddy_tape::{Param, Tape};
+        let w = Param::new("w", m::<f64>(40, 24, 0.2).into_dyn());
+        let t = Tape::new();
+        let y = t
+            .input(m::<f64>(9, 24, 0.1).into_dyn())
+            .matmul_t(&t.param(&w))
+            .unwrap();
+        assert_eq!(y.shape(), &[9, 40]);
+        let made = std::cell::Cell::new(false);
+        t.memo(w.id(), "packed_matmul_t", || {
+            made.set(true);
+            PackedMatrix::<f64>::new(&m::<f64>(1, 1, 0.0).view())
+        });
+        assert!(made.get(), "f64 packs nothing (its plain GEMM is its best path)");
+        let w32 = Param::new("w", m::<f32>(40, 24, 0.2).into_dyn());
+        let t = Tape::new();
+        t.input(m::<f32>(4, 24, 0.1).into_dyn())
+            .matmul_t(&t.param(&w32))
+            .unwrap();
+        let made = std::cell::Cell::new(false);
+        t.memo(w32.id(), "packed_matmul_t", || {
+            made.set(true);
+            PackedMatrix::<f32>::new(&m::<f32>(1, 1, 0.0).view())
+        });
+        assert!(made.get(), "4 rows take the row kernels");
     }
 }

@@ -13,6 +13,13 @@ pub struct ParamId(u64);
 /// The one accepted global in eddy: the counter that issues parameter ids.
 static NEXT_PARAM_ID: AtomicU64 = AtomicU64::new(0);
 
+impl ParamId {
+    /// A fresh id: for a new parameter, or a weight a tape derives from parameters.
+    pub(crate) fn fresh() -> ParamId {
+        ParamId(NEXT_PARAM_ID.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// A trainable array that lives across steps: a stable id, a name and a shared value.
 ///
 /// Cloning a `Param` clones the handle, not the data. Binding it to a tape
@@ -47,7 +54,7 @@ impl<F: Float> Param<F> {
     pub fn new(name: impl Into<String>, value: ArrayD<F>) -> Param<F> {
         Param {
             inner: Arc::new(Inner {
-                id: ParamId(NEXT_PARAM_ID.fetch_add(1, Ordering::Relaxed)),
+                id: ParamId::fresh(),
                 name: name.into(),
                 value: RwLock::new(Arc::new(value)),
             }),

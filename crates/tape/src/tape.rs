@@ -62,6 +62,10 @@ pub(crate) struct Inner<F: Float> {
     params: RefCell<HashMap<ParamId, Bound<F>>>,
     /// Values derived from bound parameters, made once per tape ([`Tape::memo`]).
     memo: RefCell<HashMap<MemoKey, Rc<dyn Any>>>,
+    /// The weights of this tape by the address of their value ([`Tape::weight_of`]): bound
+    /// parameters and values derived from them alone. Holding the `Arc` keeps the address from
+    /// being reused while the tape lives.
+    weights: RefCell<HashMap<usize, (ParamId, Arc<ArrayD<F>>)>>,
 }
 
 /// What a [`Tape::memo`] value is filed under: the parameter and a name.
@@ -149,6 +153,7 @@ impl<F: Float> Tape<F> {
                 options,
                 params: RefCell::new(HashMap::new()),
                 memo: RefCell::new(HashMap::new()),
+                weights: RefCell::new(HashMap::new()),
             }),
         }
     }
@@ -215,7 +220,55 @@ impl<F: Float> Tape<F> {
             .params
             .borrow_mut()
             .insert(param.id(), (node, Arc::clone(var.value_arc())));
+        self.inner.weights.borrow_mut().insert(
+            value_key(var.value_arc()),
+            (param.id(), Arc::clone(var.value_arc())),
+        );
         var
+    }
+
+    /// The weight whose value `var` holds, on a recording or a no-grad tape: a bound parameter
+    /// (its id), or a value this tape derived from weights alone (an id of its own). What
+    /// "derived" means: the result of an op whose inputs are all weights (`w.transpose(0, 1)`,
+    /// `w.chunk(4, 0)`, `w / ‖w‖`), or, while the tape records a forward pass, an op on weights
+    /// and values without a gradient (constants) whose result has a weight's shape
+    /// (`w * mask`). A derived weight is kept until the tape is dropped. Products by a weight
+    /// prepare it once per tape through [`Tape::memo`] under this id: compute a derived weight
+    /// once, outside the per-step code, to get that.
+    pub fn weight_of(&self, var: &Var<F>) -> Option<ParamId> {
+        if !var.tape().same(self) {
+            return None;
+        }
+        self.inner
+            .weights
+            .borrow()
+            .get(&value_key(var.value_arc()))
+            .map(|(id, _)| *id)
+    }
+
+    /// Registers the outputs of an op on `inputs` as derived weights when they are (see
+    /// [`Tape::weight_of`]).
+    fn note_derived_weights(&self, inputs: &[&Var<F>], outs: &[Arc<ArrayD<F>>]) {
+        let weights = self.inner.weights.borrow();
+        let is_weight = |v: &Var<F>| weights.contains_key(&value_key(v.value_arc()));
+        if weights.is_empty() || !inputs.iter().any(|v| is_weight(v)) {
+            return;
+        }
+        let all = inputs.iter().all(|v| is_weight(v));
+        let with_constants = self.is_recording()
+            && inputs.iter().all(|v| is_weight(v) || v.slot().is_none())
+            && outs
+                .iter()
+                .all(|o| inputs.iter().any(|v| is_weight(v) && v.shape() == o.shape()));
+        drop(weights);
+        if all || with_constants {
+            let mut weights = self.inner.weights.borrow_mut();
+            for o in outs {
+                weights
+                    .entry(value_key(o))
+                    .or_insert_with(|| (ParamId::fresh(), Arc::clone(o)));
+            }
+        }
     }
 
     /// The parameter that `var` is on this tape, if it is a bound parameter (of a recording tape).
@@ -321,6 +374,7 @@ impl<F: Float> Tape<F> {
             }
         }
         let outs: Vec<Arc<ArrayD<F>>> = outs.into_iter().map(Arc::new).collect();
+        self.note_derived_weights(inputs, &outs);
         let needs_grad = inputs.iter().any(|v| v.requires_grad());
         let first = if needs_grad {
             self.push_if_recording(outs.len(), || NodeKind::Op {
@@ -343,6 +397,11 @@ impl<F: Float> Tape<F> {
             .map(|(k, v)| Var::new(self.clone(), first.map(|f| f + k), v))
             .collect())
     }
+}
+
+/// What [`Tape::weight_of`] files a value under: its address.
+fn value_key<F: Float>(value: &Arc<ArrayD<F>>) -> usize {
+    Arc::as_ptr(value) as *const u8 as usize
 }
 
 /// Whether an array of `shape` can exist: its size fits in `isize` bytes ([`crate::checked_len`])
@@ -382,6 +441,37 @@ mod tests {
         assert_eq!((*a, made.get()), (7, 1));
         assert_eq!(*Tape::<f64>::new().memo(p.id(), "seven", make), 7, "per tape");
         assert_eq!(made.get(), 2);
+    }
+
+    #[test]
+    fn weight_of_follows_a_parameter_and_what_is_derived_from_it_alone() {
+        let p = Param::new("w", ArrayD::<f64>::ones(vec![2, 2]));
+        for tape in [Tape::new(), Tape::no_grad()] {
+            let w = tape.param(&p);
+            assert_eq!(
+                tape.weight_of(&w),
+                Some(p.id()),
+                "on a recording or a no-grad tape"
+            );
+            let x = tape.input(ArrayD::ones(vec![2, 2]));
+            assert_eq!(tape.weight_of(&x), None);
+            let twice = (&w + &w).unwrap();
+            let derived = tape.weight_of(&twice).expect("from weights alone");
+            assert_ne!(derived, p.id());
+            assert_eq!(tape.weight_of(&twice.detach()), Some(derived), "the same value");
+            assert_eq!(tape.weight_of(&(&w * &x).unwrap()), None, "an activation");
+            let mask = tape.constant(ArrayD::zeros(vec![2, 2]));
+            let masked = tape.weight_of(&(&w * &mask).unwrap());
+            assert_eq!(
+                masked.is_some(),
+                tape.is_recording(),
+                "a constant while recording"
+            );
+            let row = tape.constant(ArrayD::zeros(vec![1, 2]));
+            let small = tape.weight_of(&(&row * &w.sum_all().unwrap()).unwrap());
+            assert_eq!(small, None, "not a weight's shape");
+            assert_eq!(Tape::new().weight_of(&w), None, "another tape");
+        }
     }
 
     #[test]

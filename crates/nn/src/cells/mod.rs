@@ -1,5 +1,7 @@
-//! The built-in cells. They use only the public API a user's cell has, so every test of a
-//! built-in also tests the custom-cell path.
+//! The built-in cells. They use only the public API a user's cell has. The LSTM, GRU and Elman
+//! cells also have a fused [`Cell::unroll`](crate::Cell::unroll) (a whole-sequence op), which
+//! the layer runs when no step needs a mask; their `step` (the path a user's cell takes) is
+//! tested against the same PyTorch fixtures with `RecurrentConfig::fused(false)`.
 
 mod gru;
 mod layer_norm_lstm;

@@ -115,7 +115,7 @@ pub(crate) fn gemm_unchecked<F: Float>(
 /// From this many rows a product may take the packed kernel (below, packing `b` for the call
 /// costs more than the kernel gains: a user cell's 64-row step product measured 77 against
 /// matrixmultiply's 82 GFLOP/s).
-const PACKED_MIN_ROWS: usize = 128;
+pub(crate) const PACKED_MIN_ROWS: usize = 128;
 /// From this many columns (a `Linear(…→1)` head has one, and the row kernels take it).
 const PACKED_MIN_COLS: usize = 16;
 
