@@ -96,8 +96,9 @@ impl RecurrentConfig {
         self
     }
 
-    /// `false`: never run a cell's fused [`Cell::unroll`]; loop over [`Cell::step`] instead,
-    /// the generic per-step path a user's cell takes (the built-in LSTM, GRU and Elman cells
+    /// `false`: never run a cell's fused [`Cell::unroll`] nor route a cell linear in its state
+    /// to the scan ([`Cell::linear_recurrence`]); loop over [`Cell::step`] instead, the generic
+    /// per-step path a user's cell takes (the built-in LSTM, GRU and Elman cells
     /// are tested through it against the PyTorch fixtures). Same values and gradients, slower.
     pub fn fused(mut self, yes: bool) -> Self {
         self.fused = yes;
