@@ -185,11 +185,21 @@ pub trait Cell<F: Float>: Module<F> {
 #[derive(Debug, Clone)]
 pub enum LinearRecurrence<F: Float> {
     /// `hₜ = aₜ ⊙ hₜ₋₁ + bₜ`, `a` and `b` `[T, B, H]`.
-    Linear { a: Var<F>, b: Var<F> },
+    Linear {
+        /// The decay `aₜ`, `[T, B, H]`.
+        a: Var<F>,
+        /// The input term `bₜ`, `[T, B, H]`.
+        b: Var<F>,
+    },
     /// The same recurrence for positive `a`, `b` and `h`, given as `log a` and `log b`: run as
     /// `log hₜ = logaddexp(log aₜ + log hₜ₋₁, log bₜ)`, stable where the products underflow. The
     /// state must be positive.
-    LogSpace { log_a: Var<F>, log_b: Var<F> },
+    LogSpace {
+        /// `log aₜ`, `[T, B, H]`.
+        log_a: Var<F>,
+        /// `log bₜ`, `[T, B, H]`.
+        log_b: Var<F>,
+    },
 }
 
 /// A cell run step by step: `PerStep(cell)` is `cell` without its whole-sequence paths

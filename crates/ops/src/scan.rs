@@ -33,7 +33,9 @@ pub use crate::kernels::scan::ScanForm;
 /// `[B, H]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Scan {
+    /// The linear form `hₜ = aₜ ⊙ hₜ₋₁ + bₜ`, or the log-space form of a positive recurrence.
     pub form: ScanForm,
+    /// Run from the last time step to the first (a bidirectional layer's reverse direction).
     pub reverse: bool,
 }
 

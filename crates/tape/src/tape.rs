@@ -65,11 +65,14 @@ pub(crate) struct Inner<F: Float> {
     /// The weights of this tape by the address of their value ([`Tape::weight_of`]): bound
     /// parameters and values derived from them alone. Holding the `Arc` keeps the address from
     /// being reused while the tape lives.
-    weights: RefCell<HashMap<usize, (ParamId, Arc<ArrayD<F>>)>>,
+    weights: RefCell<HashMap<usize, Weight<F>>>,
 }
 
 /// What a [`Tape::memo`] value is filed under: the parameter and a name.
 type MemoKey = (ParamId, &'static str);
+
+/// A weight filed by its value's address: the parameter it comes from and the value itself.
+type Weight<F> = (ParamId, Arc<ArrayD<F>>);
 
 /// A bound parameter: its slot on the tape and its shared value.
 type Bound<F> = (Option<usize>, Arc<ArrayD<F>>);
