@@ -6,7 +6,7 @@
 //!
 //! The rule, in one place ([`takes_packed`]): `f32` at the AVX2 or AVX-512 kernel level, a 2-D
 //! weight, more than [`SMALL_ROWS`] rows (fewer take the row kernels, which read the weight
-//! where it is), and, from [`PACKED_MIN_ROWS`] rows on, a weight that `gemm` would pack for the
+//! where it is), and, from `PACKED_MIN_ROWS` (128) rows on, a weight that `gemm` would pack for the
 //! call anyway (a larger one is left to matrixmultiply's blocking). `f64` and the portable level
 //! keep the plain GEMM, which is their best path: the packed form there is only a copy.
 
