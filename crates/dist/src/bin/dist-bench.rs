@@ -18,7 +18,8 @@
 //! mpirun -n 2 --bind-to none -x RAYON_NUM_THREADS=1 target/release/dist-bench W2 --steps 20
 //! ```
 //!
-//! `tiny` instead of `W2`/`W4` is a seconds-long smoke run of the same code.
+//! `tiny` instead of `W2`/`W4` is a seconds-long smoke run of the same code; `W2L2` is W2 with
+//! two LSTM layers, where the top layer's reduction can run behind the bottom layer's sweep.
 
 use eddy_dist::{BucketOptions, DataParallel, Dist};
 use eddy_nn::loss::{mse, Reduction};
@@ -30,7 +31,7 @@ use mpi::collective::CommunicatorCollectives;
 use ndarray::{ArrayD, Axis, Slice};
 use std::time::Instant;
 
-const USAGE: &str = "usage: dist-bench W2|W4|tiny [--steps N] [--warmup N]
+const USAGE: &str = "usage: dist-bench W2|W2L2|W4|tiny [--steps N] [--warmup N]
   run under mpirun; threads per rank from RAYON_NUM_THREADS";
 
 /// The sizes of a workload (as in crates/bench/src/workloads.rs).
@@ -40,6 +41,7 @@ struct Shape {
     hidden: usize,
     batch: usize,
     steps: usize,
+    layers: usize,
 }
 
 fn shape(id: &str) -> Option<Shape> {
@@ -49,18 +51,30 @@ fn shape(id: &str) -> Option<Shape> {
             hidden: 256,
             batch: 64,
             steps: 100,
+            layers: 1,
+        }),
+        // W2 with a second LSTM layer: the top layer's bucket can be reduced while the
+        // bottom layer's reverse sweep runs (the overlap a one-layer model cannot show).
+        "W2L2" => Some(Shape {
+            input: 128,
+            hidden: 256,
+            batch: 64,
+            steps: 100,
+            layers: 2,
         }),
         "W4" => Some(Shape {
             input: 512,
             hidden: 1024,
             batch: 64,
             steps: 50,
+            layers: 1,
         }),
         "tiny" => Some(Shape {
             input: 8,
             hidden: 16,
             batch: 8,
             steps: 10,
+            layers: 1,
         }),
         _ => None,
     }
@@ -126,7 +140,7 @@ fn run(dist: &Dist, args: &Args) -> Result<Option<String>> {
     }
     // The same seed on every rank: the same weights and data, no broadcast needed.
     let mut rng = Rng::seed(0);
-    let rnn = RecurrentConfig::new(s.input, s.hidden).lstm::<f32>(&mut rng);
+    let rnn = RecurrentConfig::new(s.input, s.hidden).num_layers(s.layers).lstm::<f32>(&mut rng);
     let head = Linear::<f32>::new(rnn.output_size(), 1, &mut rng);
     let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, &mut rng);
     let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, &mut rng);
@@ -217,13 +231,14 @@ fn run(dist: &Dist, args: &Args) -> Result<Option<String>> {
     };
     let (alone_med, _, _) = summary(&alone);
     Ok(Some(format!(
-        "dist-bench {id}: {ranks} rank(s) × {threads} thread(s), LSTM {i}→{h}, T {t}, global batch {b} \
+        "dist-bench {id}: {ranks} rank(s) × {threads} thread(s), {l}-layer LSTM {i}→{h}, T {t}, global batch {b} \
          ({rows} rows on rank 0), {n} steps after {w} warm-up\n\
          step: median {med:.2} ms (min {min:.2}, max {max:.2}), {sps:.1} samples/s\n\
          gradients: {mb:.2} MB per step in {buckets} bucket(s); reductions in flight {flight:.3} ms/step, \
          waited after the backward pass {waiting:.3} ms/step ({hidden} hidden behind it)\n\
          reductions alone (no backward pass): median {alone_med:.3} ms/step",
         id = args.id,
+        l = s.layers,
         i = s.input,
         h = s.hidden,
         t = s.steps,
