@@ -140,7 +140,9 @@ fn run(dist: &Dist, args: &Args) -> Result<Option<String>> {
     }
     // The same seed on every rank: the same weights and data, no broadcast needed.
     let mut rng = Rng::seed(0);
-    let rnn = RecurrentConfig::new(s.input, s.hidden).num_layers(s.layers).lstm::<f32>(&mut rng);
+    let rnn = RecurrentConfig::new(s.input, s.hidden)
+        .num_layers(s.layers)
+        .lstm::<f32>(&mut rng);
     let head = Linear::<f32>::new(rnn.output_size(), 1, &mut rng);
     let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, &mut rng);
     let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, &mut rng);
