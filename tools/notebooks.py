@@ -14,9 +14,11 @@ example, cell by cell, on the Rust kernel evcxr (`evcxr_jupyter`):
   comments that follow it, then the step's code.
 
 In the notebooks `env!("CARGO_MANIFEST_DIR")` (the repository root in an example) becomes `".."`:
-Jupyter runs a kernel in the notebook's folder. The examples keep each step's code valid at a
-notebook's top level: a closure or a borrow lives in a `{ }` block or becomes a function, since
-evcxr keeps only owned values from one cell to the next.
+Jupyter runs a kernel in the notebook's folder. evcxr keeps a cell's top-level variables for the
+next cells only when they own their data and their types can be named (not a closure, not a
+borrow); so a step that binds more than later steps use becomes a block that hands out only
+what they use (`keep_for_later`). A closure that a later step calls must be a function among
+the example's items.
 
     python3 tools/notebooks.py           # writes notebooks/*.ipynb
     python3 tools/notebooks.py --check   # exits 1 if a notebook is not what the examples give (CI)
@@ -104,6 +106,14 @@ def split_example(src: str):
     items = rest[:start] + rest[end + 1 :]
     items = [l for l in items if l not in ('#[path = "common/mod.rs"]', "mod common;")]
     body = dedent4(rest[start + 1 : end])
+    for line in body:
+        if re.search(r"\breturn\b(?!_)", line):
+            # evcxr runs a cell's statements in a function returning its own error type: a
+            # `return Err(..)` there does not compile.
+            raise SystemExit(
+                f"main of the example returns early ({line.strip()!r}): a notebook cell cannot; "
+                "use `common::ensure(condition, message)?`"
+            )
     while body and body[-1].strip() in ("Ok(())", ""):
         body.pop()
     return "\n".join(doc), "\n".join(items).strip("\n"), body
@@ -156,6 +166,111 @@ def main_cells(body: list[str]) -> list[dict]:
     return cells
 
 
+def without_strings_and_comments(code: str) -> str:
+    """`code` with its string and char literals and `//` comments blanked (for finding names)."""
+    out = []
+    i = 0
+    while i < len(code):
+        c = code[i]
+        if code.startswith("//", i):
+            while i < len(code) and code[i] != "\n":
+                i += 1
+        elif c == '"':
+            start = i
+            i += 1
+            while i < len(code) and code[i] != '"':
+                i += 2 if code[i] == "\\" else 1
+            i += 1
+            # A format string's inline arguments (`{name}`, `{name:?}`) use the names.
+            out.append(" ".join(re.findall(r"\{([a-z_][a-z0-9_]*)", code[start:i])) or '""')
+        elif c == "'" and re.match(r"'(\\.|[^\\'])'", code[i:]):
+            i += len(re.match(r"'(\\.|[^\\'])'", code[i:]).group(0))
+            out.append("' '")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+LET = re.compile(r"^let\s+(.*?)\s*(?::[^=]*)?=(?!=)\s*(.*)$")
+
+
+def top_level_lets(code: str) -> list[tuple[str, bool, bool]]:
+    """(name, declared `mut`, bound to a closure or a reference) of each `let` at the cell's top
+    level, in order; a pattern binds each of its names."""
+    found = []
+    for line in without_strings_and_comments(code).split("\n"):
+        m = LET.match(line)
+        if not m:
+            continue
+        pattern, value = m.group(1), m.group(2)
+        unpersistable = re.match(r"(move\s*)?\||&", value) is not None
+        for mut, name in re.findall(r"\b(mut\s+)?([a-z_][a-z0-9_]*)\b", pattern):
+            if name not in ("mut", "ref", "_"):
+                found.append((name, bool(mut), unpersistable))
+    return found
+
+
+def used_names(code: str) -> set[str]:
+    """The lower-case names `code` mentions, less fields, macros and path segments."""
+    return set(re.findall(r"(?<![.\w])([a-z_][a-z0-9_]*)\b(?!\s*(?:!|::))", without_strings_and_comments(code)))
+
+
+def bound_names(code: str) -> set[str]:
+    """The names `code` binds anywhere: `let` patterns, closure parameters, `for` patterns."""
+    plain = without_strings_and_comments(code)
+    patterns = re.findall(r"\blet\s+(.*?)\s*[:=]", plain)
+    patterns += re.findall(r"(?:^|[(,=\s])(?:move\s*)?\|([^|]*)\|", plain)
+    patterns += re.findall(r"\bfor\s+(.*?)\s+in\b", plain)
+    names = set()
+    for pattern in patterns:
+        # Drop type annotations (`x: &Tape<f64>`), keep the names.
+        for name in re.findall(r"(?<![:<&\w])\s*\b([a-z_][a-z0-9_]*)\b(?!\s*[<(])", re.sub(r":[^,|)]*", "", pattern)):
+            if name not in ("mut", "ref", "_"):
+                names.add(name)
+    return names
+
+
+def keep_for_later(cells: list[str]) -> list[str]:
+    """Each code cell of `main` as evcxr can run it at a notebook's top level.
+
+    evcxr keeps a cell's top-level `let` variables for the next cells, which it can do only for
+    owned values of nameable types: not a closure, not a borrow (the cell fails with "cannot be
+    persisted"). So a cell that binds more than the later cells use becomes a block that hands
+    out only those values (`let (a, b) = { ...; (a, b) };`); its closures and borrows stay inside.
+    """
+    out = []
+    for k, code in enumerate(cells):
+        later = set()
+        for name in {n for n, _, _ in top_level_lets(code)}:
+            for after in cells[k + 1 :]:
+                if name in used_names(after) - bound_names(after):
+                    later.add(name)
+                    break
+                if name in {n for n, _, _ in top_level_lets(after)}:
+                    break
+        last = {}
+        for name, mut, unpersistable in top_level_lets(code):
+            last.pop(name, None)
+            last[name] = (mut, unpersistable)
+        kept = [(n, mut) for n, (mut, unp) in last.items() if n in later and not unp]
+        if len(kept) == len(last):
+            out.append(code)
+            continue
+        body = "\n".join(("    " + line) if line else line for line in code.split("\n"))
+        if not kept:
+            # The `;` keeps evcxr from showing the block's value, `()`.
+            out.append("{\n" + body + "\n};")
+            continue
+        names = ", ".join(n for n, _ in kept)
+        bound = ", ".join(("mut " if mut else "") + n for n, mut in kept)
+        if len(kept) == 1:
+            out.append(f"let {bound} = {{\n{body}\n    {names}\n}};")
+        else:
+            out.append(f"let ({bound}) = {{\n{body}\n    ({names})\n}};")
+    return out
+
+
 def notebook(name: str) -> dict:
     src = (ROOT / "examples" / f"{name}.rs").read_text()
     common = (ROOT / "examples" / "common" / "mod.rs").read_text()
@@ -181,10 +296,10 @@ def notebook(name: str) -> dict:
         markdown_cell("The example's definitions."),
         code_cell(for_notebook(items)),
     ]
-    cells += [
-        {**c, "source": lines_of(for_notebook("".join(c["source"])))} if c["cell_type"] == "code" else c
-        for c in main_cells(body)
-    ]
+    steps = main_cells(body)
+    code = keep_for_later([for_notebook("".join(c["source"])) for c in steps if c["cell_type"] == "code"])
+    for c in steps:
+        cells.append(code_cell(code.pop(0)) if c["cell_type"] == "code" else c)
     return {
         "cells": cells,
         "metadata": {
