@@ -161,9 +161,10 @@ fn main() -> AnyResult {
         .iter()
         .fold(0.0f64, |m, v| m.max(v.abs()));
     println!("max |step − equations| = {diff:.1e} (B = 2, I = 3, H = 4)");
-    if diff > 1e-12 {
-        return Err(format!("the step does not match the equations: {diff}").into());
-    }
+    ensure(
+        diff <= 1e-12,
+        format!("the step does not match the equations: {diff}"),
+    )?;
 
     // -----------------------------------------------------------------------------------------
     step(
@@ -255,13 +256,8 @@ fn main() -> AnyResult {
         lr,
         patience,
     };
-    let janet = |seed: u64| -> Result<Model<f32>> {
-        let spec =
-            recurrent(move |input, rng| JanetCell::<f32>::new(input, hidden, window, rng)).named("janet");
-        model(spec, seed, &s)
-    };
     let runs = [
-        train_run("JANET", janet(seed + 3)?, &data, &s)?,
+        train_run("JANET", janet(hidden, window, seed + 3, &s)?, &data, &s)?,
         train_run("LSTM", model(lstm(hidden), seed + 3, &s)?, &data, &s)?,
     ];
 
@@ -344,7 +340,7 @@ fn main() -> AnyResult {
     let trained = &runs[0].model;
     let path = args.out_file("janet.safetensors")?;
     trained.save_weights(&path)?;
-    let loaded = janet(seed + 1000)?;
+    let loaded = janet(hidden, window, seed + 1000, &s)?;
     let before = max_abs_diff(&loaded.predict(&data.val.0)?, &trained.predict(&data.val.0)?);
     loaded.load_weights(&path)?;
     let after = max_abs_diff(&loaded.predict(&data.val.0)?, &trained.predict(&data.val.0)?);
@@ -359,9 +355,10 @@ fn main() -> AnyResult {
         path.display(),
         val.0.len()
     );
-    if after != 0.0 {
-        return Err(format!("the loaded model predicts differently: {after}").into());
-    }
+    ensure(
+        after == 0.0,
+        format!("the loaded model predicts differently: {after}"),
+    )?;
 
     args.finish();
     Ok(())
@@ -402,6 +399,12 @@ fn model(spec: LayerSpec<f32>, seed: u64, s: &Setup) -> Result<Model<f32>> {
         .build::<f32>(1, &mut rng)?;
     m.compile(Optim::adam(s.lr), Loss::Mse)?;
     Ok(m)
+}
+
+/// The JANET model: `recurrent(make)` (Keras' `RNN(cell)`) over the new cell, then Dense(1).
+fn janet(hidden: usize, window: usize, seed: u64, s: &Setup) -> Result<Model<f32>> {
+    let spec = recurrent(move |input, rng| JanetCell::<f32>::new(input, hidden, window, rng)).named("janet");
+    model(spec, seed, s)
 }
 
 struct Run {

@@ -129,6 +129,17 @@ pub fn step(n: usize, title: &str) {
     println!("\n## {n}. {title}\n");
 }
 
+/// `Ok(())` when `holds`, else the error `what`: a check a step makes, as
+/// `ensure(diff < tol, format!(..))?`. Unlike `return Err(..)`, it also works at a notebook's
+/// top level (evcxr runs a cell's statements in a function of its own).
+pub fn ensure(holds: bool, what: impl Into<String>) -> AnyResult {
+    if holds {
+        Ok(())
+    } else {
+        Err(what.into().into())
+    }
+}
+
 /// Whether the code runs in a Jupyter notebook on the evcxr kernel (notebooks/, generated from
 /// these examples by tools/notebooks.py), which sets `EVCXR_IS_RUNTIME` in the process that runs
 /// the cells.
@@ -136,20 +147,41 @@ pub fn in_notebook() -> bool {
     std::env::var_os("EVCXR_IS_RUNTIME").is_some()
 }
 
-/// Shows `content` of the MIME type `mime` inline in a notebook (evcxr's display protocol);
-/// does nothing elsewhere.
-pub fn show_in_notebook(mime: &str, content: &str) {
+/// What the notebook cell running now has shown (HTML). evcxr keeps one output per MIME type per
+/// cell, the last one sent; so each show sends everything the cell has shown so far, and a cell
+/// with two tables and a plot shows all three. evcxr compiles every cell with its own copy of
+/// this module, so the buffer starts empty in each cell.
+static SHOWN: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Shows the HTML `fragment` inline in a notebook, after what the cell has shown already
+/// (evcxr's display protocol); does nothing elsewhere.
+pub fn show_in_notebook(fragment: &str) {
     if in_notebook() {
-        println!("EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
+        let mut shown = SHOWN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        shown.push_str(fragment);
+        println!("EVCXR_BEGIN_CONTENT text/html\n{shown}\nEVCXR_END_CONTENT");
     }
 }
 
 /// Shows the SVG file at `path` inline in a notebook; does nothing elsewhere.
 pub fn show_svg(path: &Path) -> AnyResult {
     if in_notebook() {
-        show_in_notebook("image/svg+xml", &std::fs::read_to_string(path)?);
+        let svg = std::fs::read_to_string(path)?;
+        // An XML declaration is not allowed inside HTML.
+        let svg = match svg.strip_prefix("<?xml") {
+            Some(rest) => rest.split_once("?>").map_or(rest, |(_, body)| body),
+            None => &svg,
+        };
+        show_in_notebook(&format!("<div>{}</div>", svg.trim()));
     }
     Ok(())
+}
+
+/// `text` with the characters HTML gives a meaning escaped.
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,10 +235,26 @@ impl Table {
         out
     }
 
+    /// The table as an HTML `<table>` (what a notebook shows).
+    pub fn html(&self) -> String {
+        let row = |tag: &str, cells: &[String]| {
+            let cells: Vec<String> = cells
+                .iter()
+                .map(|c| format!("<{tag}>{}</{tag}>", escape_html(c)))
+                .collect();
+            format!("<tr>{}</tr>\n", cells.concat())
+        };
+        let mut out = format!("<table>\n<thead>\n{}</thead>\n<tbody>\n", row("th", &self.header));
+        for r in &self.rows {
+            out += &row("td", r);
+        }
+        out + "</tbody>\n</table>\n"
+    }
+
     /// Prints the table as Markdown; in a notebook, shows it rendered.
     pub fn print(&self) {
         if in_notebook() {
-            show_in_notebook("text/markdown", &self.markdown());
+            show_in_notebook(&self.html());
         } else {
             print!("{}", self.markdown());
         }
