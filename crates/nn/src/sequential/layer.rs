@@ -23,6 +23,10 @@ pub struct Pass<'a> {
     pub training: bool,
 }
 
+/// What [`SequenceLayer::forward_carry`] returns: the layer's output on a chunk and the state
+/// it carries to the next chunk (`None` for a layer without state), as values cut from the graph.
+pub type ChunkOutput<F> = (Var<F>, Option<Vec<ArrayD<F>>>);
+
 /// A layer a [`Model`](super::Model) can hold: a [`Module`] (its parameters under dotted names,
 /// train/eval mode) with a forward pass over a batch.
 ///
@@ -86,7 +90,7 @@ pub trait SequenceLayer<F: Float>: Module<F> + CloneLayer<F> + Send + Sync {
         x: &Var<F>,
         state: Option<&[ArrayD<F>]>,
         pass: &mut Pass<'_>,
-    ) -> Result<(Var<F>, Option<Vec<ArrayD<F>>>)> {
+    ) -> Result<ChunkOutput<F>> {
         let _ = (x, state, pass);
         Err(Error::invalid(
             "forward_carry",
@@ -206,7 +210,7 @@ impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for 
         x: &Var<F>,
         state: Option<&[ArrayD<F>]>,
         pass: &mut Pass<'_>,
-    ) -> Result<(Var<F>, Option<Vec<ArrayD<F>>>)> {
+    ) -> Result<ChunkOutput<F>> {
         if self.layer.directions() == 2 {
             return Err(Error::invalid(
                 self.layer.name(),
@@ -248,7 +252,7 @@ impl<F: Float> SequenceLayer<F> for Linear<F> {
         x: &Var<F>,
         _: Option<&[ArrayD<F>]>,
         pass: &mut Pass<'_>,
-    ) -> Result<(Var<F>, Option<Vec<ArrayD<F>>>)> {
+    ) -> Result<ChunkOutput<F>> {
         Ok((SequenceLayer::forward(self, x, pass)?, None))
     }
 }
@@ -264,7 +268,7 @@ impl<F: Float> SequenceLayer<F> for Dropout {
         x: &Var<F>,
         _: Option<&[ArrayD<F>]>,
         pass: &mut Pass<'_>,
-    ) -> Result<(Var<F>, Option<Vec<ArrayD<F>>>)> {
+    ) -> Result<ChunkOutput<F>> {
         Ok((SequenceLayer::forward(self, x, pass)?, None))
     }
 }
