@@ -102,6 +102,9 @@ impl<F: Float> Model<F> {
         sync: &mut dyn GradientSync<F>,
         rng: &mut Rng,
     ) -> Result<bool> {
+        if let Some(k) = options.tbptt {
+            return self.train_shard_tbptt(x, y, rows, global, k, options, sums, sync, rng);
+        }
         let micro = options.micro_batch_size.unwrap_or(rows.len()).max(1);
         let loss_fn = self.compiled.as_ref().expect("checked").loss;
         let params = self.param_list();

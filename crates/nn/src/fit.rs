@@ -51,6 +51,8 @@ pub struct FitOptions<'a, F: Float = f32> {
     pub micro_batch_size: Option<usize>,
     /// Clip the gradient to this joint L2 norm before each step.
     pub clip_grad_norm: Option<f64>,
+    /// Truncated BPTT over chunks of this many time steps ([`FitOptions::tbptt`]).
+    pub tbptt: Option<usize>,
 }
 
 impl<F: Float> Default for FitOptions<'_, F> {
@@ -67,6 +69,7 @@ impl<F: Float> Default for FitOptions<'_, F> {
             on_non_finite: OnNonFinite::Error,
             micro_batch_size: None,
             clip_grad_norm: None,
+            tbptt: None,
         }
     }
 }
@@ -235,7 +238,7 @@ impl Sums {
     }
 }
 
-const EVAL_BATCH: usize = 256;
+pub(crate) const EVAL_BATCH: usize = 256;
 
 impl<F: Float> Model<F> {
     /// Checks `x` (`[N, T, F]`) and `y` against the model; returns `N`.
@@ -319,6 +322,7 @@ impl<F: Float> Model<F> {
         if options.micro_batch_size == Some(0) {
             return Err(Error::invalid(op, "micro_batch_size must be at least 1"));
         }
+        crate::tbptt::check(&options)?;
         if !(0.0..1.0).contains(&options.validation_split) {
             return Err(Error::invalid(
                 op,
@@ -503,6 +507,9 @@ impl<F: Float> Model<F> {
         options: &FitOptions<'_, F>,
         sums: &mut Sums,
     ) -> Result<bool> {
+        if let Some(k) = options.tbptt {
+            return self.train_batch_tbptt(x, y, rows, k, options, sums);
+        }
         let micro = options.micro_batch_size.unwrap_or(rows.len()).max(1);
         let skip = options.on_non_finite == OnNonFinite::SkipStep;
         let loss_fn = self.compiled.as_ref().expect("checked").loss;

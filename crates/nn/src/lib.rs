@@ -33,7 +33,9 @@ mod recurrent;
 pub mod schedule;
 #[allow(missing_docs)]
 pub mod sequential;
+pub mod stream;
 pub mod sync;
+pub mod tbptt;
 
 pub use cell::{Cell, LinearRecurrence, PerStep, RecurrentState};
 pub use cells::{

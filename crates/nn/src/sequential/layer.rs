@@ -5,9 +5,11 @@
 //! A layer maps a batch `[B, T, F]` to `[B, T, F']` (a sequence) or `[B, F']` (the last step);
 //! after a layer that returns the last step, the next sees `[B, F]`.
 
+use crate::recurrent::{carried, RecurrentOutput};
 use crate::{Cell, Dropout, Linear, Module, Recurrent};
 use eddy_ops::{concat, VarExt};
-use eddy_tape::{Float, Param, Result, Rng, Var};
+use eddy_tape::{Error, Float, Param, Result, Rng, Var};
+use ndarray::ArrayD;
 use std::fmt;
 
 /// What a layer's forward pass gets besides its input: the batch's per-sequence lengths (a
@@ -20,6 +22,10 @@ pub struct Pass<'a> {
     /// Whether the model is training (dropout active).
     pub training: bool,
 }
+
+/// What [`SequenceLayer::forward_carry`] returns: the layer's output on a chunk and the state
+/// it carries to the next chunk (`None` for a layer without state), as values cut from the graph.
+pub type ChunkOutput<F> = (Var<F>, Option<Vec<ArrayD<F>>>);
 
 /// A layer a [`Model`](super::Model) can hold: a [`Module`] (its parameters under dotted names,
 /// train/eval mode) with a forward pass over a batch.
@@ -64,6 +70,35 @@ pub trait SequenceLayer<F: Float>: Module<F> + CloneLayer<F> + Send + Sync {
     /// # Errors
     /// Any error of the layer's ops; the model adds the layer's index (`layers.2: …`).
     fn forward(&self, x: &Var<F>, pass: &mut Pass<'_>) -> Result<Var<F>>;
+
+    /// Applies the layer to one chunk of a longer sequence — truncated BPTT
+    /// ([`FitOptions::tbptt`](crate::FitOptions::tbptt)) and streaming inference
+    /// ([`Model::stream`](super::Model::stream)) — starting from the `state` the previous chunk
+    /// left (`None` at the start of a sequence); returns the output and the state to carry on
+    /// (`None` for a layer without one). The state is values, not graph nodes: no gradient
+    /// flows across a chunk boundary.
+    ///
+    /// The default is an error, since a layer that mixes time steps (a mean over time, a
+    /// convolution) would give a silently wrong answer chunk by chunk. A layer that acts on each
+    /// time step alone opts in with `Ok((self.forward(x, pass)?, None))`; the recurrent layer
+    /// carries its cells' state; Dense and Dropout act per step.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](eddy_tape::Error::Invalid) by default; the layer's own errors.
+    fn forward_carry(
+        &self,
+        x: &Var<F>,
+        state: Option<&[ArrayD<F>]>,
+        pass: &mut Pass<'_>,
+    ) -> Result<ChunkOutput<F>> {
+        let _ = (x, state, pass);
+        Err(Error::invalid(
+            "forward_carry",
+            "this layer cannot run chunk by chunk (truncated BPTT, streaming): implement \
+             SequenceLayer::forward_carry (a layer acting on each time step alone returns \
+             `Ok((self.forward(x, pass)?, None))`)",
+        ))
+    }
 }
 
 /// A boxed copy of a layer, sharing its parameters; implemented for every `Clone` layer.
@@ -164,10 +199,41 @@ impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for 
         let out = self
             .layer
             .forward_with(x, None, pass.lengths, Some(&mut *pass.rng))?;
+        self.output_of(out)
+    }
+
+    /// Runs from the carried state (the cells' final states of the previous chunk): the same
+    /// steps as one pass over the whole sequence. A bidirectional layer cannot: its reverse
+    /// direction starts at the sequence's end.
+    fn forward_carry(
+        &self,
+        x: &Var<F>,
+        state: Option<&[ArrayD<F>]>,
+        pass: &mut Pass<'_>,
+    ) -> Result<ChunkOutput<F>> {
+        if self.layer.directions() == 2 {
+            return Err(Error::invalid(
+                self.layer.name(),
+                "a bidirectional layer cannot run chunk by chunk (truncated BPTT, streaming): \
+                 its reverse direction starts at the end of the whole sequence",
+            ));
+        }
+        let initial = state.map(|s| carried(x.tape(), s));
+        let out = self
+            .layer
+            .forward_with(x, initial.as_deref(), pass.lengths, Some(&mut *pass.rng))?;
+        let carry = out.carry();
+        Ok((self.output_of(out)?, Some(carry)))
+    }
+}
+
+impl<F: Float, C: Cell<F>> RecurrentLayer<F, C> {
+    /// The layer's output: the sequence, or the last valid step of the last layer (h_n is
+    /// `[layers·D, B, H]`: the last layer's D directions, concatenated).
+    fn output_of(&self, out: RecurrentOutput<F>) -> Result<Var<F>> {
         if self.return_sequences {
             return Ok(out.output);
         }
-        // h_n is [layers·D, B, H]: the last layer's D directions, concatenated.
         let parts = out.h_n().unstack(0)?;
         let last = &parts[parts.len() - self.layer.directions()..];
         let refs: Vec<&Var<F>> = last.iter().collect();
@@ -179,10 +245,30 @@ impl<F: Float> SequenceLayer<F> for Linear<F> {
     fn forward(&self, x: &Var<F>, _: &mut Pass<'_>) -> Result<Var<F>> {
         Linear::forward(self, x)
     }
+
+    /// Per step: no state.
+    fn forward_carry(
+        &self,
+        x: &Var<F>,
+        _: Option<&[ArrayD<F>]>,
+        pass: &mut Pass<'_>,
+    ) -> Result<ChunkOutput<F>> {
+        Ok((SequenceLayer::forward(self, x, pass)?, None))
+    }
 }
 
 impl<F: Float> SequenceLayer<F> for Dropout {
     fn forward(&self, x: &Var<F>, pass: &mut Pass<'_>) -> Result<Var<F>> {
         x.dropout(self.p, pass.training && self.training, pass.rng)
+    }
+
+    /// Per element: no state (each chunk draws its own mask in training).
+    fn forward_carry(
+        &self,
+        x: &Var<F>,
+        _: Option<&[ArrayD<F>]>,
+        pass: &mut Pass<'_>,
+    ) -> Result<ChunkOutput<F>> {
+        Ok((SequenceLayer::forward(self, x, pass)?, None))
     }
 }

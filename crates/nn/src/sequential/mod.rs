@@ -25,7 +25,7 @@
 mod layer;
 mod spec;
 
-pub use layer::{CloneLayer, Layer, Pass, RecurrentLayer, SequenceLayer};
+pub use layer::{ChunkOutput, CloneLayer, Layer, Pass, RecurrentLayer, SequenceLayer};
 pub use spec::{dense, dropout, gru, lstm, module, recurrent, simple_rnn, try_recurrent, LayerSpec};
 
 use crate::loss::{self, Reduction};
