@@ -1,6 +1,7 @@
 //! The workloads W1–W10: float32 training steps (forward over the whole sequence, a per-step
 //! `Linear(H→1)` head, MSE, backward, one Adam update) and inference latencies (W6, W7c).
-//! W7, W7b and W7c are W2, W4 and W6 with a user-written LSTM cell. W8–W10
+//! W7, W7b and W7c are W2, W4 and W6 with a user-written LSTM cell; W7F is W7 trained through
+//! `Sequential` + `fit` instead of a hand-written loop. W8–W10
 //! are the newer cells: minGRU (linear and log-space modes, run as a scan), sLSTM, mLSTM
 //! (recurrent and parallel forms).
 //!
@@ -13,6 +14,8 @@ use crate::stats::{measure, Stats};
 use eddy_nn::loss::{mse, Reduction};
 use eddy_nn::optim::{Adam, AdamConfig, Optimizer};
 use eddy_nn::parallel::data_parallel;
+use eddy_nn::sequential::{dense, recurrent, Loss, Optim, Sequential};
+use eddy_nn::FitOptions;
 use eddy_nn::{
     init, Cell, Linear, MinGruCell, MlstmCell, Module, Nonlinearity, Recurrent, RecurrentConfig, SlstmCell,
 };
@@ -104,6 +107,11 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         id: "W7",
         desc: "train: W2 with a user-written LSTM cell (crates/bench/src/custom_cell.rs): its input projection through the fused Linear op (x·Wᵀ + b, as a cell's `project`), its step from primitive ops (matmul_t, chunk, sigmoid, tanh, *, +), no fused gate kernel or sequence op",
+        flops: flops(24, 100, 64, 128, 256, 1),
+    },
+    Workload {
+        id: "W7F",
+        desc: "train: W7's user-written LSTM cell and data through Sequential (recurrent(cell) -> dense(1)) + fit (one epoch of one batch of 64 per step, no shuffle), the same batch, head, loss and Adam step as W7's hand loop",
         flops: flops(24, 100, 64, 128, 256, 1),
     },
     Workload {
@@ -259,6 +267,7 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
             let user = config(W2_SHAPE).build(UserLstm::new, &mut rng);
             train(user, W2_SHAPE, 1e-3, &mut rng, warmup, steps)
         }
+        "W7F" => train_fit(W2_SHAPE, 1e-3, &mut rng, warmup, steps),
         "W7b" => {
             let user = config(W4_SHAPE).build(UserLstm::new, &mut rng);
             train(user, W4_SHAPE, 1e-3, &mut rng, warmup, steps)
@@ -354,6 +363,37 @@ fn train_model(
         })?;
         opt.step(&grads)?;
         if !loss.is_finite() {
+            return Err(Error::invalid("eddy-bench", "the loss is not finite"));
+        }
+        Ok(())
+    })
+}
+
+/// W7F: W7's cell, sizes and data through `Sequential` + `fit`, one optimizer step per `fit`
+/// call (one epoch of one batch), to compare a user cell in `fit` with the same cell in W7's hand
+/// loop. `fit` runs one tape per batch (no data-parallel shards): compare on one thread.
+fn train_fit(s: Shape, lr: f64, rng: &mut Rng, warmup: usize, steps: usize) -> Result<Stats> {
+    let hidden = s.hidden;
+    let mut model = Sequential::new()
+        .add(recurrent(move |input, rng| UserLstm::new(input, hidden, rng)).return_sequences(true))
+        .add(dense(1))
+        .build::<f32>(s.input, rng)?;
+    model.compile(Optim::adam(lr), Loss::Mse)?;
+    // W7's arrays, time-major there, batch-first here.
+    let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
+    let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, rng);
+    let batch_first = |a: ArrayD<f32>| a.permuted_axes(vec![1, 0, 2]).as_standard_layout().to_owned();
+    let (x, target) = (batch_first(x), batch_first(target));
+    measure(warmup, steps, || -> Result<()> {
+        let options = FitOptions {
+            epochs: 1,
+            batch_size: s.batch,
+            shuffle: false,
+            progress: false,
+            ..FitOptions::default()
+        };
+        let history = model.fit(&x, &target, options)?;
+        if !history.loss[0].is_finite() {
             return Err(Error::invalid("eddy-bench", "the loss is not finite"));
         }
         Ok(())

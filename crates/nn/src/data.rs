@@ -325,3 +325,31 @@ pub fn pad_sequences<F: Float>(seqs: &[ArrayD<F>]) -> Result<Padded<F>> {
         mask: mask.into_dyn(),
     })
 }
+
+/// Class labels as one-hot rows `[N, classes]`: the targets of
+/// [`Loss::CrossEntropy`](crate::sequential::Loss::CrossEntropy) (Keras' `to_categorical`).
+///
+/// # Errors
+/// [`Error::Invalid`] for a label `>= classes`.
+///
+/// ```
+/// let y = eddy_nn::data::one_hot::<f32>(&[2, 0], 3)?;
+/// assert_eq!(y, ndarray::arr2(&[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]).into_dyn());
+/// # Ok::<(), eddy_tape::Error>(())
+/// ```
+pub fn one_hot<F: Float>(labels: &[usize], classes: usize) -> Result<ArrayD<F>> {
+    if let Some((i, &c)) = labels.iter().enumerate().find(|(_, &c)| c >= classes) {
+        return Err(Error::invalid(
+            "one_hot",
+            format!("label {c} at position {i} is out of range for {classes} classes"),
+        ));
+    }
+    Ok(ndarray::Array2::from_shape_fn((labels.len(), classes), |(i, c)| {
+        if labels[i] == c {
+            F::one()
+        } else {
+            F::zero()
+        }
+    })
+    .into_dyn())
+}

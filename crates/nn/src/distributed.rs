@@ -68,7 +68,7 @@ impl<F: Float> Model<F> {
         options: FitOptions<'_, F>,
         sync: &mut dyn GradientSync<F>,
     ) -> Result<History> {
-        self.fit_impl(x, y, options, Some(sync))
+        self.fit_impl(x, y, options, Some(sync), None)
     }
 
     /// Makes this rank's training state rank 0's.
@@ -158,7 +158,7 @@ impl<F: Float> Model<F> {
         let loss = self.compiled.as_ref().expect("checked by fit").loss;
         let n = x.shape()[0];
         let sums = match shard_ranges(n, sync.world_size()).get(sync.rank()) {
-            Some(r) => self.eval_sums(loss, x, y, r.clone())?,
+            Some(r) => self.eval_sums(loss, x, y, None, r.clone())?,
             None => Sums::default(),
         };
         let mut v = sums.to_f64s();

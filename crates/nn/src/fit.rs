@@ -12,6 +12,7 @@
 
 use crate::clip::{clip_grad_norm, GradAccumulator};
 use crate::distributed::{rank_stream, shard_of};
+use crate::ragged::{check_lengths, epoch_batches, Batch, RaggedFit};
 use crate::sequential::{run_layers, Layer, Loss, Metric, Model};
 use crate::sync::GradientSync;
 use crate::Module;
@@ -186,19 +187,42 @@ pub(crate) struct Sums {
     pub(crate) abs: f64,
     pub(crate) sq: f64,
     pub(crate) elems: usize,
+    /// Rows (or valid steps) whose arg-max output is the target's arg-max, and how many.
+    pub(crate) hits: f64,
+    pub(crate) lanes: usize,
 }
 
 impl Sums {
     pub(crate) fn add<F: Float>(&mut self, loss: f64, pred: &ArrayD<F>, y: &ArrayD<F>) {
+        self.add_masked(loss, pred, y, None);
+    }
+
+    /// As [`Sums::add`], counting only the steps a `[B, T, 1]` mask keeps (a padded batch).
+    pub(crate) fn add_masked<F: Float>(
+        &mut self,
+        loss: f64,
+        pred: &ArrayD<F>,
+        y: &ArrayD<F>,
+        mask: Option<&ArrayD<F>>,
+    ) {
         let rows = y.shape()[0];
         self.loss += loss * rows as f64;
         self.rows += rows;
-        for (p, t) in pred.iter().zip(y.iter()) {
-            let d = p.as_f64() - t.as_f64();
-            self.abs += d.abs();
-            self.sq += d * d;
+        let last = Axis(y.ndim() - 1);
+        let mut keep = mask.into_iter().flat_map(|m| m.iter().map(|&v| v == F::one()));
+        for (p, t) in pred.lanes(last).into_iter().zip(y.lanes(last)) {
+            if mask.is_some() && keep.next() != Some(true) {
+                continue;
+            }
+            for (p, t) in p.iter().zip(t.iter()) {
+                let d = p.as_f64() - t.as_f64();
+                self.abs += d.abs();
+                self.sq += d * d;
+            }
+            self.elems += t.len();
+            self.hits += f64::from(u8::from(crate::ragged::arg_max(p) == crate::ragged::arg_max(t)));
+            self.lanes += 1;
         }
-        self.elems += y.len();
     }
 
     fn loss(&self) -> f64 {
@@ -211,20 +235,32 @@ impl Sums {
         self.abs += other.abs;
         self.sq += other.sq;
         self.elems += other.elems;
+        self.hits += other.hits;
+        self.lanes += other.lanes;
     }
 
     /// The sums as `f64`s, to be summed over ranks ([`Sums::from_f64s`] takes them back).
-    pub(crate) fn to_f64s(&self) -> [f64; 5] {
-        [self.loss, self.rows as f64, self.abs, self.sq, self.elems as f64]
+    pub(crate) fn to_f64s(&self) -> [f64; 7] {
+        [
+            self.loss,
+            self.rows as f64,
+            self.abs,
+            self.sq,
+            self.elems as f64,
+            self.hits,
+            self.lanes as f64,
+        ]
     }
 
-    pub(crate) fn from_f64s(v: [f64; 5]) -> Sums {
+    pub(crate) fn from_f64s(v: [f64; 7]) -> Sums {
         Sums {
             loss: v[0],
             rows: v[1] as usize,
             abs: v[2],
             sq: v[3],
             elems: v[4] as usize,
+            hits: v[5],
+            lanes: v[6] as usize,
         }
     }
 
@@ -234,6 +270,7 @@ impl Sums {
             Metric::Mae => self.abs / n,
             Metric::Mse => self.sq / n,
             Metric::Rmse => (self.sq / n).sqrt(),
+            Metric::Accuracy => self.hits / self.lanes as f64,
         }
     }
 }
@@ -242,7 +279,7 @@ pub(crate) const EVAL_BATCH: usize = 256;
 
 impl<F: Float> Model<F> {
     /// Checks `x` (`[N, T, F]`) and `y` against the model; returns `N`.
-    fn check_data(&self, op: &str, x: &ArrayD<F>, y: Option<&ArrayD<F>>) -> Result<usize> {
+    pub(crate) fn check_data(&self, op: &str, x: &ArrayD<F>, y: Option<&ArrayD<F>>) -> Result<usize> {
         let f = self.input_features();
         if x.ndim() != 3 || x.shape()[2] != f {
             return Err(Error::shape(
@@ -296,17 +333,18 @@ impl<F: Float> Model<F> {
     /// [`Error::Shape`] if `x` or `y` do not fit the model or each other; errors of the layers,
     /// the optimizer and the checkpoint writes.
     pub fn fit(&mut self, x: &ArrayD<F>, y: &ArrayD<F>, options: FitOptions<'_, F>) -> Result<History> {
-        self.fit_impl(x, y, options, None)
+        self.fit_impl(x, y, options, None, None)
     }
 
     /// `fit` on one rank of a data-parallel job; see [`Model::fit_distributed`]. Without `sync`
-    /// it is plain `fit`.
+    /// it is plain `fit`; with `ragged`, `fit` on padded sequences ([`Model::fit_padded`]).
     pub(crate) fn fit_impl(
         &mut self,
         x: &ArrayD<F>,
         y: &ArrayD<F>,
         options: FitOptions<'_, F>,
         mut sync: Option<&mut dyn GradientSync<F>>,
+        ragged: Option<RaggedFit<'_, F>>,
     ) -> Result<History> {
         let op = "fit";
         if self.compiled.is_none() {
@@ -316,6 +354,10 @@ impl<F: Float> Model<F> {
             ));
         }
         let n = self.check_data(op, x, Some(y))?;
+        let lengths = ragged.as_ref().map(|r| r.lengths);
+        if let Some(l) = lengths {
+            check_lengths(op, l, x)?;
+        }
         if options.batch_size == 0 {
             return Err(Error::invalid(op, "batch_size must be at least 1"));
         }
@@ -339,12 +381,17 @@ impl<F: Float> Model<F> {
         }
         // Training rows and validation data.
         let split_owned;
-        let (n_train, val) = match options.validation_data {
-            Some((vx, vy)) => {
+        let (n_train, val) = match (options.validation_data, ragged.as_ref().and_then(|r| r.val)) {
+            (Some((vx, vy)), _) => {
                 self.check_data("fit (validation_data)", vx, Some(vy))?;
-                (n, Some((vx, vy)))
+                (n, Some((vx, vy, None)))
             }
-            None if options.validation_split > 0.0 => {
+            (None, Some((vx, vl, vy))) => {
+                self.check_data("fit (validation_data)", vx, Some(vy))?;
+                check_lengths("fit (validation_data)", vl, vx)?;
+                (n, Some((vx, vy, Some(vl))))
+            }
+            (None, None) if options.validation_split > 0.0 => {
                 let cut = (n as f64 * (1.0 - options.validation_split)).floor() as usize;
                 if cut == 0 || cut == n {
                     return Err(Error::invalid(
@@ -359,9 +406,12 @@ impl<F: Float> Model<F> {
                     x.slice_axis(Axis(0), (cut..).into()).to_owned(),
                     y.slice_axis(Axis(0), (cut..).into()).to_owned(),
                 );
-                (cut, Some((&split_owned.0, &split_owned.1)))
+                (
+                    cut,
+                    Some((&split_owned.0, &split_owned.1, lengths.map(|l| &l[cut..]))),
+                )
             }
-            None => (n, None),
+            (None, None) => (n, None),
         };
         if let Some(es) = &options.early_stopping {
             if es.monitor == Monitor::ValLoss && val.is_none() {
@@ -388,17 +438,15 @@ impl<F: Float> Model<F> {
 
         for _ in 0..options.epochs {
             let epoch = self.epoch + 1;
-            let mut order: Vec<usize> = (0..n_train).collect();
-            if options.shuffle {
-                self.rng.shuffle(&mut order);
-            }
+            let bucketing = ragged.as_ref().and_then(|r| r.bucketing);
+            let plan = epoch_batches(&mut self.rng, n_train, &options, lengths.zip(bucketing));
             let bar = progress_bar(show, epoch, batches);
             let lr = self.compiled.as_ref().expect("checked").optimizer.lr();
             let mut sums = Sums::default();
             let mut rank_rng = rank_stream(&self.rng, rank);
-            for (b, rows) in order.chunks(options.batch_size).enumerate() {
+            for (b, rows) in plan.iter().enumerate() {
                 let stepped = match sync.as_deref_mut() {
-                    None => self.train_batch(x, y, rows, &options, &mut sums),
+                    None => self.train_batch(x, y, lengths, rows, &options, &mut sums),
                     Some(s) => {
                         let mine = shard_of(rows, rank, world);
                         let global = rows.len();
@@ -440,9 +488,12 @@ impl<F: Float> Model<F> {
                     .push(sums.metric(*m));
             }
             let mut message = format!("loss {:.4}", sums.loss());
-            if let Some((vx, vy)) = val {
+            if let Some((vx, vy, vl)) = val {
                 let ev = match sync.as_deref_mut() {
-                    None => self.evaluate(vx, vy)?,
+                    None => match vl {
+                        Some(l) => self.evaluate_padded(vx, l, vy)?,
+                        None => self.evaluate(vx, vy)?,
+                    },
                     Some(s) => self.evaluate_shared(vx, vy, s)?,
                 };
                 message += &format!(" val_loss {:.4}", ev.loss);
@@ -503,6 +554,7 @@ impl<F: Float> Model<F> {
         &mut self,
         x: &ArrayD<F>,
         y: &ArrayD<F>,
+        lengths: Option<&[usize]>,
         rows: &[usize],
         options: &FitOptions<'_, F>,
         sums: &mut Sums,
@@ -518,12 +570,18 @@ impl<F: Float> Model<F> {
         let mut batch_sums = Sums::default();
         let pieces = rows.len().div_ceil(micro);
         for piece in rows.chunks(micro) {
-            let xb = x.select(Axis(0), piece);
-            let yb = y.select(Axis(0), piece);
+            let b = Batch::select(x, y, lengths, piece, self.returns_sequences());
+            let (xb, yb) = (b.x, b.y);
             let tape = Tape::new();
             let training = self.is_training();
-            let out = run_layers(&self.layers, training, &tape.constant(xb), None, &mut self.rng)?;
-            let loss = loss_fn.apply(&out, &tape.constant(yb.clone()), None)?;
+            let out = run_layers(
+                &self.layers,
+                training,
+                &tape.constant(xb),
+                b.lengths.as_deref(),
+                &mut self.rng,
+            )?;
+            let loss = loss_fn.apply(&out, &tape.constant(yb.clone()), b.mask.as_ref())?;
             let v = loss.item()?.as_f64();
             if !v.is_finite() {
                 if skip {
@@ -531,12 +589,14 @@ impl<F: Float> Model<F> {
                 }
                 return Err(non_finite("the loss", v));
             }
-            batch_sums.add(v, out.value(), &yb);
+            batch_sums.add_masked(v, out.value(), &yb, b.mask.as_ref());
             let grads = loss.backward()?;
             if pieces == 1 {
                 single = Some(grads);
             } else {
-                acc.add_weighted(&grads, piece.len() as f64)?;
+                // A masked mean is over the valid steps: weight each piece by its count of them.
+                let weight = b.mask.as_ref().map_or(piece.len() as f64, |m| m.sum().as_f64());
+                acc.add_weighted(&grads, weight)?;
             }
         }
         let grads = match single {
@@ -601,30 +661,37 @@ impl<F: Float> Model<F> {
             .as_ref()
             .ok_or_else(|| Error::invalid("evaluate", "the model is not compiled (call compile first)"))?;
         let n = self.check_data("evaluate", x, Some(y))?;
-        let sums = self.eval_sums(c.loss, x, y, 0..n)?;
+        let sums = self.eval_sums(c.loss, x, y, None, 0..n)?;
         Ok(self.evaluation(&sums))
     }
 
-    /// The loss and metric sums of the rows `rows` of `(x, y)`, in evaluation mode.
+    /// The loss and metric sums of the rows `rows` of `(x, y)` (padded sequences of the given
+    /// lengths, if any), in evaluation mode.
     pub(crate) fn eval_sums(
         &self,
         loss: Loss,
         x: &ArrayD<F>,
         y: &ArrayD<F>,
+        lengths: Option<&[usize]>,
         rows: Range<usize>,
     ) -> Result<Sums> {
         let layers = self.eval_layers();
         let mut sums = Sums::default();
         for start in rows.clone().step_by(EVAL_BATCH) {
             let end = (start + EVAL_BATCH).min(rows.end);
-            let pred = predict_rows(&layers, x, start, end)?;
-            let yb = y.slice_axis(Axis(0), (start..end).into()).to_owned();
+            let idx: Vec<usize> = (start..end).collect();
+            let b = Batch::select(x, y, lengths, &idx, self.returns_sequences());
+            let pred = predict_batch(&layers, b.x, b.lengths.as_deref())?;
             let tape = Tape::<F>::no_grad();
             let value = loss
-                .apply(&tape.constant(pred.clone()), &tape.constant(yb.clone()), None)?
+                .apply(
+                    &tape.constant(pred.clone()),
+                    &tape.constant(b.y.clone()),
+                    b.mask.as_ref(),
+                )?
                 .item()?
                 .as_f64();
-            sums.add(value, &pred, &yb);
+            sums.add_masked(value, &pred, &b.y, b.mask.as_ref());
         }
         Ok(sums)
     }
@@ -651,10 +718,22 @@ pub(crate) fn non_finite(what: &str, v: f64) -> Error {
 }
 
 fn predict_rows<F: Float>(layers: &[Layer<F>], x: &ArrayD<F>, start: usize, end: usize) -> Result<ArrayD<F>> {
+    predict_batch(
+        layers,
+        x.slice_axis(Axis(0), (start..end).into()).to_owned(),
+        None,
+    )
+}
+
+/// The outputs of `layers` in evaluation mode for the batch `x` (of these lengths, if padded).
+pub(crate) fn predict_batch<F: Float>(
+    layers: &[Layer<F>],
+    x: ArrayD<F>,
+    lengths: Option<&[usize]>,
+) -> Result<ArrayD<F>> {
     let tape = Tape::no_grad();
-    let xb = tape.constant(x.slice_axis(Axis(0), (start..end).into()).to_owned());
     // In evaluation mode nothing random is drawn; the RNG is a formality.
-    let out = run_layers(layers, false, &xb, None, &mut Rng::seed(0))?;
+    let out = run_layers(layers, false, &tape.constant(x), lengths, &mut Rng::seed(0))?;
     Ok(out.value().clone())
 }
 

@@ -29,6 +29,7 @@ mod module;
 pub mod optim;
 pub mod parallel;
 pub mod parity;
+pub mod ragged;
 mod recurrent;
 pub mod schedule;
 #[allow(missing_docs)]

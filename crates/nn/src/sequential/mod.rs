@@ -35,6 +35,7 @@ use crate::optim::{
 };
 use crate::schedule::Schedule;
 use crate::{prefixed, Module};
+use eddy_ops::VarExt;
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
 use std::fmt;
@@ -131,6 +132,11 @@ pub enum Loss {
     Mae,
     /// Huber loss with threshold `delta`.
     Huber(f64),
+    /// Softmax cross-entropy of the outputs (logits) against class probabilities of their
+    /// shape, one-hot for class labels ([`data::one_hot`](crate::data::one_hot)): Keras'
+    /// `categorical_crossentropy(from_logits=True)`, PyTorch's `CrossEntropyLoss` with
+    /// probability targets. The classes are the last axis (`[N, C]` or `[N, T, C]`).
+    CrossEntropy,
 }
 
 impl Loss {
@@ -148,6 +154,19 @@ impl Loss {
             Loss::Mse => loss::mse(pred, target, Reduction::Mean, mask),
             Loss::Mae => loss::l1(pred, target, Reduction::Mean, mask),
             Loss::Huber(d) => loss::huber(pred, target, d, Reduction::Mean, mask),
+            Loss::CrossEntropy if pred.ndim() == 3 => {
+                // [N, T, C] → [N, C, T]: the class axis is axis 1; a [N, T, 1] mask → [N, T].
+                let mask = match mask {
+                    Some(m) if m.ndim() == 3 && m.shape()[2] == 1 => {
+                        Some(m.index_axis(ndarray::Axis(2), 0).to_owned())
+                    }
+                    m => m.cloned(),
+                };
+                let target = target.transpose(1, 2)?;
+                let pred = pred.transpose(1, 2)?;
+                loss::cross_entropy(&pred, &target, Reduction::Mean, mask.as_ref())
+            }
+            Loss::CrossEntropy => loss::cross_entropy(pred, target, Reduction::Mean, mask),
         }
     }
 }
@@ -161,15 +180,20 @@ pub enum Metric {
     Mse,
     /// Root mean squared error, `"rmse"`.
     Rmse,
+    /// The fraction of rows (of valid steps, for sequence outputs) whose arg-max output is the
+    /// target's arg-max class, `"accuracy"` (Keras' `categorical_accuracy`).
+    Accuracy,
 }
 
 impl Metric {
-    /// Its key in the history: `"mae"`, `"mse"`, `"rmse"` (`"val_…"` on validation data).
+    /// Its key in the history: `"mae"`, `"mse"`, `"rmse"`, `"accuracy"` (`"val_…"` on
+    /// validation data).
     pub fn name(&self) -> &'static str {
         match self {
             Metric::Mae => "mae",
             Metric::Mse => "mse",
             Metric::Rmse => "rmse",
+            Metric::Accuracy => "accuracy",
         }
     }
 }
