@@ -8,6 +8,7 @@ use eddy_ops::VarExt;
 use eddy_tape::{Param, Result, Rng, Var};
 
 /// `i, f, g, o = chunk(W_ih x + b + W_hh h, 4)`; `c' = σ(f)c + σ(i)tanh(g)`; `h' = σ(o)tanh(c')`.
+#[derive(Clone)]
 pub struct UserLstm {
     pub weight_ih: Param<f32>,
     pub weight_hh: Param<f32>,

@@ -30,6 +30,7 @@ pub mod optim;
 pub mod parallel;
 pub mod parity;
 mod recurrent;
+mod segments;
 pub mod schedule;
 #[allow(missing_docs)]
 pub mod sequential;
@@ -52,6 +53,7 @@ pub mod __derive {
     pub use eddy_tape::Param;
 }
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
+pub use segments::Checkpoint;
 pub use sequential::{Model, Sequential};
 pub use sync::{GradientSync, SingleProcess};
 
