@@ -3,7 +3,12 @@
 //!
 //! ```sh
 //! cargo run --release -p eddy-bench -- [--steps 10] [--warmup 3] [--threads 1] [W1 … W10PAR gemm fma | all]
+//! cargo run --release -p eddy-bench -- [--max-gib 16] memory
 //! ```
+//!
+//! `memory` (not part of `all`) measures one LSTM train step's peak RSS at T = 10³, 10⁴, 10⁵
+//! with and without time-segment checkpointing, each configuration in its own process; see
+//! [`memory`].
 //!
 //! Prints one JSON object per line on stdout (a workload, a GEMM shape, or a peak FMA rate) and a
 //! human summary on stderr. Each workload runs in its own child process (this binary re-run with
@@ -23,6 +28,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod custom_cell;
 mod fma;
 mod gemm;
+mod memory;
 mod stats;
 mod workloads;
 
@@ -31,7 +37,7 @@ use stats::proc_status_mib;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: eddy-bench [--steps N] [--warmup N] [--threads N] [--in-process] [--list] \
-[W1 .. W10PAR | gemm | fma | all]...";
+[--max-gib G] [W1 .. W10PAR | gemm | fma | all | memory | mem-<T>-<full|sqrt>]...";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -40,6 +46,8 @@ struct Args {
     threads: usize,
     in_process: bool,
     list: bool,
+    /// `memory`: skip a configuration whose estimated peak RSS exceeds this many GiB.
+    max_gib: f64,
     targets: Vec<String>,
 }
 
@@ -50,6 +58,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
         threads: 1,
         in_process: false,
         list: false,
+        max_gib: 16.0,
         targets: Vec::new(),
     };
     let mut it = raw.iter();
@@ -65,11 +74,14 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
             "--threads" => args.threads = number("--threads")?.max(1),
             "--in-process" => args.in_process = true,
             "--list" => args.list = true,
+            "--max-gib" => args.max_gib = number("--max-gib")? as f64,
             "-h" | "--help" => return Err(USAGE.to_string()),
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}\n{USAGE}")),
             t => {
                 let t = t.to_ascii_lowercase();
                 let known = t == "all"
+                    || t == "memory"
+                    || memory::parse(&t).is_some()
                     || t == "gemm"
                     || t == "fma"
                     || workloads::WORKLOADS.iter().any(|w| w.id.eq_ignore_ascii_case(&t));
@@ -107,9 +119,12 @@ fn main() -> ExitCode {
             println!("gemm {:<22} {}", c.id(), c.note);
         }
         println!("fma   peak f32 FMA GFLOP/s");
+        for t in memory::targets() {
+            println!("{t}  one LSTM(128→256, B 8) train step's peak RSS (part of `memory`)");
+        }
         return ExitCode::SUCCESS;
     }
-    if args.in_process || args.targets.len() == 1 {
+    if args.in_process || (args.targets.len() == 1 && args.targets[0] != "memory") {
         return run_here(&args);
     }
     // One child process per target, so each one's peak RSS is its own.
@@ -122,6 +137,10 @@ fn main() -> ExitCode {
     };
     let mut ok = true;
     for t in &args.targets {
+        if t == "memory" {
+            ok &= memory::run_all(&exe, args.threads, args.max_gib);
+            continue;
+        }
         let status = Command::new(&exe)
             .args(["--steps", &args.steps.to_string()])
             .args(["--warmup", &args.warmup.to_string()])
@@ -199,6 +218,7 @@ fn common(kind: &str, id: &str, args: &Args) -> Value {
 /// The JSON lines of one target.
 fn run_target(target: &str, args: &Args) -> Result<Vec<Value>, String> {
     match target {
+        t if memory::parse(t).is_some() => Ok(vec![memory::run(t).map_err(|e| e.to_string())?]),
         "gemm" => {
             let mut lines = Vec::new();
             for c in gemm::GEMM_CASES {

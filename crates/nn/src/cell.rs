@@ -70,6 +70,7 @@ impl<F: Float> RecurrentState<F> for Vec<Var<F>> {
 /// use eddy_nn::{init, Cell, Module, RecurrentConfig};
 /// use eddy_ops::prelude::*;
 ///
+/// #[derive(Clone)]
 /// struct IndRnn { w: Param<f64>, b: Param<f64>, u: Param<f64> }
 ///
 /// impl Module<f64> for IndRnn {

@@ -31,6 +31,7 @@ pub mod parallel;
 pub mod parity;
 pub mod ragged;
 mod recurrent;
+mod segments;
 pub mod schedule;
 #[allow(missing_docs)]
 pub mod sequential;
@@ -55,6 +56,7 @@ pub mod __derive {
     pub use eddy_tape::Param;
 }
 pub use recurrent::{carried, Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn};
+pub use segments::Checkpoint;
 pub use sequential::{Model, Sequential};
 pub use sync::{GradientSync, SingleProcess};
 

@@ -5,7 +5,8 @@
 
 use crate::cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
 use crate::{Cell, Module, RecurrentState};
-use eddy_ops::{concat, dropout_mask, stack, where_, VarExt};
+use crate::segments::{self, Checkpoint};
+use eddy_ops::{concat, dropout_mask, length_mask, stack, where_, VarExt};
 use eddy_tape::{Error, Float, Param, Result, Rng, Tape, Var};
 use ndarray::ArrayD;
 use std::marker::PhantomData;
@@ -35,6 +36,10 @@ pub struct RecurrentConfig {
     /// Whether a cell's own whole-sequence op ([`Cell::unroll`]) may run (default `true`).
     /// `false`: the layer always loops over [`Cell::step`], the path every user cell takes.
     pub fused: bool,
+    /// Time-segment checkpointing: which steps' activations the forward pass keeps for the
+    /// reverse pass (default [`Checkpoint::Off`], all of them). See
+    /// [`checkpoint_every`](Self::checkpoint_every).
+    pub checkpoint: Checkpoint,
 }
 
 impl RecurrentConfig {
@@ -51,6 +56,7 @@ impl RecurrentConfig {
             recurrent_dropout: 0.0,
             proj_size: 0,
             fused: true,
+            checkpoint: Checkpoint::Off,
         }
     }
 
@@ -105,6 +111,63 @@ impl RecurrentConfig {
         self
     }
 
+    /// Time-segment checkpointing (gradient checkpointing over time, Chen et al. 2016; JAX's
+    /// `remat` of a scan): the forward pass keeps only the state every `k` steps, and the
+    /// reverse pass runs each segment of `k` steps again from its saved state before
+    /// back-propagating through it. The tape then holds the layer's input and output and `T/k`
+    /// states instead of every step's activations (at `k ≈ √T`, memory for activations grows as
+    /// `√T`), for one more forward pass of compute. Gradients equal the full tape's: the same
+    /// kernels run in the same order, so outputs, input and state gradients are bitwise equal;
+    /// parameter gradients are summed per segment, so they agree to rounding (exactly when
+    /// `k ≥ T`).
+    ///
+    /// Works for every cell — a segment runs the path the layer would (the scan, the cell's
+    /// fused whole-sequence op, or the loop of [`Cell::step`]) — and with bidirectional layers,
+    /// stacking, ragged lengths, initial and final states and dropout. It applies only on a
+    /// recording tape (a no-grad tape keeps nothing anyway). The parameters must not change
+    /// between the forward and the backward pass.
+    ///
+    /// # Errors
+    /// The forward pass refuses `k = 0`; the reverse pass refuses `create_graph` (gradients of
+    /// gradients), which the re-run segments do not record. Each error names
+    /// `checkpoint_every`.
+    ///
+    /// # Example
+    /// ```
+    /// use eddy_nn::RecurrentConfig;
+    /// use eddy_ops::prelude::*;
+    ///
+    /// let config = RecurrentConfig::new(3, 8);
+    /// let full = config.lstm::<f64>(&mut Rng::seed(0));
+    /// let checkpointed = config.clone().checkpoint_every(4).lstm::<f64>(&mut Rng::seed(0));
+    /// let x = ndarray::ArrayD::from_shape_fn(vec![10, 2, 3], |i| (i[0] + i[2]) as f64 * 0.1);
+    /// let grad = |layer: &eddy_nn::Lstm<f64>| -> Result<Vec<f64>> {
+    ///     let tape = Tape::new();
+    ///     let x = tape.input(x.clone());
+    ///     let loss = layer.forward(&x)?.output.powi(2)?.sum_all()?;
+    ///     Ok(loss.backward()?.var(&x).unwrap().iter().copied().collect())
+    /// };
+    /// assert_eq!(grad(&full)?, grad(&checkpointed)?); // 3 segments of 4, 4 and 2 steps
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn checkpoint_every(mut self, k: usize) -> Self {
+        self.checkpoint = Checkpoint::Every(k);
+        self
+    }
+
+    /// [`checkpoint_every`](Self::checkpoint_every) with `k = ⌈√T⌉` for each sequence of `T`
+    /// steps.
+    pub fn checkpoint_sqrt(mut self) -> Self {
+        self.checkpoint = Checkpoint::Sqrt;
+        self
+    }
+
+    /// Sets the checkpointing policy ([`Checkpoint::Off`] to turn it off).
+    pub fn checkpoint(mut self, policy: Checkpoint) -> Self {
+        self.checkpoint = policy;
+        self
+    }
+
     fn directions(&self) -> usize {
         if self.bidirectional {
             2
@@ -115,7 +178,11 @@ impl RecurrentConfig {
 
     /// Builds the layer over any cell: `make(input_size, hidden_size, rng)` makes the cell of
     /// each layer and direction, in PyTorch's order (layer 0 forward, layer 0 reverse, layer 1 …).
-    pub fn build<F: Float, C: Cell<F>>(
+    ///
+    /// A cell is `Clone` (derive it; a copy shares the [`Param`]s): a layer with
+    /// [`checkpoint_every`](Self::checkpoint_every) keeps a copy in the graph, to run segments
+    /// again in the reverse pass.
+    pub fn build<F: Float, C: Cell<F> + Clone + 'static>(
         &self,
         mut make: impl FnMut(usize, usize, &mut Rng) -> C,
         rng: &mut Rng,
@@ -129,7 +196,7 @@ impl RecurrentConfig {
     ///
     /// # Errors
     /// The first error of `make`, with the layer and direction it arose in.
-    pub fn try_build<F: Float, C: Cell<F>>(
+    pub fn try_build<F: Float, C: Cell<F> + Clone + 'static>(
         &self,
         mut make: impl FnMut(usize, usize, &mut Rng) -> Result<C>,
         rng: &mut Rng,
@@ -152,6 +219,7 @@ impl RecurrentConfig {
             config: self.clone(),
             name: "recurrent".into(),
             training: true,
+            segmented: segments::unroll::<F, C>,
             _f: PhantomData,
         })
     }
@@ -187,8 +255,21 @@ pub struct Recurrent<F: Float, C: Cell<F>> {
     pub config: RecurrentConfig,
     name: String,
     training: bool,
+    /// `segments::unroll::<F, C>`, which needs `C: Clone + 'static` (known where the layer is
+    /// built): a checkpointed direction keeps a copy of its cell in the graph.
+    segmented: SegmentedUnroll<F, C>,
     _f: PhantomData<F>,
 }
+
+/// The signature of [`segments::unroll`].
+type SegmentedUnroll<F, C> = fn(
+    &C,
+    &Var<F>,
+    <C as Cell<F>>::State,
+    &Direction<'_, F>,
+    &str,
+    usize,
+) -> Result<(Var<F>, <C as Cell<F>>::State)>;
 
 /// `torch.nn.LSTM`.
 pub type Lstm<F = f32> = Recurrent<F, LstmCell<F>>;
@@ -254,6 +335,12 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         if cfg.num_layers == 0 {
             return Err(Error::invalid(name, "num_layers must be at least 1, got 0"));
         }
+        if cfg.checkpoint == Checkpoint::Every(0) {
+            return Err(Error::invalid(
+                name,
+                "checkpoint_every(k) needs segments of k ≥ 1 steps, got k = 0",
+            ));
+        }
         let want = cfg.num_layers.checked_mul(self.directions());
         if want != Some(self.cells.len()) {
             return Err(Error::invalid(
@@ -281,6 +368,7 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         }
         Ok(())
     }
+
 
     /// Runs the layer over `x` (`[T, B, I]`, or `[B, T, I]` when batch-first) from zero states.
     pub fn forward(&self, x: &Var<F>) -> Result<RecurrentOutput<F>> {
@@ -333,6 +421,16 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
             Some(l) => Some(step_masks(name, l, steps, batch)?),
             None => None,
         };
+        // The same lengths as one `[T, B, 1]` mask, for a cell that runs as a scan.
+        let valid = match lengths {
+            Some(l) => Some(length_mask(name, l, steps, batch)?),
+            None => None,
+        };
+        // Time-segment checkpointing only pays where a reverse pass will run.
+        let segment_len = match tape.is_recording() {
+            true => cfg.checkpoint.segment_len(steps),
+            false => None,
+        };
         let sizes = self.cells.first().map(|c| c.state_sizes()).unwrap_or_default();
         if let Some(init) = initial {
             check_initial(name, init, &sizes, layers * d, batch)?;
@@ -364,41 +462,29 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
                     }
                     _ => None,
                 };
-                let ctx = |t: usize| {
-                    let dir = if dir == 1 { " reverse" } else { "" };
-                    move |e: Error| e.context(format!("{name} layer {l}{dir} step {t}"))
+                let reverse = if dir == 1 { " reverse" } else { "" };
+                let label = format!("{name} layer {l}{reverse}");
+                let run = Direction {
+                    reverse: dir == 1,
+                    masks: masks.as_deref(),
+                    valid: valid.as_ref(),
+                    rec_mask: rec_mask.as_ref(),
+                    fused: cfg.fused,
                 };
-                let xp = cell.project(&input).map_err(ctx(0))?;
-                // A cell linear in its state runs as one scan (ragged lengths included); else the
-                // cell's own op for the whole sequence when no step needs a mask.
-                let fused = match (&masks, &rec_mask) {
-                    (_, Some(_)) => None,
-                    _ if !cfg.fused => None,
-                    (m, None) => crate::linear_scan::unroll(cell, &xp, &state, dir == 1, lengths)
-                        .or_else(|| m.is_none().then(|| cell.unroll(&xp, &state, dir == 1)).flatten()),
-                };
-                let (out, last) = match fused {
-                    Some(result) => {
-                        let reverse = if dir == 1 { " reverse" } else { "" };
-                        result.map_err(|e| e.context(format!("{name} layer {l}{reverse}")))?
-                    }
-                    None => unroll(
-                        cell,
-                        &xp,
-                        state,
-                        dir == 1,
-                        masks.as_deref(),
-                        rec_mask.as_ref(),
-                        ctx,
-                    )?,
+                let (out, last) = match segment_len {
+                    Some(len) => (self.segmented)(cell, &input, state, &run, &label, len)?,
+                    None => run_direction(cell, &input, state, &run, &label, 0)?,
                 };
                 for (p, s) in last.parts().into_iter().enumerate() {
                     finals[p].push(s);
                 }
                 outs.push(out);
             }
-            let refs: Vec<&Var<F>> = outs.iter().collect();
-            input = concat(&refs, 2)?;
+            // One direction's output is the layer's as it is (a concat would copy `[T, B, H]`).
+            input = match outs.len() {
+                1 => outs.pop().expect("one direction"),
+                _ => concat(&outs.iter().collect::<Vec<_>>(), 2)?,
+            };
             if l + 1 < layers && self.training && cfg.dropout > 0.0 {
                 let r = rng.as_deref_mut().expect("checked above");
                 input = input.dropout(cfg.dropout, true, r)?;
@@ -414,6 +500,45 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
             .map(|parts| stack(&parts.iter().collect::<Vec<_>>(), 0))
             .collect::<Result<Vec<_>>>()?;
         Ok(RecurrentOutput { output, states })
+    }
+}
+
+/// How one direction of one layer runs: which way, the steps inside each sequence (per step and
+/// as one `[T, B, 1]` mask), the recurrent dropout mask, and whether the cell's whole-sequence
+/// paths may run. [`segments`] hands a segment of it to [`run_direction`] with the masks cut.
+pub(crate) struct Direction<'a, F: Float> {
+    pub(crate) reverse: bool,
+    pub(crate) masks: Option<&'a [ArrayD<bool>]>,
+    pub(crate) valid: Option<&'a ArrayD<bool>>,
+    pub(crate) rec_mask: Option<&'a Var<F>>,
+    pub(crate) fused: bool,
+}
+
+/// Runs `cell` over the input sequence `x` (`[T, B, I]`) in one direction: the projection of all
+/// steps, then the scan (a cell linear in its state), the cell's own whole-sequence op (no mask
+/// needed), or the loop of steps. Returns the outputs `[T, B, H]` (zero past each length) and
+/// the final state. Errors name `label` and, inside a step, the step (counted from `first`).
+pub(crate) fn run_direction<F: Float, C: Cell<F>>(
+    cell: &C,
+    x: &Var<F>,
+    state: C::State,
+    run: &Direction<'_, F>,
+    label: &str,
+    first: usize,
+) -> Result<(Var<F>, C::State)> {
+    let ctx = |t: usize| move |e: Error| e.context(format!("{label} step {}", first + t));
+    let xp = cell.project(x).map_err(ctx(0))?;
+    // A cell linear in its state runs as one scan (ragged lengths included); else the cell's own
+    // op for the whole sequence when no step needs a mask.
+    let fused = match (run.masks, run.rec_mask) {
+        (_, Some(_)) => None,
+        _ if !run.fused => None,
+        (m, None) => crate::linear_scan::unroll(cell, &xp, &state, run.reverse, run.valid)
+            .or_else(|| m.is_none().then(|| cell.unroll(&xp, &state, run.reverse)).flatten()),
+    };
+    match fused {
+        Some(result) => result.map_err(|e| e.context(label.to_string())),
+        None => unroll(cell, &xp, state, run.reverse, run.masks, run.rec_mask, ctx),
     }
 }
 

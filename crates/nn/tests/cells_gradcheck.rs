@@ -80,6 +80,7 @@ fn rnn_tanh() -> Result<()> {
 
 /// An Elman relu cell that records the smallest `|pre-activation|` it sees, to prove the
 /// gradcheck's points stay off relu's kink (the step `1e-6` cannot cross it).
+#[derive(Clone)]
 struct KinkWatch {
     cell: RnnCell<f64>,
     closest: Rc<std::cell::Cell<f64>>,

@@ -6,9 +6,10 @@ use eddy_nn::{init, Cell, Module, Recurrent, RecurrentConfig};
 use eddy_ops::prelude::*;
 use ndarray::ArrayD;
 
-// ---- IndRNN (Li et al. 2018): h' = relu(W x + b + u ⊙ h). 44 lines. ----
+// ---- IndRNN (Li et al. 2018): h' = relu(W x + b + u ⊙ h). 45 lines. ----
 
 /// Independently recurrent cell: each unit sees only its own past, through `u`.
+#[derive(Clone)]
 struct IndRnnCell {
     weight: Param<f64>,
     bias: Param<f64>,
@@ -53,10 +54,11 @@ impl Cell<f64> for IndRnnCell {
     }
 }
 
-// ---- CIFG LSTM (Greff et al. 2017): the forget gate is coupled, f = 1 − i. 53 lines. ----
+// ---- CIFG LSTM (Greff et al. 2017): the forget gate is coupled, f = 1 − i. 54 lines. ----
 
 /// An LSTM with coupled input and forget gates, gates i, g, o:
 /// `c' = (1 − σ(i)) ⊙ c + σ(i) ⊙ tanh(g)`, `h' = σ(o) ⊙ tanh(c')`.
+#[derive(Clone)]
 struct CifgCell {
     weight_ih: Param<f64>,
     weight_hh: Param<f64>,
@@ -113,7 +115,7 @@ impl Cell<f64> for CifgCell {
 
 const LENGTHS: [usize; 2] = [2, 3];
 
-fn layer<C: Cell<f64>>(make: impl FnMut(usize, usize, &mut Rng) -> C) -> Recurrent<f64, C> {
+fn layer<C: Cell<f64> + Clone + 'static>(make: impl FnMut(usize, usize, &mut Rng) -> C) -> Recurrent<f64, C> {
     RecurrentConfig::new(2, 3)
         .num_layers(2)
         .bidirectional(true)

@@ -10,7 +10,7 @@ use ndarray::ArrayD;
 
 // ---- the cells, as a user writes them (the line counts are checked below) ----
 // minGRU: z = σ(W_z x + b_z), h̃ = W_h x + b_h, h' = h + z ⊙ (h̃ − h).
-#[derive(Module)]
+#[derive(Clone, Module)]
 struct MinGru<F: Float> {
     #[cell(input = 1, state = 0 / 2)]
     weight: Param<F>, // [2H, I]: W_z, then W_h
@@ -36,7 +36,7 @@ impl<F: Float> Cell<F> for MinGru<F> {
 // minGRU: end
 
 // JANET: s = W_f x + U_f h + b_f, h' = σ(s) ⊙ h + σ(1 − s) ⊙ tanh(W_c x + U_c h + b_c).
-#[derive(Module)]
+#[derive(Clone, Module)]
 struct Janet<F: Float> {
     #[cell(input = 1, state = 0 / 2)]
     w: Param<F>, // [2H, I]: W_f, then W_c
@@ -129,7 +129,7 @@ fn the_derive_lists_params_by_field_name_and_reads_sizes_from_shapes() {
 
 #[test]
 fn derived_cells_pass_gradcheck_through_the_full_layer() {
-    fn check<C: Cell<f64> + 'static>(make: impl FnMut(usize, usize, &mut Rng) -> C) {
+    fn check<C: Cell<f64> + Clone + 'static>(make: impl FnMut(usize, usize, &mut Rng) -> C) {
         let mut rng = Rng::seed(1);
         let layer = RecurrentConfig::new(3, 4)
             .num_layers(2)

@@ -148,6 +148,7 @@ fn reachable_panics_from_review_are_errors() {
 }
 
 /// A cell with no state: not useful, but a user could write it.
+#[derive(Clone)]
 struct Stateless;
 
 impl Module<f64> for Stateless {

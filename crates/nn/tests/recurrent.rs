@@ -197,6 +197,7 @@ fn dropout_between_layers_acts_only_in_training() -> Result<()> {
 
 /// A cell that records the (masked) `h` it receives and outputs its input: fed ones, the `h`
 /// it sees from step 1 on is exactly the recurrent dropout mask.
+#[derive(Clone)]
 struct Probe {
     size: usize,
     seen: Rc<RefCell<Vec<ArrayD<f64>>>>,
