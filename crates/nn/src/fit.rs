@@ -365,6 +365,14 @@ impl<F: Float> Model<F> {
             return Err(Error::invalid(op, "micro_batch_size must be at least 1"));
         }
         crate::tbptt::check(&options)?;
+        if lengths.is_some() && options.tbptt.is_some() {
+            return Err(Error::invalid(
+                op,
+                "tbptt(k) with ragged sequences (lengths) is not supported: a sequence that ends \
+                 before a chunk would have no steps in it; pad the sequences to full length or \
+                 train without tbptt",
+            ));
+        }
         if !(0.0..1.0).contains(&options.validation_split) {
             return Err(Error::invalid(
                 op,

@@ -31,8 +31,8 @@ pub mod parallel;
 pub mod parity;
 pub mod ragged;
 mod recurrent;
-mod segments;
 pub mod schedule;
+mod segments;
 #[allow(missing_docs)]
 pub mod sequential;
 pub mod stream;

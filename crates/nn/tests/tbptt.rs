@@ -433,6 +433,15 @@ fn bad_uses_are_clean_errors() {
     mean.compile(Optim::sgd(0.1), Loss::Mse).unwrap();
     let e = mean.fit(&x, &y1, quiet().tbptt(2)).unwrap_err().to_string();
     assert!(e.contains("layers.1") && e.contains("forward_carry"), "{e}");
+    // Ragged sequences (lengths) cannot be cut into chunks: a clear error before any step.
+    let lengths = vec![6, 3, 5, 6, 1, 2, 6, 4];
+    let ragged = eddy_nn::ragged::RaggedOptions::default();
+    let e = m
+        .fit_padded(&x, &lengths, &ys, quiet().tbptt(2), ragged)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tbptt") && e.contains("ragged"), "{e}");
+    assert_bitwise(&values(&m), &before);
     // Without tbptt the same models train.
     mean.fit(&x, &y1, quiet()).unwrap();
     bi.fit(&x, &ys, quiet()).unwrap();
