@@ -4,8 +4,8 @@
 //! built-in cells, named and configured like `torch.nn.LSTM/GRU/RNN`.
 
 use crate::cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
-use crate::{Cell, Module, RecurrentState};
 use crate::segments::{self, Checkpoint};
+use crate::{Cell, Module, RecurrentState};
 use eddy_ops::{concat, dropout_mask, length_mask, stack, where_, VarExt};
 use eddy_tape::{Error, Float, Param, Result, Rng, Tape, Var};
 use ndarray::ArrayD;
@@ -369,7 +369,6 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         Ok(())
     }
 
-
     /// Runs the layer over `x` (`[T, B, I]`, or `[B, T, I]` when batch-first) from zero states.
     pub fn forward(&self, x: &Var<F>) -> Result<RecurrentOutput<F>> {
         self.forward_with(x, None, None, None)
@@ -533,8 +532,11 @@ pub(crate) fn run_direction<F: Float, C: Cell<F>>(
     let fused = match (run.masks, run.rec_mask) {
         (_, Some(_)) => None,
         _ if !run.fused => None,
-        (m, None) => crate::linear_scan::unroll(cell, &xp, &state, run.reverse, run.valid)
-            .or_else(|| m.is_none().then(|| cell.unroll(&xp, &state, run.reverse)).flatten()),
+        (m, None) => crate::linear_scan::unroll(cell, &xp, &state, run.reverse, run.valid).or_else(|| {
+            m.is_none()
+                .then(|| cell.unroll(&xp, &state, run.reverse))
+                .flatten()
+        }),
     };
     match fused {
         Some(result) => result.map_err(|e| e.context(label.to_string())),

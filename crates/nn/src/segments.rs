@@ -117,7 +117,13 @@ struct Run<F: Float, S> {
 }
 
 impl<F: Float, C: Cell<F>> Segmented<F, C> {
-    fn run(&self, tape: &Tape<F>, x: &ArrayD<F>, state: Vec<ArrayD<F>>, (s, e): (usize, usize)) -> Result<Run<F, C::State>> {
+    fn run(
+        &self,
+        tape: &Tape<F>,
+        x: &ArrayD<F>,
+        state: Vec<ArrayD<F>>,
+        (s, e): (usize, usize),
+    ) -> Result<Run<F, C::State>> {
         let x = tape.input(x.slice_axis(Axis(0), (s..e).into()).to_owned());
         let first: Vec<Var<F>> = state.into_iter().map(|a| tape.input(a)).collect();
         let valid = self
@@ -207,7 +213,10 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
         let x = inputs[0].value();
         let mut dx = inputs[0].requires_grad().then(|| ArrayD::zeros(x.shape()));
         let mut dparams: Vec<Option<ArrayD<F>>> = vec![None; self.params.len()];
-        let mut dstate: Vec<Option<ArrayD<F>>> = grads[1..=n].iter().map(|g| g.as_ref().map(|g| g.value().clone())).collect();
+        let mut dstate: Vec<Option<ArrayD<F>>> = grads[1..=n]
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.value().clone()))
+            .collect();
         let starts = &outputs[1 + n..];
         for (j, &(s, e)) in self.segments.iter().enumerate().rev() {
             let dout = grads[0]
@@ -217,7 +226,10 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
                 continue;
             }
             let tape = Tape::new();
-            let state: Vec<ArrayD<F>> = starts.iter().map(|a| a.value().index_axis(Axis(0), j).to_owned()).collect();
+            let state: Vec<ArrayD<F>> = starts
+                .iter()
+                .map(|a| a.value().index_axis(Axis(0), j).to_owned())
+                .collect();
             let run = self.run(&tape, x, state, (s, e))?;
             let mut ys = vec![run.out.clone()];
             let mut gs = vec![dout];
@@ -254,7 +266,8 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
                 }
             }
         }
-        let wrap = |v: &Var<F>, g: Option<ArrayD<F>>| g.filter(|_| v.requires_grad()).map(|g| outer.constant(g));
+        let wrap =
+            |v: &Var<F>, g: Option<ArrayD<F>>| g.filter(|_| v.requires_grad()).map(|g| outer.constant(g));
         let mut result = vec![wrap(&inputs[0], dx)];
         result.extend(inputs[1..=n].iter().zip(dstate).map(|(v, g)| wrap(v, g)));
         result.extend(bound.iter().zip(dparams).map(|(v, g)| wrap(v, g)));

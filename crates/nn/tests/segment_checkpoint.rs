@@ -134,7 +134,11 @@ fn random<F: Float>(shape: &[usize], rng: &mut Rng) -> ArrayD<F> {
 
 /// One pass of `layer` over the case's data (drawn from `seed`), with a loss that weights every
 /// output and every final state part, so every gradient path is used.
-fn pass<F: Float, C: Cell<F> + Clone + 'static>(layer: &Recurrent<F, C>, case: &Case, seed: u64) -> Result<Pass<F>> {
+fn pass<F: Float, C: Cell<F> + Clone + 'static>(
+    layer: &Recurrent<F, C>,
+    case: &Case,
+    seed: u64,
+) -> Result<Pass<F>> {
     let mut rng = Rng::seed(seed);
     let tape = Tape::new();
     let x = tape.input(random(&[case.steps, case.batch, case.input], &mut rng));
@@ -162,14 +166,20 @@ fn pass<F: Float, C: Cell<F> + Clone + 'static>(layer: &Recurrent<F, C>, case: &
         states: out.states.iter().map(|s| values(s.value())).collect(),
         dx: values(grads.var(&x).expect("x gets a gradient")),
         dinit: match case.initial {
-            true => init.iter().map(|v| values(grads.var(v).unwrap_or(&zeros(v)))).collect(),
+            true => init
+                .iter()
+                .map(|v| values(grads.var(v).unwrap_or(&zeros(v))))
+                .collect(),
             false => Vec::new(),
         },
         dparams: layer
             .params()
             .into_iter()
             .map(|(name, p)| {
-                let g = grads.param(&p).cloned().unwrap_or_else(|| ArrayD::zeros(p.shape()));
+                let g = grads
+                    .param(&p)
+                    .cloned()
+                    .unwrap_or_else(|| ArrayD::zeros(p.shape()));
                 (name, values(&g))
             })
             .collect(),
@@ -377,7 +387,9 @@ fn a_no_grad_tape_runs_the_plain_path_with_the_same_values() -> Result<()> {
     let x = random::<f64>(&[7, 3, 3], &mut Rng::seed(5));
     let run = |config: RecurrentConfig| -> Result<Vec<f64>> {
         let tape = Tape::no_grad();
-        Ok(values(mgu(&config).forward(&tape.constant(x.clone()))?.output.value()))
+        Ok(values(
+            mgu(&config).forward(&tape.constant(x.clone()))?.output.value(),
+        ))
     };
     assert_eq!(run(case.config())?, run(case.config().checkpoint_every(2))?);
     Ok(())
@@ -399,7 +411,8 @@ fn segments_of_zero_steps_are_a_clean_error() {
 
 #[test]
 fn create_graph_through_a_checkpointed_layer_is_a_clean_error() -> Result<()> {
-    let layer: Recurrent<f64, LstmCell<f64>> = lstm(&RecurrentConfig::new(3, 4).bidirectional(true).checkpoint_every(2));
+    let layer: Recurrent<f64, LstmCell<f64>> =
+        lstm(&RecurrentConfig::new(3, 4).bidirectional(true).checkpoint_every(2));
     let tape = Tape::new();
     let x = tape.input(random(&[5, 2, 3], &mut Rng::seed(1)));
     let loss = layer.forward(&x)?.output.powi(2)?.sum_all()?;
