@@ -30,8 +30,8 @@ pub mod optim;
 pub mod parallel;
 pub mod parity;
 mod recurrent;
-mod segments;
 pub mod schedule;
+mod segments;
 #[allow(missing_docs)]
 pub mod sequential;
 pub mod sync;
