@@ -46,21 +46,18 @@ fn input(t: &Tape<f64>, shape: &[usize]) -> Var<f64> {
     }))
 }
 
+/// A forward pass through a layer built over one cell.
+type Forward = Box<dyn Fn(&Var<f64>) -> Result<()>>;
+
 /// Every built-in cell, made by its constructor for `(input, hidden)` (and `heads`).
-fn cells(
-    i: usize,
-    h: usize,
-    heads: usize,
-    bias: bool,
-    rng: &mut Rng,
-) -> Vec<(&'static str, Box<dyn Fn(&Var<f64>) -> Result<()>>)> {
-    fn run<C: Cell<f64> + Clone + 'static>(c: C) -> Box<dyn Fn(&Var<f64>) -> Result<()>> {
+fn cells(i: usize, h: usize, heads: usize, bias: bool, rng: &mut Rng) -> Vec<(&'static str, Forward)> {
+    fn run<C: Cell<f64> + Clone + 'static>(c: C) -> Forward {
         // A one-layer recurrent layer over the cell: `[T, B, I]` in.
         let layer =
             RecurrentConfig::new(c.input_size(), 1).build(move |_, _, _| c.clone(), &mut Rng::seed(0));
         Box::new(move |x| layer.forward(x).map(|_| ()))
     }
-    let mut out: Vec<(&'static str, Box<dyn Fn(&Var<f64>) -> Result<()>>)> = vec![
+    let mut out: Vec<(&'static str, Forward)> = vec![
         ("LstmCell", run(LstmCell::<f64>::new(i, h, bias, rng))),
         (
             "LstmCell::with_projection",

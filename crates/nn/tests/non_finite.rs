@@ -277,7 +277,7 @@ fn the_xlstm_stabiliser_keeps_nan() {
 trait Stepper {
     fn project(&self, x: &Var<f64>) -> Result<Var<f64>>;
     fn sizes(&self) -> Vec<usize>;
-    fn step(&self, xp: &Var<f64>, state: &Vec<Var<f64>>) -> Result<Vec<Var<f64>>>;
+    fn step(&self, xp: &Var<f64>, state: &[Var<f64>]) -> Result<Vec<Var<f64>>>;
 }
 
 impl<C: eddy_nn::Cell<f64, State = Vec<Var<f64>>>> Stepper for C {
@@ -287,7 +287,7 @@ impl<C: eddy_nn::Cell<f64, State = Vec<Var<f64>>>> Stepper for C {
     fn sizes(&self) -> Vec<usize> {
         self.state_sizes()
     }
-    fn step(&self, xp: &Var<f64>, state: &Vec<Var<f64>>) -> Result<Vec<Var<f64>>> {
-        eddy_nn::Cell::step(self, xp, state)
+    fn step(&self, xp: &Var<f64>, state: &[Var<f64>]) -> Result<Vec<Var<f64>>> {
+        eddy_nn::Cell::step(self, xp, &state.to_vec())
     }
 }
