@@ -156,7 +156,7 @@ proptest! {
             }
         })?;
         no_panic("try_build rg_lru", || {
-            if let Ok(l) = config.try_build(|i, h, r| RgLruCell::<f64>::new(i, h, r), &mut rng) {
+            if let Ok(l) = config.try_build(RgLruCell::<f64>::new, &mut rng) {
                 let _ = l.forward(&xv);
             }
         })?;
