@@ -76,7 +76,11 @@ impl Kept {
 
     /// A failed load changed nothing (the loaders' contract): same parameters, same epoch.
     fn assert_unchanged(&self, what: &str) {
-        assert_eq!(self.model.epoch(), self.epoch, "a failed {what} changed the epoch");
+        assert_eq!(
+            self.model.epoch(),
+            self.epoch,
+            "a failed {what} changed the epoch"
+        );
         for (p, v) in &self.params {
             assert!(*p.value() == *v, "a failed {what} changed {}", p.name());
         }
