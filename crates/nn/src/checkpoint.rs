@@ -349,9 +349,17 @@ impl<F: Float> Model<F> {
     /// [`Error::File`] for a missing, truncated or corrupt file, or one from another model: a
     /// missing or extra tensor, a wrong shape or dtype. Nothing is changed on error.
     pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<()> {
-        let file = TensorFile::read(path)?;
-        check_no_extra(self, &file)?;
-        io::load_params(self, &file, false)
+        self.load_weights_from(&TensorFile::read(path)?)
+    }
+
+    /// [`Model::load_weights`] from a file already read, or parsed from bytes in memory with
+    /// [`TensorFile::from_bytes`].
+    ///
+    /// # Errors
+    /// As [`Model::load_weights`]. Nothing is changed on error.
+    pub fn load_weights_from(&self, file: &TensorFile) -> Result<()> {
+        check_no_extra(self, file)?;
+        io::load_params(self, file, false)
     }
 
     /// The training state to save: epoch, RNG, optimizer and schedule.
@@ -416,7 +424,19 @@ impl<F: Float> Model<F> {
         if self.compiled.is_none() {
             return Err(Error::invalid("load_checkpoint", "the model is not compiled"));
         }
-        self.load_training_file(TensorFile::read(path.as_ref())?)
+        self.load_checkpoint_from(&TensorFile::read(path.as_ref())?)
+    }
+
+    /// [`Model::load_checkpoint`] from a file already read, or parsed from bytes in memory
+    /// with [`TensorFile::from_bytes`].
+    ///
+    /// # Errors
+    /// As [`Model::load_checkpoint`]. Nothing is changed on error.
+    pub fn load_checkpoint_from(&mut self, file: &TensorFile) -> Result<()> {
+        if self.compiled.is_none() {
+            return Err(Error::invalid("load_checkpoint", "the model is not compiled"));
+        }
+        self.load_training_file(file)
     }
 
     /// [`Model::load_checkpoint`] from the bytes of a checkpoint (rank 0's state sent to the
@@ -425,12 +445,12 @@ impl<F: Float> Model<F> {
         if self.compiled.is_none() {
             return Err(Error::invalid("load_checkpoint", "the model is not compiled"));
         }
-        self.load_training_file(TensorFile::from_bytes(bytes, origin)?)
+        self.load_training_file(&TensorFile::from_bytes(bytes, origin)?)
     }
 
-    fn load_training_file(&mut self, file: TensorFile) -> Result<()> {
-        let state = read_training_state(&file)?;
-        check_no_extra(self, &file)?;
+    fn load_training_file(&mut self, file: &TensorFile) -> Result<()> {
+        let state = read_training_state(file)?;
+        check_no_extra(self, file)?;
         let early = match &state.early_stopping {
             Some(e) => Some(early_track(self, e, &file.path)?),
             None => None,
@@ -452,7 +472,7 @@ impl<F: Float> Model<F> {
         let old_optim = c.optimizer.state();
         let old_schedule = c.schedule.as_ref().map(|s| s.state());
 
-        io::load_params(self, &file, false)?;
+        io::load_params(self, file, false)?;
         let c = self.compiled.as_mut().expect("checked");
         let mut result = c
             .optimizer

@@ -7,7 +7,7 @@ use crate::parallel::shard_ranges;
 use crate::sequential::{run_layers, Model};
 use crate::sync::GradientSync;
 use crate::Module;
-use eddy_tape::{Float, Grads, Result, Rng, Tape, Var};
+use eddy_tape::{Float, Grads, Result, Rng, Var};
 use ndarray::{ArrayD, Axis};
 
 impl<F: Float> Model<F> {
@@ -116,7 +116,7 @@ impl<F: Float> Model<F> {
         for (k, piece) in pieces.iter().enumerate() {
             let xb = x.select(Axis(0), piece);
             let yb = y.select(Axis(0), piece);
-            let tape = Tape::new();
+            let tape = crate::fit::batch_tape(options);
             let out = run_layers(&self.layers, training, &tape.constant(xb), None, rng)?;
             let loss = loss_fn.apply(&out, &tape.constant(yb.clone()), None)?;
             let v = loss.item()?.as_f64();

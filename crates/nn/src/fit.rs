@@ -16,7 +16,7 @@ use crate::ragged::{check_lengths, epoch_batches, Batch, RaggedFit};
 use crate::sequential::{run_layers, Layer, Loss, Metric, Model};
 use crate::sync::GradientSync;
 use crate::Module;
-use eddy_tape::{Error, Float, Grads, Result, Rng, Tape};
+use eddy_tape::{Error, Float, Grads, Result, Rng, Tape, TapeOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis};
 use std::collections::BTreeMap;
@@ -54,6 +54,10 @@ pub struct FitOptions<'a, F: Float = f32> {
     pub clip_grad_norm: Option<f64>,
     /// Truncated BPTT over chunks of this many time steps ([`FitOptions::tbptt`]).
     pub tbptt: Option<usize>,
+    /// Run each batch on a tape with anomaly detection ([`Tape::with_anomaly_detection`]): a
+    /// NaN or infinity stops training with an error naming the first op that produced it (and
+    /// the epoch and batch), whatever `on_non_finite` says. Slower: every value is checked.
+    pub detect_anomaly: bool,
 }
 
 impl<F: Float> Default for FitOptions<'_, F> {
@@ -71,6 +75,7 @@ impl<F: Float> Default for FitOptions<'_, F> {
             micro_batch_size: None,
             clip_grad_norm: None,
             tbptt: None,
+            detect_anomaly: false,
         }
     }
 }
@@ -538,7 +543,19 @@ impl<F: Float> Model<F> {
             }
             if let Some(c) = &options.checkpoint {
                 if rank == 0 && self.epoch.checked_rem(c.every) == Some(0) {
-                    self.save_checkpoint(c.path_for(self.epoch))?;
+                    let path = c.path_for(self.epoch);
+                    // A NaN state never replaces the last good checkpoint.
+                    if let Some(name) = self.non_finite_param() {
+                        return Err(Error::invalid(
+                            op,
+                            format!(
+                                "epoch {epoch}: parameter {name} holds NaN or infinity after the epoch's last step; \
+                                 the checkpoint {} was not written (the last good one is kept)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    self.save_checkpoint(path)?;
                 }
             }
             if stop {
@@ -580,7 +597,7 @@ impl<F: Float> Model<F> {
         for piece in rows.chunks(micro) {
             let b = Batch::select(x, y, lengths, piece, self.returns_sequences());
             let (xb, yb) = (b.x, b.y);
-            let tape = Tape::new();
+            let tape = batch_tape(options);
             let training = self.is_training();
             let out = run_layers(
                 &self.layers,
@@ -631,6 +648,19 @@ impl<F: Float> Model<F> {
                 }
                 return Err(non_finite("the gradient norm", norm));
             }
+        } else if let Some(name) = self.non_finite_grad(&grads) {
+            // A finite loss can still have a NaN gradient (sqrt at 0, an overflow): it must not
+            // reach the parameters.
+            if options.on_non_finite == OnNonFinite::SkipStep {
+                return Ok(false);
+            }
+            return Err(Error::invalid(
+                "fit",
+                format!(
+                    "the gradient of {name} holds NaN or infinity \
+                     (set on_non_finite: OnNonFinite::SkipStep to skip such steps)"
+                ),
+            ));
         }
         self.compiled.as_mut().expect("checked").optimizer.step(&grads)?;
         sums.merge(batch_sums);
@@ -715,6 +745,42 @@ impl<F: Float> Model<F> {
                 .collect(),
         }
     }
+}
+
+impl<F: Float> Model<F> {
+    /// The name of the first parameter whose gradient in `grads` holds NaN or infinity.
+    fn non_finite_grad(&self, grads: &Grads<F>) -> Option<String> {
+        let finite = |a: &ArrayD<F>| a.iter().all(|v| v.is_finite());
+        if grads.params().all(|(_, g)| finite(g)) {
+            return None; // the common case, without building the names
+        }
+        self.params().into_iter().find_map(|(name, p)| {
+            let g = grads.param(&p)?;
+            (!g.iter().all(|v| v.is_finite())).then_some(name)
+        })
+    }
+
+    /// The name of the first parameter that holds NaN or infinity.
+    fn non_finite_param(&self) -> Option<String> {
+        if self
+            .param_list()
+            .iter()
+            .all(|p| p.value().iter().all(|v| v.is_finite()))
+        {
+            return None;
+        }
+        self.params()
+            .into_iter()
+            .find_map(|(name, p)| (!p.value().iter().all(|v| v.is_finite())).then_some(name))
+    }
+}
+
+/// A fresh tape for one (micro-)batch: recording, with anomaly detection if asked.
+pub(crate) fn batch_tape<F: Float>(options: &FitOptions<'_, F>) -> Tape<F> {
+    Tape::with_options(TapeOptions {
+        record: true,
+        detect_anomaly: options.detect_anomaly,
+    })
 }
 
 /// The error of a non-finite loss or gradient norm.

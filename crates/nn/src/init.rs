@@ -1,15 +1,55 @@
 //! Initializers. Each takes an explicit seeded [`Rng`]: eddy has no global RNG.
 
-use eddy_tape::{Float, Rng};
+use eddy_tape::{checked_len, Error, Float, Result, Rng};
 use ndarray::{Array2, ArrayD, IxDyn};
 
+/// Whether a parameter of `shape` can be made: its size fits in `isize` bytes and, above
+/// 1 GiB, the allocator grants it (a probe, freed at once). The fallible constructors
+/// ([`RecurrentConfig::try_build`](crate::RecurrentConfig::try_build), `Sequential::build`)
+/// check their weights with it, so that a size too large for the machine is an error, not a
+/// panic in ndarray or an abort in the allocator.
+///
+/// # Errors
+/// [`Error::Shape`] naming `what` and the shape.
+pub fn check_size<F: Float>(what: &str, shape: &[usize]) -> Result<()> {
+    let fits = checked_len(shape, std::mem::size_of::<F>()).is_some_and(|len| {
+        len.saturating_mul(std::mem::size_of::<F>()) <= 1 << 30
+            || Vec::<F>::new().try_reserve_exact(len).is_ok()
+    });
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::shape(
+            what,
+            &[shape],
+            "a parameter of this shape has more elements than memory can hold",
+        ))
+    }
+}
+
+/// Panics with [`check_size`]'s message if a parameter of `shape` cannot be made (the
+/// infallible initialisers; ndarray would panic with a less clear one, the allocator abort).
+fn assert_size<F: Float>(what: &str, shape: &[usize]) {
+    if let Err(e) = check_size::<F>(what, shape) {
+        panic!("{e}");
+    }
+}
+
 /// `U(-bound, bound)` in the given shape.
+///
+/// # Panics
+/// If an array of `shape` cannot be allocated ([`check_size`]).
 pub fn uniform<F: Float>(shape: &[usize], bound: f64, rng: &mut Rng) -> ArrayD<F> {
+    assert_size::<F>("init::uniform", shape);
     ArrayD::from_shape_simple_fn(IxDyn(shape), || F::of(rng.uniform_in(-bound, bound)))
 }
 
 /// `N(0, std²)` in the given shape.
+///
+/// # Panics
+/// If an array of `shape` cannot be allocated ([`check_size`]).
 pub fn normal<F: Float>(shape: &[usize], std: f64, rng: &mut Rng) -> ArrayD<F> {
+    assert_size::<F>("init::normal", shape);
     ArrayD::from_shape_simple_fn(IxDyn(shape), || F::of(std * rng.normal()))
 }
 
@@ -48,7 +88,11 @@ pub fn xavier_normal<F: Float>(shape: &[usize], gain: f64, rng: &mut Rng) -> Arr
 
 /// A (semi-)orthogonal `[rows, cols]` matrix times `gain`: Gram–Schmidt on a Gaussian matrix,
 /// with signs fixed as in the QR method of Saxe et al. (what PyTorch and Keras do).
+///
+/// # Panics
+/// If a `[rows, cols]` array cannot be allocated ([`check_size`]).
 pub fn orthogonal<F: Float>(rows: usize, cols: usize, gain: f64, rng: &mut Rng) -> ArrayD<F> {
+    assert_size::<f64>("init::orthogonal", &[rows, cols]);
     // Orthonormalise the columns of a tall matrix, transposing back when rows < cols.
     let (r, c) = if rows >= cols { (rows, cols) } else { (cols, rows) };
     let mut a = Array2::<f64>::from_shape_simple_fn((r, c), || rng.normal());

@@ -182,13 +182,17 @@ impl RecurrentConfig {
     /// A cell is `Clone` (derive it; a copy shares the [`Param`]s): a layer with
     /// [`checkpoint_every`](Self::checkpoint_every) keeps a copy in the graph, to run segments
     /// again in the reverse pass.
+    ///
+    /// # Panics
+    /// If a layer's weights cannot exist (sizes whose product overflows or exceeds memory);
+    /// [`RecurrentConfig::try_build`] returns that as an error.
     pub fn build<F: Float, C: Cell<F> + Clone + 'static>(
         &self,
         mut make: impl FnMut(usize, usize, &mut Rng) -> C,
         rng: &mut Rng,
     ) -> Recurrent<F, C> {
         self.try_build(|i, h, r| Ok(make(i, h, r)), rng)
-            .expect("an infallible constructor")
+            .unwrap_or_else(|e| panic!("{e} (try_build returns this as an error)"))
     }
 
     /// As [`build`](Self::build), for a cell whose constructor can fail (a cell with a
@@ -205,6 +209,13 @@ impl RecurrentConfig {
         let mut input = self.input_size;
         for l in 0..self.num_layers {
             let mut out = 0;
+            // Any cell's weights are a few gate blocks of `[H, I + H]`: sizes whose weights
+            // cannot exist are an error here, not a panic (or an abort) inside the cell.
+            let h = self.hidden_size;
+            crate::init::check_size::<F>(
+                &format!("recurrent layer {l} (input size {input}, hidden size {h})"),
+                &[4, h.max(1), input.saturating_add(h).saturating_add(1)],
+            )?;
             for dir in 0..self.directions() {
                 let reverse = if dir == 1 { " reverse" } else { "" };
                 let cell = make(input, self.hidden_size, rng)

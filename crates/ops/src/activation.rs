@@ -80,10 +80,16 @@ impl<F: Float> Op<F> for LogSoftmax {
 /// `m + log Σ e^(x − m)`, whose gradient (softmax) does not depend on `m`.
 pub fn logsumexp<F: Float>(x: &Var<F>, axis: usize, keepdim: bool) -> Result<Var<F>> {
     use crate::VarExt;
-    let (_, m) = shifted(x.value(), axis);
-    let m = x.tape().constant(m);
-    let s = sum_keep(&(x - &m)?.exp()?, axis)?.log()?;
-    let out = (s + &m)?;
+    crate::reduce::check_axis("logsumexp", axis, x.shape())?;
+    let out = if x.value().is_empty() {
+        // No elements, no shift (and folding a huge empty axis for one would never end).
+        sum_keep(&x.exp()?, axis)?.log()?
+    } else {
+        let (_, m) = shifted(x.value(), axis);
+        let m = x.tape().constant(m);
+        let s = sum_keep(&(x - &m)?.exp()?, axis)?.log()?;
+        (s + &m)?
+    };
     if keepdim {
         Ok(out)
     } else {

@@ -201,6 +201,7 @@ impl<F: Float> VarExt<F> for Var<F> {
     }
     fn unstack(&self, axis: isize) -> Result<Vec<Var<F>>> {
         let axis = resolve("unstack", axis, self.shape())?;
+        pieces_fit::<F>("unstack", self.shape(), self.shape()[axis])?;
         let split = Split {
             axis,
             sizes: vec![1; self.shape()[axis]],
@@ -220,6 +221,7 @@ impl<F: Float> VarExt<F> for Var<F> {
                 format!("axis {a} of size {d} does not split into {n} equal pieces"),
             ));
         }
+        pieces_fit::<F>("chunk", self.shape(), n)?;
         self.split(&vec![d / n; n], axis)
     }
     fn index_select(&self, axis: isize, indices: &[usize]) -> Result<Var<F>> {
@@ -266,6 +268,16 @@ impl<F: Float> VarExt<F> for Var<F> {
     fn dropout(&self, p: f64, training: bool, rng: &mut Rng) -> Result<Var<F>> {
         crate::random::dropout(self, p, training, rng)
     }
+}
+
+/// Whether `n` pieces of `shape` can be made (an empty axis of size 2⁴⁰ splits into 2⁴⁰ empty
+/// pieces, a list no machine holds): a probe of the list's memory, freed at once, so that
+/// `unstack` and `chunk` return an error where the allocator would abort.
+fn pieces_fit<F: Float>(op: &str, shape: &[usize], n: usize) -> Result<()> {
+    let mut probe: Vec<Var<F>> = Vec::new();
+    probe
+        .try_reserve_exact(n)
+        .map_err(|_| Error::shape(op, &[shape], format!("{n} pieces are more than memory can hold")))
 }
 
 /// Joins `xs` along an existing `axis`.

@@ -246,14 +246,20 @@ impl<F: Float> MultiOp<F> for LstmPointwise {
     fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         crate::arity("lstm_pointwise", inputs, 2)?;
         let (g, c) = (inputs[0], inputs[1]);
-        if g.len() != 2 || c.len() != 2 || g[0] != c[0] || g[1] != 4 * c[1] {
+        // Checked: `5H` (the saved activations) must not wrap round.
+        let wide = |k: usize| c.get(1).and_then(|h| h.checked_mul(k));
+        if g.len() != 2 || c.len() != 2 || g[0] != c[0] || Some(g[1]) != wide(4) || wide(5).is_none() {
             return Err(Error::shape(
                 "lstm_pointwise",
                 inputs,
                 "expected gates [B, 4H] and c [B, H]",
             ));
         }
-        Ok(vec![c.to_vec(), c.to_vec(), vec![c[0], 5 * c[1]]])
+        Ok(vec![
+            c.to_vec(),
+            c.to_vec(),
+            vec![c[0], wide(5).expect("checked")],
+        ])
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
         let (b, h) = (inputs[1].shape()[0], inputs[1].shape()[1]);
@@ -358,7 +364,8 @@ impl<F: Float> Op<F> for GruPointwise {
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
         crate::arity("gru_pointwise", inputs, 3)?;
         let (xw, hw, h) = (inputs[0], inputs[1], inputs[2]);
-        if xw != hw || h.len() != 2 || xw.len() != 2 || xw[0] != h[0] || xw[1] != 3 * h[1] {
+        let wide = h.get(1).and_then(|h| h.checked_mul(3));
+        if xw != hw || h.len() != 2 || xw.len() != 2 || xw[0] != h[0] || Some(xw[1]) != wide {
             return Err(Error::shape(
                 "gru_pointwise",
                 inputs,

@@ -57,6 +57,17 @@ pub(crate) fn arity(op: &str, inputs: &[&[usize]], expected: usize) -> eddy_tape
     }
 }
 
+/// Whether an array of `shape` with elements of `T` can be made: its size fits in `isize`
+/// bytes and, above 1 GiB, the allocator grants it (a probe, freed at once). The tape checks
+/// every op's result so; the helpers that build arrays outside an op (masks) check with this,
+/// so that a huge shape is an error rather than an abort in the allocator.
+pub(crate) fn fits<T>(shape: &[usize]) -> bool {
+    let size = std::mem::size_of::<T>();
+    eddy_tape::checked_len(shape, size).is_some_and(|len| {
+        len.saturating_mul(size) <= 1 << 30 || Vec::<T>::new().try_reserve_exact(len).is_ok()
+    })
+}
+
 /// What a user of ops imports: the engine's types and the op methods.
 pub mod prelude {
     pub use crate::{concat, stack, where_, VarExt};

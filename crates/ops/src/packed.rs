@@ -21,7 +21,12 @@ use std::rc::Rc;
 /// Whether a product of `rows` rows by a `[k, n]` weight goes through the weight packed once
 /// per tape (see the module's rule).
 pub fn takes_packed<F: Float>(rows: usize, k: usize, n: usize) -> bool {
-    packed_kernel_available::<F>() && rows > SMALL_ROWS && (rows < PACKED_MIN_ROWS || 4 * k * n <= SMALL_B)
+    packed_kernel_available::<F>()
+        && rows > SMALL_ROWS
+        && (rows < PACKED_MIN_ROWS
+            || k.checked_mul(n)
+                .and_then(|kn| kn.checked_mul(4))
+                .is_some_and(|b| b <= SMALL_B))
 }
 
 /// `a · op(w)` (`op` transposes when `tb`) with `op(w)` packed once per tape: the same op as

@@ -26,10 +26,17 @@ pub fn dropout<F: Float>(x: &Var<F>, p: f64, training: bool, rng: &mut Rng) -> R
 /// reuses one mask at every time step.
 ///
 /// # Errors
-/// [`Error::Invalid`] unless `0 ≤ p < 1`.
+/// [`Error::Invalid`] unless `0 ≤ p < 1`; [`Error::Shape`] for a shape that cannot be allocated.
 pub fn dropout_mask<F: Float>(shape: &[usize], p: f64, rng: &mut Rng) -> Result<ArrayD<F>> {
     if !(0.0..1.0).contains(&p) {
         return Err(Error::invalid("dropout", format!("p must be in [0, 1), got {p}")));
+    }
+    if !crate::fits::<F>(shape) {
+        return Err(Error::shape(
+            "dropout",
+            &[shape],
+            "a mask of this shape has more elements than memory can hold",
+        ));
     }
     let keep = F::of(1.0 / (1.0 - p));
     Ok(ArrayD::from_shape_simple_fn(shape, || {

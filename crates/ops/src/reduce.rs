@@ -14,7 +14,7 @@ fn reduced(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
     out
 }
 
-fn check_axis(op: &str, axis: usize, shape: &[usize]) -> Result<()> {
+pub(crate) fn check_axis(op: &str, axis: usize, shape: &[usize]) -> Result<()> {
     if axis < shape.len() {
         Ok(())
     } else {
@@ -113,7 +113,8 @@ impl<F: Float> Op<F> for Max {
         {
             let mut best = 0;
             for (i, &v) in lane.iter().enumerate() {
-                if v > lane[best] {
+                // The first NaN is the maximum, as in the forward pass.
+                if v > lane[best] || (v.is_nan() && !lane[best].is_nan()) {
                     best = i;
                 }
             }
@@ -136,14 +137,17 @@ impl<F: Float> Op<F> for Max {
 pub struct Maximum;
 
 impl Maximum {
-    /// `a ≥ b` at every position of the broadcast shape.
+    /// Where `a` is taken: `a ≥ b` or `a` is NaN, at every position of the broadcast shape. A NaN
+    /// in either input is the result there (as PyTorch's `maximum`), so anomaly detection sees it.
     fn mask<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, shape: &[usize]) -> ArrayD<bool> {
         let sh = IxDyn(shape);
         let (a, b) = (
             a.broadcast(sh.clone()).expect("checked by the shape rule"),
             b.broadcast(sh).expect("checked by the shape rule"),
         );
-        ndarray::Zip::from(&a).and(&b).map_collect(|&a, &b| a >= b)
+        ndarray::Zip::from(&a)
+            .and(&b)
+            .map_collect(|&a, &b| a >= b || a.is_nan())
     }
 }
 

@@ -162,7 +162,7 @@ impl Scan {
 ///
 /// # Errors
 /// [`Error::Shape`] for a number of lengths other than `B`; [`Error::Invalid`] for a length of
-/// 0 or beyond `T`.
+/// 0 or beyond `T`, or a `[T, B]` mask that cannot be allocated.
 pub fn length_mask(op: &str, lengths: &[usize], steps: usize, batch: usize) -> Result<ArrayD<bool>> {
     if lengths.len() != batch {
         return Err(Error::shape(
@@ -178,6 +178,13 @@ pub fn length_mask(op: &str, lengths: &[usize], steps: usize, batch: usize) -> R
         return Err(Error::invalid(
             op,
             format!("length {bad} of sequence {b} is outside 1..={steps} (the sequence length)"),
+        ));
+    }
+    if !crate::fits::<bool>(&[steps, batch]) {
+        return Err(Error::shape(
+            op,
+            &[&[steps, batch]],
+            "a length mask of [T, B] has more elements than memory can hold",
         ));
     }
     Ok(ArrayD::from_shape_fn(vec![steps, batch, 1], |ix| {

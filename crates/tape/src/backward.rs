@@ -387,6 +387,17 @@ impl<F: Float> Tape<F> {
                         visit(s, None, g);
                     }
                 }
+                if outputs.iter().all(|o| o.is_empty()) {
+                    // Outputs without elements: the gradient, linear in an empty `g`, is zero;
+                    // the rule is not run (it could loop over a huge empty axis).
+                    for saved in &inputs {
+                        if let Some(slot) = saved.slot {
+                            let zero = self.constant(ArrayD::zeros(saved.value.shape()));
+                            accumulate(&mut grads[slot], zero, options.create_graph)?;
+                        }
+                    }
+                    continue;
+                }
                 let in_vars: Vec<Var<F>> = inputs
                     .iter()
                     .map(|s| Var::new(self.clone(), s.slot, s.value.clone()))

@@ -354,7 +354,16 @@ impl<F: Float> Tape<F> {
             ));
         }
         let values: Vec<&ArrayD<F>> = inputs.iter().map(|v| v.value()).collect();
-        let outs = op.forward(&values)?;
+        // Outputs without elements are known without the kernel, which could loop over a huge
+        // empty axis (2⁴⁰ time steps of a batch of 0) for as long as it takes.
+        let outs = if !expected.is_empty() && expected.iter().all(|e| e.contains(&0)) {
+            expected
+                .iter()
+                .map(|e| ArrayD::zeros(ndarray::IxDyn(e)))
+                .collect()
+        } else {
+            op.forward(&values)?
+        };
         let shapes_ok = outs.len() == expected.len()
             && outs.iter().zip(&expected).all(|(o, e)| o.shape() == e.as_slice());
         if !shapes_ok {

@@ -85,13 +85,23 @@ impl<F: Float> MlstmCell<F> {
                 format!("{heads} heads do not divide the hidden size {hidden}"),
             ));
         }
+        // Checked sizes: a huge hidden size or head count is an error, not a wrapped shape.
+        let (Some(h4), Some(heads2)) = (hidden.checked_mul(4), heads.checked_mul(2)) else {
+            return Err(Error::shape(
+                "mlstm",
+                &[&[input, hidden, heads]],
+                "4 × hidden or 2 × heads overflows usize (sizes input, hidden, heads)",
+            ));
+        };
+        init::check_size::<F>("mlstm weight_qkvo", &[h4, input])?;
+        init::check_size::<F>("mlstm weight_if", &[heads2, input.max(1)])?;
         let p = |name: &str, shape: &[usize], rng: &mut Rng| {
             Param::new(name, init::pytorch_default(shape, input, rng))
         };
-        let weight_qkvo = p("weight_qkvo", &[4 * hidden, input], rng);
-        let bias_qkvo = p("bias_qkvo", &[4 * hidden], rng);
-        let weight_if = p("weight_if", &[2 * heads, input], rng);
-        let mut bias_if: ArrayD<F> = init::pytorch_default(&[2 * heads], input, rng);
+        let weight_qkvo = p("weight_qkvo", &[h4, input], rng);
+        let bias_qkvo = p("bias_qkvo", &[h4], rng);
+        let weight_if = p("weight_if", &[heads2, input], rng);
+        let mut bias_if: ArrayD<F> = init::pytorch_default(&[heads2], input, rng);
         for j in 0..heads {
             let s = if heads > 1 {
                 j as f64 / (heads - 1) as f64

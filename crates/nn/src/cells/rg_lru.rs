@@ -84,6 +84,7 @@ impl<F: Float> RgLruCell<F> {
             ));
         }
         let h = hidden;
+        init::check_size::<F>("rg_lru", &[h, h])?;
         let p = |name: &str, shape: &[usize], rng: &mut Rng| {
             Param::new(name, init::pytorch_default(shape, h, rng))
         };

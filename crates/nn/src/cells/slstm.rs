@@ -69,15 +69,22 @@ impl<F: Float> SlstmCell<F> {
             ));
         }
         let dh = hidden / heads;
-        let weight_ih = Param::new(
-            "weight_ih",
-            init::pytorch_default(&[4 * hidden, input], hidden, rng),
-        );
+        // Checked sizes: a huge hidden size is an error, not a wrapped shape.
+        let Some(h4) = hidden.checked_mul(4) else {
+            return Err(Error::shape(
+                "slstm",
+                &[&[input, hidden, heads]],
+                "4 × hidden overflows usize (sizes input, hidden, heads)",
+            ));
+        };
+        init::check_size::<F>("slstm weight_ih", &[h4, input.max(1)])?;
+        init::check_size::<F>("slstm weight_hh", &[heads, 4 * dh, dh.max(1)])?;
+        let weight_ih = Param::new("weight_ih", init::pytorch_default(&[h4, input], hidden, rng));
         let weight_hh = Param::new(
             "weight_hh",
             init::pytorch_default(&[heads, 4 * dh, dh], hidden, rng),
         );
-        let mut bias: ArrayD<F> = init::pytorch_default(&[4 * hidden], hidden, rng);
+        let mut bias: ArrayD<F> = init::pytorch_default(&[h4], hidden, rng);
         for u in 0..hidden {
             let s = if hidden > 1 {
                 u as f64 / (hidden - 1) as f64

@@ -307,6 +307,7 @@ impl<F: Float> LayerSpec<F> {
                 if *units == 0 {
                     return Err(at("units must be at least 1".into()));
                 }
+                crate::init::check_size::<F>("dense", &[*units, features]).map_err(inner)?;
                 let l = Linear::new(features, *units, rng);
                 Ok((Layer::new(&self.kind, l), *units, sequence))
             }

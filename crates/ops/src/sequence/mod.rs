@@ -319,10 +319,18 @@ fn check_shapes(
         return Err(Error::shape(op, inputs, expected()));
     }
     let (steps, batch, h) = (xp[0], xp[1], w[1]);
-    let mut ok = steps > 0 && xp[2] == gates * h && w[0] == gates * h;
+    // Checked: a huge H must not wrap `gates · H` round to a size that matches.
+    let Some(gh) = h.checked_mul(gates).filter(|_| h.checked_mul(5).is_some()) else {
+        return Err(Error::shape(
+            op,
+            inputs,
+            format!("hidden size {h} times {gates} gates overflows usize"),
+        ));
+    };
+    let mut ok = steps > 0 && xp[2] == gh && w[0] == gh;
     ok &= inputs[2..2 + states].iter().all(|s| *s == [batch, h]);
     if bias {
-        ok &= inputs[2 + states] == [gates * h];
+        ok &= inputs[2 + states] == [gh];
     }
     if !ok {
         return Err(Error::shape(op, inputs, expected()));
