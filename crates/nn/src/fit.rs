@@ -106,8 +106,11 @@ pub enum Monitor {
 /// checkpoints, so a resumed run stops at the epoch the uninterrupted run would.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct EarlyStopping {
+    /// Which loss to watch: the validation loss (Keras' default `val_loss`) or the training loss.
     pub monitor: Monitor,
+    /// Epochs without improvement to wait before stopping (Keras' `patience`).
     pub patience: usize,
+    /// The least decrease that counts as an improvement (Keras' `min_delta`).
     pub min_delta: f64,
     /// At the end of `fit`, put back the parameters of the best epoch.
     pub restore_best_weights: bool,
@@ -144,7 +147,9 @@ impl<F: Float> Default for EarlyTrack<F> {
 /// replaced by the epoch number. Writes are atomic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointEvery {
+    /// Where to write; `{epoch}` is replaced by the epoch number.
     pub path: PathBuf,
+    /// Write after every this many epochs.
     pub every: usize,
 }
 
@@ -179,6 +184,7 @@ pub struct History {
 /// The loss and metrics of [`Model::evaluate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
+    /// The compiled loss over the data (its mean, as `fit` reports it).
     pub loss: f64,
     /// By name (`"mae"`, …).
     pub metrics: BTreeMap<String, f64>,

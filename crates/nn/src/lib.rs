@@ -16,9 +16,6 @@ pub mod clip;
 pub mod csv;
 pub mod data;
 mod distributed;
-// fit.rs and sequential.rs are being reworked on other branches (ragged data, the checkpoint's
-// training state); their fields get doc comments with that work, and then this allow goes.
-#[allow(missing_docs)]
 pub mod fit;
 pub mod init;
 pub mod io;
@@ -33,7 +30,6 @@ pub mod ragged;
 mod recurrent;
 pub mod schedule;
 mod segments;
-#[allow(missing_docs)]
 pub mod sequential;
 pub mod stream;
 pub mod sync;

@@ -47,6 +47,7 @@ use std::fmt;
 /// building a model of another float type does not compile.
 #[derive(Debug, Clone)]
 pub struct Sequential<F: Float = f32> {
+    /// The layers to build, in order.
     pub specs: Vec<LayerSpec<F>>,
 }
 
@@ -201,14 +202,23 @@ impl Metric {
 /// An optimizer to be built over a model's parameters by [`Model::compile`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optim {
+    /// `torch.optim.SGD`.
     Sgd(SgdConfig),
+    /// `torch.optim.Adam`.
     Adam(AdamConfig),
+    /// `torch.optim.AdamW`.
     AdamW(AdamWConfig),
+    /// `torch.optim.RMSprop`.
     RmsProp(RmsPropConfig),
+    /// `torch.optim.Adagrad`.
     Adagrad(AdagradConfig),
+    /// `torch.optim.NAdam`.
     NAdam(NAdamConfig),
+    /// `torch.optim.RAdam`.
     RAdam(RAdamConfig),
+    /// `torch.optim.Adamax`.
     Adamax(AdamaxConfig),
+    /// `torch.optim.Adadelta`.
     Adadelta(AdadeltaConfig),
 }
 
@@ -259,6 +269,7 @@ pub(crate) struct Compiled<F: Float> {
 /// A built [`Sequential`] model: its layers, its own training RNG (shuffling, dropout), the
 /// number of epochs trained so far, and once compiled an optimizer and a loss.
 pub struct Model<F: Float = f32> {
+    /// The built layers, in order (their parameters are named `layers.{i}.…`).
     pub layers: Vec<Layer<F>>,
     input_features: usize,
     output_features: usize,
