@@ -11,7 +11,7 @@
 //! direction starts at the end of the whole sequence), nor can a module layer that mixes time
 //! steps: both are errors, never a silently different answer.
 //!
-//! [`run_chunk`] is the one forward pass over a chunk, shared with truncated BPTT
+//! `run_chunk` is the one forward pass over a chunk, shared with truncated BPTT
 //! ([`FitOptions::tbptt`](crate::FitOptions::tbptt)).
 
 use crate::fit::EVAL_BATCH;
