@@ -2,7 +2,7 @@
 
 Usage: python3 tools/check_eddy_checkpoint.py [fixtures/eddy/seed_model.safetensors]
 
-The file (written by `cargo test -p eddy-nn --test interop -- --ignored`) holds an eddy
+The file (written by `cargo test -p eddy-nn --test nn interop:: -- --ignored`) holds an eddy
 `Sequential` model's parameters under their dotted names (`layers.0.weight_ih_l0`, ...), an
 `input` [N, T, F] and eddy's `output`, and in its metadata the layer spec, e.g.
 `lstm 5 seq;lstm 4 seq;dense 2`. The script builds the same stack from torch.nn modules in a

@@ -3,9 +3,7 @@
 //! their outputs are used. gradcheck exercises each fused op's fast first-order backward;
 //! gradgradcheck its recorded rule. A last test checks that the two agree in f32 and f64.
 
-mod common;
-
-use common::{check, config};
+use crate::common::{check, config};
 use eddy_ops::prelude::*;
 use eddy_ops::{linear_add, GruPointwise, LstmPointwise};
 use eddy_tape::strategies::{array, shape_of_rank};

@@ -1,9 +1,7 @@
 //! gradcheck and gradgradcheck of the reductions (sum, mean, max) and of the normalising
 //! activations along an axis (softmax, log_softmax, logsumexp).
 
-mod common;
-
-use common::{any_array, array_and_axis, check, config, distinct_array_and_axis};
+use crate::common::{any_array, array_and_axis, check, config, distinct_array_and_axis};
 use eddy_ops::prelude::*;
 use proptest::prelude::*;
 

@@ -660,6 +660,6 @@ fn catalogue_is_complete() {
         .collect();
     assert!(
         missing.is_empty(),
-        "public ops missing from CATALOGUE in tests/no_panic_shapes.rs: {missing:?}"
+        "public ops missing from CATALOGUE in tests/ops/no_panic_shapes.rs: {missing:?}"
     );
 }

@@ -3,9 +3,7 @@
 //! against the recorded rule; every thread split against the sequential form; the log-space
 //! form against the linear one; and its errors.
 
-mod common;
-
-use common::{check, config};
+use crate::common::{check, config};
 use eddy_ops::kernels::scan::{scan_split, ScanSplit};
 use eddy_ops::prelude::Rng;
 use eddy_ops::prelude::*;

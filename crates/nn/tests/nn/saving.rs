@@ -136,7 +136,7 @@ fn sigkill_mid_save_leaves_the_previous_file_loadable() {
         let mut child = std::process::Command::new(&exe)
             .args([
                 "--exact",
-                "sigkill_mid_save_leaves_the_previous_file_loadable",
+                "saving::sigkill_mid_save_leaves_the_previous_file_loadable",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -3,9 +3,7 @@
 //! directions, with and without the bias; and equality, values and gradients, with the loop of
 //! per-step ops they replace.
 
-mod common;
-
-use common::{check, config};
+use crate::common::{check, config};
 use eddy_ops::prelude::*;
 use eddy_ops::{
     linear_add, GruPointwise, GruSequence, LstmPointwise, LstmSequence, RnnActivation, RnnSequence,

@@ -1,9 +1,7 @@
 //! gradcheck and gradgradcheck of the matrix product: 2-D, batched 3-D × 3-D, 3-D × 2-D and
 //! 2-D × 3-D, under every transpose flag.
 
-mod common;
-
-use common::{check, config};
+use crate::common::{check, config};
 use eddy_ops::matmul_t;
 use eddy_ops::prelude::*;
 use eddy_tape::strategies::array;

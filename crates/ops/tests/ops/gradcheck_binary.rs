@@ -1,9 +1,7 @@
 //! gradcheck and gradgradcheck of `+ - * /`, `where_`, `maximum` and `logaddexp` under NumPy
 //! broadcasting.
 
-mod common;
-
-use common::{check, config};
+use crate::common::{check, config};
 use eddy_ops::prelude::*;
 use eddy_tape::strategies::{array, array_of, broadcast_pair, positive, value};
 use ndarray::ArrayD;
@@ -50,7 +48,7 @@ proptest! {
     }
 
     #[test]
-    fn same_input_on_both_sides(a in common::any_array()) {
+    fn same_input_on_both_sides(a in crate::common::any_array()) {
         check(|_, v| &v[0] * &v[0], std::slice::from_ref(&a))?;
         check(|_, v| &v[0] / &v[0].abs()?.shift(0.5)?, &[a])?;
     }

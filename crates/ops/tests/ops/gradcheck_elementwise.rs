@@ -1,9 +1,7 @@
 //! gradcheck and gradgradcheck of every elementwise op, negation, the scalar arithmetic and
 //! dropout, over random shapes and values.
 
-mod common;
-
-use common::{any_array, any_array_of, check, config};
+use crate::common::{any_array, any_array_of, check, config};
 use eddy_ops::prelude::*;
 use eddy_tape::strategies::positive;
 use eddy_tape::Rng;

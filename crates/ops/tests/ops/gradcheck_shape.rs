@@ -4,9 +4,7 @@
 //! Shape ops are linear, so their second derivative is zero; each check multiplies the result
 //! by a nonlinear function of itself so that gradgradcheck exercises the recorded backward rule.
 
-mod common;
-
-use common::{array_and_axis, check, config};
+use crate::common::{array_and_axis, check, config};
 use eddy_ops::prelude::*;
 use eddy_tape::strategies::{array, shape_of_rank};
 use ndarray::{ArrayD, Dimension};
