@@ -1,6 +1,7 @@
 //! Training checkpoints: resuming is bit-for-bit, writes are atomic under an injected crash,
 //! and corrupt or foreign files are clear errors that change nothing.
 
+use crate::support::tmp_dir;
 use eddy_nn::checkpoint::training_bytes;
 use eddy_nn::fit::{CheckpointEvery, EarlyStopping, FitOptions, Monitor};
 use eddy_nn::io::{self, Entry};
@@ -10,14 +11,6 @@ use eddy_nn::Module;
 use eddy_tape::{Error, Rng};
 use ndarray::ArrayD;
 use std::collections::HashMap;
-use std::path::PathBuf;
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eddy-ckpt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn data() -> (ArrayD<f32>, ArrayD<f32>) {
     let mut rng = Rng::seed(11);
@@ -60,7 +53,7 @@ fn values(m: &Model<f32>) -> Vec<(String, ArrayD<f32>)> {
 
 #[test]
 fn resuming_from_a_checkpoint_is_bit_for_bit() {
-    let dir = tmp_dir("resume");
+    let dir = tmp_dir("ckpt", "resume");
     let (x, y) = data();
     let (vx, vy) = (x.clone(), y.clone());
     let (n, k) = (7, 3);
@@ -100,7 +93,7 @@ fn resuming_from_a_checkpoint_is_bit_for_bit() {
 
 #[test]
 fn a_crash_half_way_through_a_save_leaves_the_previous_checkpoint() {
-    let dir = tmp_dir("fault");
+    let dir = tmp_dir("ckpt", "fault");
     let (x, y) = data();
     let path = dir.join("ckpt.safetensors");
     let mut m = model(2, 6);
@@ -159,7 +152,7 @@ fn assert_rejected(dir: &std::path::Path, name: &str, bytes: &[u8], needle: &str
 
 #[test]
 fn corrupt_and_foreign_files_are_clear_errors() {
-    let dir = tmp_dir("corrupt");
+    let dir = tmp_dir("ckpt", "corrupt");
     let (x, y) = data();
     let mut m = model(4, 6);
     m.fit(&x, &y, opts(1, &x, &y)).unwrap();
@@ -253,7 +246,7 @@ fn corrupt_and_foreign_files_are_clear_errors() {
 
 #[test]
 fn training_state_mismatches_are_errors_that_roll_back() {
-    let dir = tmp_dir("mismatch");
+    let dir = tmp_dir("ckpt", "mismatch");
     let (x, y) = data();
     let mut m = model(4, 6);
     m.fit(&x, &y, opts(2, &x, &y)).unwrap();
@@ -314,7 +307,7 @@ fn training_state_mismatches_are_errors_that_roll_back() {
 
 #[test]
 fn out_of_range_training_state_is_an_error_naming_the_field() {
-    let dir = tmp_dir("range");
+    let dir = tmp_dir("ckpt", "range");
     let (x, y) = data();
     let mut m = model(4, 6);
     m.fit(&x, &y, opts(1, &x, &y)).unwrap();
@@ -409,7 +402,7 @@ fn early_opts<'a>(
 
 #[test]
 fn a_resumed_run_stops_early_at_the_same_epoch_with_the_same_weights() {
-    let dir = tmp_dir("early");
+    let dir = tmp_dir("ckpt", "early");
     let (x, y) = data();
     let (x, y, vx, vy) = (
         x.slice_axis(ndarray::Axis(0), (..24).into()).to_owned(),
@@ -456,7 +449,7 @@ fn a_resumed_run_stops_early_at_the_same_epoch_with_the_same_weights() {
 
 #[test]
 fn early_stopping_counters_in_a_checkpoint_are_validated() {
-    let dir = tmp_dir("early-range");
+    let dir = tmp_dir("ckpt", "early-range");
     let (x, y) = data();
     let mut m = model(4, 6);
     m.fit(&x, &y, early_opts(2, &x, &y, None)).unwrap();

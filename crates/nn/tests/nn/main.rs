@@ -30,5 +30,6 @@ mod seed_model;
 mod segment_checkpoint;
 mod sequential_cells;
 mod stream;
+mod support;
 mod tbptt;
 mod torch_parity;

@@ -3,63 +3,16 @@
 //! bidirectional included; a one-batch fit is the hand-computed loss over the valid steps and its
 //! SGD step; a last-step classifier's outputs are those of each sequence run alone.
 
+use crate::support::Janet;
 use eddy_nn::data::{one_hot, pad_sequences};
 use eddy_nn::fit::{EarlyStopping, FitOptions, Monitor};
 use eddy_nn::ragged::{Bucketing, RaggedOptions};
 use eddy_nn::sequential::{
     dense, gru, lstm, recurrent, simple_rnn, LayerSpec, Loss, Metric, Model, Optim, Sequential,
 };
-use eddy_nn::{init, Cell, Module};
+use eddy_nn::Module;
 use eddy_ops::prelude::*;
 use ndarray::{s, ArrayD, Axis};
-
-/// A forget-gate-only cell (JANET), defined here with the public API only.
-#[derive(Clone)]
-struct Janet<F: Float> {
-    weight_ih: Param<F>,
-    weight_hh: Param<F>,
-    bias: Param<F>,
-}
-
-impl<F: Float> Janet<F> {
-    fn new(input: usize, hidden: usize, rng: &mut Rng) -> Self {
-        Janet {
-            weight_ih: Param::new("weight_ih", init::xavier_uniform(&[2 * hidden, input], 1.0, rng)),
-            weight_hh: Param::new("weight_hh", init::orthogonal(2 * hidden, hidden, 1.0, rng)),
-            bias: Param::new("bias", init::pytorch_default(&[2 * hidden], hidden, rng)),
-        }
-    }
-}
-
-impl<F: Float> Module<F> for Janet<F> {
-    fn params(&self) -> Vec<(String, Param<F>)> {
-        vec![
-            ("weight_ih".into(), self.weight_ih.clone()),
-            ("weight_hh".into(), self.weight_hh.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
-    }
-}
-
-impl<F: Float> Cell<F> for Janet<F> {
-    type State = Var<F>;
-    fn input_size(&self) -> usize {
-        self.weight_ih.shape()[1]
-    }
-    fn state_sizes(&self) -> Vec<usize> {
-        vec![self.weight_hh.shape()[1]]
-    }
-    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
-        let t = x.tape();
-        x.linear(&t.param(&self.weight_ih), Some(&t.param(&self.bias)))
-    }
-    fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
-        let gates = (xw + h.matmul_t(&xw.tape().param(&self.weight_hh))?)?;
-        let [s, c]: [Var<F>; 2] = gates.chunk(2, 1)?.try_into().expect("two chunks");
-        let input = s.neg()?.shift(F::of(1.0))?.sigmoid()?;
-        (s.sigmoid()? * h)? + (input * c.tanh()?)?
-    }
-}
 
 const LENGTHS: [usize; 10] = [7, 2, 5, 1, 9, 3, 9, 4, 6, 8];
 const T: usize = 9;

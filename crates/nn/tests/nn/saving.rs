@@ -1,18 +1,12 @@
 //! Saving as a user does it: several threads saving to one path at once, a save that fails
 //! half-way, and a process killed with SIGKILL in the middle of a save.
 
+use crate::support::tmp_dir;
 use eddy_nn::sequential::{dense, lstm, Loss, Model, Optim, Sequential};
 use eddy_nn::Module;
 use eddy_tape::Rng;
 use ndarray::ArrayD;
-use std::path::{Path, PathBuf};
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eddy-save-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use std::path::Path;
 
 fn model(seed: u64, hidden: usize) -> Model<f32> {
     let mut rng = Rng::seed(seed);
@@ -43,7 +37,7 @@ fn leftovers(dir: &Path, keep: &str) -> Vec<String> {
 
 #[test]
 fn concurrent_saves_to_one_path_all_succeed_and_leave_one_whole_file() {
-    let dir = tmp_dir("concurrent");
+    let dir = tmp_dir("save", "concurrent");
     let path = dir.join("model.safetensors");
     let threads = 4;
     for round in 0..10 {
@@ -81,7 +75,7 @@ fn concurrent_saves_to_one_path_all_succeed_and_leave_one_whole_file() {
 
 #[test]
 fn a_failed_save_removes_its_temporary_file() {
-    let dir = tmp_dir("failed");
+    let dir = tmp_dir("save", "failed");
     let path = dir.join("ckpt.safetensors");
     let m = model(1, 8);
     m.save_checkpoint(&path).unwrap();
@@ -118,7 +112,7 @@ fn sigkill_mid_save_leaves_the_previous_file_loadable() {
     if let Some(path) = std::env::var_os(CHILD_ENV) {
         save_forever(Path::new(&path));
     }
-    let dir = tmp_dir("sigkill");
+    let dir = tmp_dir("save", "sigkill");
     let path = dir.join("ckpt.safetensors");
     // The child saves one of these two (each about 12 MB with Adam's buffers) in turn.
     let expected = [values(&model(10, 256)), values(&model(11, 256))];

@@ -3,72 +3,16 @@
 //! and loaded back to the same predictions, and resumes from a checkpoint bit for bit; the
 //! built-in specs are that same path over the built-in cells.
 
+use crate::support::{tmp_dir, Janet};
 use eddy_nn::fit::{EarlyStopping, FitOptions, Monitor};
 use eddy_nn::schedule::StepLr;
 use eddy_nn::sequential::{
     dense, dropout, lstm, module, recurrent, try_recurrent, Loss, Model, Optim, Pass, SequenceLayer,
     Sequential,
 };
-use eddy_nn::{init, Cell, Module, RecurrentConfig};
+use eddy_nn::{Module, RecurrentConfig};
 use eddy_ops::prelude::*;
 use ndarray::ArrayD;
-use std::path::PathBuf;
-
-/// A forget-gate-only cell (JANET, van der Westhuizen & Lasenby 2018), in any float type:
-/// `s, c̃ = W x + U h + b`, `h' = σ(s) ⊙ h + σ(1 − s) ⊙ tanh(c̃)`.
-#[derive(Clone)]
-struct Janet<F: Float> {
-    weight_ih: Param<F>,
-    weight_hh: Param<F>,
-    bias: Param<F>,
-}
-
-impl<F: Float> Janet<F> {
-    fn new(input: usize, hidden: usize, rng: &mut Rng) -> Self {
-        Janet {
-            weight_ih: Param::new("weight_ih", init::xavier_uniform(&[2 * hidden, input], 1.0, rng)),
-            weight_hh: Param::new("weight_hh", init::orthogonal(2 * hidden, hidden, 1.0, rng)),
-            bias: Param::new("bias", init::pytorch_default(&[2 * hidden], hidden, rng)),
-        }
-    }
-}
-
-impl<F: Float> Module<F> for Janet<F> {
-    fn params(&self) -> Vec<(String, Param<F>)> {
-        vec![
-            ("weight_ih".into(), self.weight_ih.clone()),
-            ("weight_hh".into(), self.weight_hh.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
-    }
-}
-
-impl<F: Float> Cell<F> for Janet<F> {
-    type State = Var<F>;
-    fn input_size(&self) -> usize {
-        self.weight_ih.shape()[1]
-    }
-    fn state_sizes(&self) -> Vec<usize> {
-        vec![self.weight_hh.shape()[1]]
-    }
-    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
-        let t = x.tape();
-        x.linear(&t.param(&self.weight_ih), Some(&t.param(&self.bias)))
-    }
-    fn step(&self, xw: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
-        let gates = (xw + h.matmul_t(&xw.tape().param(&self.weight_hh))?)?;
-        let [s, c]: [Var<F>; 2] = gates.chunk(2, 1)?.try_into().expect("two chunks");
-        let input = s.neg()?.shift(F::of(1.0))?.sigmoid()?;
-        (s.sigmoid()? * h)? + (input * c.tanh()?)?
-    }
-}
-
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("eddy-seqcells-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Sums of a noisy sine's windows: `y = mean of the last 3 steps` of `x` `[N, 8, 1]`.
 fn data(n: usize, seed: u64) -> (ArrayD<f32>, ArrayD<f32>) {
@@ -151,7 +95,7 @@ fn a_user_cell_trains_validates_stops_early_saves_and_loads() {
     let best = h.best_epoch.unwrap();
     assert!((after - h.val_loss[best - 1]).abs() < 1e-6 * after.max(1e-3));
 
-    let dir = tmp_dir("save");
+    let dir = tmp_dir("seqcells", "save");
     let path = dir.join("janet.safetensors");
     m.save_weights(&path).unwrap();
     let loaded = janet_model(77);
@@ -163,7 +107,7 @@ fn a_user_cell_trains_validates_stops_early_saves_and_loads() {
 
 #[test]
 fn a_user_cell_resumes_from_a_checkpoint_bit_for_bit() {
-    let dir = tmp_dir("resume");
+    let dir = tmp_dir("seqcells", "resume");
     let (x, y) = data(48, 3);
     let (vx, vy) = data(16, 4);
     let opts = |epochs| FitOptions {

@@ -3,6 +3,7 @@
 //! values, one optimizer step per chunk); any cell trains under it; it works with validation,
 //! early stopping, checkpoints and `fit_distributed`; bad uses are clean errors.
 
+use crate::support::Janet;
 use eddy_nn::fit::{CheckpointEvery, EarlyStopping, FitOptions, History, Monitor};
 use eddy_nn::loss::{mse, Reduction};
 use eddy_nn::optim::{Adam, AdamConfig, Optimizer};
@@ -10,7 +11,7 @@ use eddy_nn::sequential::{
     dense, dropout, gru, lstm, module, recurrent, Loss, Model, Optim, Pass, SequenceLayer, Sequential,
 };
 use eddy_nn::sync::SingleProcess;
-use eddy_nn::{carried, init, Cell, Linear, MinGruCell, Module, RecurrentConfig};
+use eddy_nn::{carried, Linear, MinGruCell, Module, RecurrentConfig};
 use eddy_ops::prelude::*;
 use ndarray::{ArrayD, Axis, Slice};
 
@@ -217,54 +218,6 @@ fn tbptt_is_a_hand_written_tbptt_loop_to_the_last_bit() {
     a.fit(&x, &ys, quiet()).unwrap();
     b.fit(&x, &ys, quiet().tbptt(3)).unwrap();
     assert_ne!(values(&a), values(&b));
-}
-
-/// A forget-gate-only cell (JANET), written with the public API only.
-#[derive(Clone)]
-struct Janet {
-    weight_ih: Param<f64>,
-    weight_hh: Param<f64>,
-    bias: Param<f64>,
-}
-
-impl Janet {
-    fn new(input: usize, hidden: usize, rng: &mut Rng) -> Self {
-        Janet {
-            weight_ih: Param::new("weight_ih", init::xavier_uniform(&[2 * hidden, input], 1.0, rng)),
-            weight_hh: Param::new("weight_hh", init::orthogonal(2 * hidden, hidden, 1.0, rng)),
-            bias: Param::new("bias", init::pytorch_default(&[2 * hidden], hidden, rng)),
-        }
-    }
-}
-
-impl Module<f64> for Janet {
-    fn params(&self) -> Vec<(String, Param<f64>)> {
-        vec![
-            ("weight_ih".into(), self.weight_ih.clone()),
-            ("weight_hh".into(), self.weight_hh.clone()),
-            ("bias".into(), self.bias.clone()),
-        ]
-    }
-}
-
-impl Cell<f64> for Janet {
-    type State = Var<f64>;
-    fn input_size(&self) -> usize {
-        self.weight_ih.shape()[1]
-    }
-    fn state_sizes(&self) -> Vec<usize> {
-        vec![self.weight_hh.shape()[1]]
-    }
-    fn project(&self, x: &Var<f64>) -> Result<Var<f64>> {
-        let t = x.tape();
-        x.linear(&t.param(&self.weight_ih), Some(&t.param(&self.bias)))
-    }
-    fn step(&self, xw: &Var<f64>, h: &Var<f64>) -> Result<Var<f64>> {
-        let gates = (xw + h.matmul_t(&xw.tape().param(&self.weight_hh))?)?;
-        let [s, c]: [Var<f64>; 2] = gates.chunk(2, 1)?.try_into().expect("two chunks");
-        let input = s.neg()?.shift(1.0)?.sigmoid()?;
-        (s.sigmoid()? * h)? + (input * c.tanh()?)?
-    }
 }
 
 #[test]
