@@ -27,8 +27,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long the communication thread sleeps between two tests of the reductions in flight.
-/// A test costs a few microseconds (plus a context switch on a busy core), so 0.5 ms costs the
-/// backward pass about 1% of a core; a reduction needs a handful of tests per collective.
+/// A test is a few microseconds of MPI polling (plus a context switch on a busy core), at most
+/// 2000 times a second while reductions are in flight and none otherwise, so the thread takes
+/// a small share of the backward pass's core (an estimate, not measured apart from the
+/// waiting); a reduction needs a handful of tests per collective.
 pub const TEST_INTERVAL: Duration = Duration::from_micros(500);
 
 /// The two communicators of the reductions (raw handles: the thread uses them while the
