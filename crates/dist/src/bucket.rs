@@ -14,15 +14,14 @@
 //! in a ring allreduce. The bucket is padded with zeros to a multiple of the number of ranks.
 //!
 //! The collectives are nonblocking: [`Bucket::advance`] tests (or waits for) the current one and
-//! moves on, and the data-parallel trainer calls it while the backward pass runs. Nonblocking
+//! moves on; the communication thread (the `progress` module) calls it while the backward pass
+//! runs. Nonblocking
 //! collectives on one communicator must be started in the same order on every rank; buckets
 //! start their exchange in bucket order on one communicator and their gather in bucket order on
 //! another.
 
 use eddy_tape::Float;
 use mpi::ffi;
-use mpi::raw::AsRaw;
-use mpi::topology::SimpleCommunicator;
 use std::os::raw::{c_int, c_void};
 
 /// Where a bucket is in a step.
@@ -61,6 +60,12 @@ pub(crate) struct Bucket<F: Float> {
     /// Parameters still to be written this step.
     pub(crate) missing: usize,
 }
+
+// SAFETY: the only field that is not `Send` is the request handle, an opaque MPI object not tied
+// to a thread; the bucket moves to the communication thread whole, with the buffers the request
+// points into (a `Vec`'s heap buffer does not move with the `Vec`), and MPI is initialized with
+// a threading level that allows calls from that thread (`Serialized` or above).
+unsafe impl<F: Float> Send for Bucket<F> {}
 
 /// The MPI datatype of `F`.
 fn datatype<F: Float>() -> ffi::MPI_Datatype {
@@ -104,7 +109,7 @@ impl<F: Float> Bucket<F> {
     }
 
     /// Starts the exchange (on one rank there is nothing to exchange: the bucket is done).
-    pub(crate) fn start(&mut self, exchange: &SimpleCommunicator) {
+    pub(crate) fn start(&mut self, exchange: ffi::MPI_Comm) {
         debug_assert_eq!(self.phase, Phase::Filling);
         if self.ranks == 1 {
             self.phase = Phase::Done;
@@ -122,7 +127,7 @@ impl<F: Float> Bucket<F> {
                 self.gathered.as_mut_ptr() as *mut c_void,
                 count,
                 dt,
-                exchange.as_raw(),
+                exchange,
                 &mut self.request,
             );
         }
@@ -132,7 +137,7 @@ impl<F: Float> Bucket<F> {
     /// Tests (or, with `block`, waits for) the request in flight and moves on as far as it can;
     /// returns the phase reached. A bucket leaves `Exchanging` only when `may_gather` (the
     /// buckets before it have started their gather, so gathers start in bucket order).
-    pub(crate) fn advance(&mut self, gather: &SimpleCommunicator, block: bool, may_gather: bool) -> Phase {
+    pub(crate) fn advance(&mut self, gather: ffi::MPI_Comm, block: bool, may_gather: bool) -> Phase {
         loop {
             let phase = self.phase;
             match phase {
@@ -150,7 +155,7 @@ impl<F: Float> Bucket<F> {
                             self.out.as_mut_ptr() as *mut c_void,
                             count,
                             dt,
-                            gather.as_raw(),
+                            gather,
                             &mut self.request,
                         );
                     }

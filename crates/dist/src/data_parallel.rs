@@ -2,10 +2,12 @@
 
 use crate::bucket::{Bucket, Phase};
 use crate::layout::{BucketOptions, Layout};
+use crate::progress::{Comms, Progress};
 use crate::{abort_job, Dist};
 use eddy_nn::GradientSync;
 use eddy_tape::{Float, Grads, Param, ParamId, Result, Var};
 use mpi::collective::{CommunicatorCollectives, Root};
+use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use ndarray::ArrayD;
 use std::collections::HashMap;
@@ -27,6 +29,10 @@ pub struct CommStats {
     /// Time spent waiting for reductions after the backward pass ended: the part of
     /// `in_flight` not hidden behind the backward pass.
     pub waiting: Duration,
+    /// Bucket reductions that finished before the backward pass reported its last gradient
+    /// (summed over steps): they ran while the pass computed, moved along by the communication
+    /// thread (without one, only the gradient reports move them).
+    pub finished_in_backward: usize,
 }
 
 /// Data-parallel training over MPI: rank 0's state at the start, gradients summed over the
@@ -40,15 +46,22 @@ pub struct CommStats {
 ///   contiguous buckets (1 MiB first, then 25 MiB by default).
 /// - **Overlap**: the reverse pass reports each parameter's gradient as soon as it is final
 ///   ([`Var::backward_with_ready`]); the gradient is scaled and written into its bucket, and a
-///   full bucket starts its reduction at once (buckets start in order). Each report also tests
-///   the reductions in flight, which is what moves MPI's nonblocking collectives along.
+///   full bucket is handed to a communication thread, which starts its reduction at once
+///   (buckets start in order) and tests it every half millisecond while the pass computes —
+///   what moves MPI's nonblocking collectives along, even during a recurrent layer's long
+///   reverse sweep. This needs MPI's `Serialized` threading level or above ([`Dist::init`]
+///   asks for `Multiple`); below it the reductions are tested from the gradient reports.
 /// - **Fixed order**: each bucket is summed in rank order (see the `bucket` module), so
 ///   every rank holds the same bits and the parameters stay bit-identical.
 /// - **Failure**: a reverse pass that fails on one rank cannot leave the others waiting in a
 ///   collective: it prints the error with the rank and aborts the job (`MPI_Abort`).
 pub struct DataParallel<F: Float> {
+    /// The bucket reductions (first: fields drop in order, and its thread must end before the
+    /// communicators it uses are freed).
+    progress: Progress<F>,
     exchange: SimpleCommunicator,
-    gather: SimpleCommunicator,
+    /// The gathers' communicator, used through `progress`; kept here to free it last.
+    _gather: SimpleCommunicator,
     rank: usize,
     ranks: usize,
     options: BucketOptions,
@@ -56,7 +69,8 @@ pub struct DataParallel<F: Float> {
     key: Vec<(ParamId, usize)>,
     index: HashMap<ParamId, usize>,
     layout: Layout,
-    buckets: Vec<Bucket<F>>,
+    /// The buckets; `None` while the reduction has it.
+    buckets: Vec<Option<Bucket<F>>>,
     /// Buckets started this step (they start in order).
     started: usize,
     first_start: Option<Instant>,
@@ -76,9 +90,16 @@ impl<F: Float> DataParallel<F> {
     /// must make one, in the same order as its other communicators; it works on duplicates of
     /// `comm`.
     pub fn over(comm: &SimpleCommunicator, options: BucketOptions) -> DataParallel<F> {
+        let exchange = comm.duplicate();
+        let gather = comm.duplicate();
+        let progress = Progress::new(Comms {
+            exchange: exchange.as_raw(),
+            gather: gather.as_raw(),
+        });
         DataParallel {
-            exchange: comm.duplicate(),
-            gather: comm.duplicate(),
+            progress,
+            exchange,
+            _gather: gather,
             rank: comm.rank() as usize,
             ranks: comm.size() as usize,
             options,
@@ -95,6 +116,12 @@ impl<F: Float> DataParallel<F> {
     /// The bucket layout in use (after the first step).
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Whether the reductions run on a communication thread (MPI's threading level is
+    /// `Serialized` or above), so they progress while the backward pass computes.
+    pub fn threaded(&self) -> bool {
+        self.progress.threaded()
     }
 
     /// The communication statistics since the last call, resetting them.
@@ -119,7 +146,7 @@ impl<F: Float> DataParallel<F> {
                 .layout
                 .lens
                 .iter()
-                .map(|&len| Bucket::new(len, self.ranks))
+                .map(|&len| Some(Bucket::new(len, self.ranks)))
                 .collect();
             self.index = key.iter().enumerate().map(|(i, &(id, _))| (id, i)).collect();
             self.stats.bytes_per_step = sizes.iter().sum::<usize>() * elem;
@@ -127,6 +154,7 @@ impl<F: Float> DataParallel<F> {
             self.key = key;
         }
         for (b, members) in self.buckets.iter_mut().zip(&self.layout.members) {
+            let b = b.as_mut().expect("every bucket is back after a step");
             b.missing = members.len();
             b.phase = Phase::Filling;
         }
@@ -137,7 +165,9 @@ impl<F: Float> DataParallel<F> {
     /// Writes parameter `i`'s part, `scale × grad + partial`, into its bucket.
     fn deliver(&mut self, i: usize, grad: Option<(&ArrayD<F>, F)>, partial: Option<&ArrayD<F>>) {
         let slot = &self.layout.slots[i];
-        let bucket = &mut self.buckets[slot.bucket];
+        let bucket = self.buckets[slot.bucket]
+            .as_mut()
+            .expect("a bucket starts only when all its parameters are in");
         let dst = &mut bucket.flat[slot.range.clone()];
         match (grad, partial) {
             (Some((g, s)), Some(p)) => {
@@ -160,21 +190,40 @@ impl<F: Float> DataParallel<F> {
         bucket.missing -= 1;
     }
 
-    /// Starts every full bucket whose predecessors have started, then moves the reductions in
-    /// flight along (waiting for all of them with `block`).
-    fn pump(&mut self, block: bool) {
-        while self.started < self.buckets.len() && self.buckets[self.started].missing == 0 {
+    /// Hands every full bucket whose predecessors have started to the reductions, then moves
+    /// them along (only needed without a communication thread).
+    fn pump(&mut self) {
+        while self.started < self.buckets.len()
+            && self.buckets[self.started]
+                .as_ref()
+                .is_some_and(|b| b.missing == 0)
+        {
             self.first_start.get_or_insert_with(Instant::now);
-            self.buckets[self.started].start(&self.exchange);
+            let bucket = self.buckets[self.started].take().expect("checked");
+            self.progress.start(self.started, bucket);
             self.started += 1;
         }
-        let mut may_gather = true;
-        for b in &mut self.buckets[..self.started] {
-            let phase = b.advance(&self.gather, block, may_gather);
-            may_gather = matches!(phase, Phase::Gathering | Phase::Done);
-            if !block && !may_gather {
-                break;
+        self.progress.poll();
+    }
+
+    /// Waits for every reduction still out (the backward pass reported its last gradient at
+    /// `last_report` and ended at `backward_end`), takes the buckets back and records the
+    /// step's statistics.
+    fn collect(&mut self, last_report: Option<Instant>, backward_end: Instant) {
+        let out = self.buckets.iter().filter(|b| b.is_none()).count();
+        let mut last = None;
+        for f in self.progress.finish(out) {
+            if last_report.is_some_and(|r| f.at < r) {
+                self.stats.finished_in_backward += 1;
             }
+            last = Some(last.map_or(f.at, |t: Instant| t.max(f.at)));
+            self.buckets[f.index] = Some(f.bucket);
+        }
+        let end = Instant::now();
+        self.stats.steps += 1;
+        self.stats.waiting += end.saturating_duration_since(backward_end);
+        if let (Some(t), Some(l)) = (self.first_start, last) {
+            self.stats.in_flight += l.saturating_duration_since(t);
         }
     }
 
@@ -235,15 +284,17 @@ impl<F: Float> GradientSync<F> for DataParallel<F> {
     ) -> Result<Grads<F>> {
         self.prepare(params);
         let mut delivered = vec![false; params.len()];
+        let mut last_report = None;
         if let Some((loss, scale)) = loss {
             let result = loss.backward_with_ready(|id, g| {
                 let Some(&i) = self.index.get(&id) else {
                     return;
                 };
+                last_report = Some(Instant::now());
                 self.check_len(i, g.len(), params);
                 self.deliver(i, Some((g, scale)), partial.param(&params[i]));
                 delivered[i] = true;
-                self.pump(false);
+                self.pump();
             });
             if let Err(e) = result {
                 abort_job(self.rank, self.ranks, &format!("backward: {e}"));
@@ -259,17 +310,14 @@ impl<F: Float> GradientSync<F> for DataParallel<F> {
             }
         }
         let backward_end = Instant::now();
-        self.pump(true);
-        let end = Instant::now();
-        self.stats.steps += 1;
-        self.stats.waiting += end - backward_end;
-        if let Some(t) = self.first_start {
-            self.stats.in_flight += end - t;
-        }
+        self.pump();
+        self.collect(last_report, backward_end);
         let mut grads = Grads::default();
         for (i, p) in params.iter().enumerate() {
             let slot = &self.layout.slots[i];
-            let values = self.buckets[slot.bucket].result()[slot.range.clone()].to_vec();
+            let bucket = self.buckets[slot.bucket].as_ref().expect("collected");
+            debug_assert_eq!(bucket.phase, Phase::Done);
+            let values = bucket.result()[slot.range.clone()].to_vec();
             let g = ArrayD::from_shape_vec(p.shape(), values).expect("the slot has the parameter's length");
             grads.set_param(p, g);
         }

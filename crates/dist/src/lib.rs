@@ -38,12 +38,14 @@
 mod bucket;
 mod data_parallel;
 mod layout;
+mod progress;
 
 pub use data_parallel::{CommStats, DataParallel};
 pub use layout::{BucketOptions, Layout, Slot};
 /// The `mpi` crate (rsmpi) eddy-dist is built on, for a program's own MPI calls on
 /// [`Dist::world`] (its traits: `mpi::traits::*`).
 pub use mpi;
+pub use progress::TEST_INTERVAL;
 
 use eddy_tape::{Error, Result};
 use mpi::environment::Universe;
@@ -63,14 +65,20 @@ pub struct Dist {
 }
 
 impl Dist {
-    /// Initializes MPI (only the main thread calls it; rayon's threads compute) and installs a
-    /// panic hook that aborts the job, naming the rank, when any thread of this rank panics.
+    /// Initializes MPI and installs a panic hook that aborts the job, naming the rank, when any
+    /// thread of this rank panics.
+    ///
+    /// It asks for MPI's `Multiple` threading level: each [`DataParallel`] runs its gradient
+    /// reductions on a communication thread, so they progress while the backward pass
+    /// computes, which needs `Serialized` or above (Open MPI gives `Multiple`). With a library
+    /// that gives only `Funneled` it still works, testing the reductions from the main thread
+    /// between gradients (less overlap; [`DataParallel::threaded`] tells).
     ///
     /// # Errors
-    /// [`Error::Invalid`] if MPI was already initialized in this process or cannot give the
-    /// threading level.
+    /// [`Error::Invalid`] if MPI was already initialized in this process or gives less than
+    /// `Funneled`.
     pub fn init() -> Result<Dist> {
-        let (universe, level) = mpi::initialize_with_threading(Threading::Funneled)
+        let (universe, level) = mpi::initialize_with_threading(Threading::Multiple)
             .ok_or_else(|| Error::invalid("Dist::init", "MPI is already initialized in this process"))?;
         if level < Threading::Funneled {
             return Err(Error::invalid(

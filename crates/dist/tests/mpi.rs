@@ -125,3 +125,12 @@ fn a_checkpoint_of_two_ranks_resumes_on_one_and_on_four() {
         "ok: resumed epoch 1 on 4 ranks",
     );
 }
+
+/// The communication thread moves a reduction along while the backward pass computes: the top
+/// layer's bucket finishes during the bottom layer's reverse sweep, before the pass reports
+/// its last gradient (no gradient report, hence no test from the trainer's thread, in between).
+#[test]
+fn a_reduction_finishes_behind_the_reverse_sweep_below_it() {
+    let job = mpirun(2, &["overlap"], Duration::from_secs(120));
+    assert_ok(&job, "steps finished the top layer's reduction behind");
+}

@@ -19,7 +19,10 @@
 //! ```
 //!
 //! `tiny` instead of `W2`/`W4` is a seconds-long smoke run of the same code; `W2L2` is W2 with
-//! two LSTM layers, where the top layer's reduction can run behind the bottom layer's sweep.
+//! two LSTM layers, where the top layer's reduction can run behind the bottom layer's sweep
+//! when it has a bucket of its own: `--bucket-mib 2` (the buckets after the first are capped at
+//! 25 MiB by default, which puts both layers' weights, 3.7 MB, in one bucket that starts only
+//! when the pass ends).
 
 use eddy_dist::{BucketOptions, DataParallel, Dist};
 use eddy_nn::loss::{mse, Reduction};
@@ -31,7 +34,7 @@ use mpi::collective::CommunicatorCollectives;
 use ndarray::{ArrayD, Axis, Slice};
 use std::time::Instant;
 
-const USAGE: &str = "usage: dist-bench W2|W2L2|W4|tiny [--steps N] [--warmup N]
+const USAGE: &str = "usage: dist-bench W2|W2L2|W4|tiny [--steps N] [--warmup N] [--bucket-mib N]
   run under mpirun; threads per rank from RAYON_NUM_THREADS";
 
 /// The sizes of a workload (as in crates/bench/src/workloads.rs).
@@ -84,6 +87,8 @@ struct Args {
     id: String,
     steps: usize,
     warmup: usize,
+    /// The cap of the buckets after the first, in MiB (PyTorch DDP's 25 by default).
+    bucket_mib: usize,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -92,6 +97,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         id: String::new(),
         steps: 20,
         warmup: 3,
+        bucket_mib: 25,
     };
     while let Some(a) = it.next() {
         let mut number = |name: &str| -> std::result::Result<usize, String> {
@@ -102,6 +108,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         match a.as_str() {
             "--steps" => args.steps = number("--steps")?.max(1),
             "--warmup" => args.warmup = number("--warmup")?,
+            "--bucket-mib" => args.bucket_mib = number("--bucket-mib")?.max(1),
             id if shape(id).is_some() && args.id.is_empty() => args.id = id.to_string(),
             other => return Err(format!("unexpected argument {other:?}")),
         }
@@ -155,7 +162,11 @@ fn run(dist: &Dist, args: &Args) -> Result<Option<String>> {
             ..AdamConfig::default()
         },
     )?;
-    let mut sync: DataParallel<f32> = dist.data_parallel(BucketOptions::default());
+    let buckets = BucketOptions {
+        bucket_bytes: args.bucket_mib << 20,
+        ..BucketOptions::default()
+    };
+    let mut sync: DataParallel<f32> = dist.data_parallel(buckets);
     let mine = shard_ranges(s.batch, ranks)[rank].clone();
     let share = mine.len() as f64 / s.batch as f64;
     // Inside the rank: one shard per thread, except for hidden size 1024 (see eddy-bench).
@@ -237,7 +248,8 @@ fn run(dist: &Dist, args: &Args) -> Result<Option<String>> {
          ({rows} rows on rank 0), {n} steps after {w} warm-up\n\
          step: median {med:.2} ms (min {min:.2}, max {max:.2}), {sps:.1} samples/s\n\
          gradients: {mb:.2} MB per step in {buckets} bucket(s); reductions in flight {flight:.3} ms/step, \
-         waited after the backward pass {waiting:.3} ms/step ({hidden} hidden behind it)\n\
+         waited after the backward pass {waiting:.3} ms/step ({hidden} hidden behind it); \
+         {early:.1} bucket(s) per step finished before the pass's last gradient{thread}\n\
          reductions alone (no backward pass): median {alone_med:.3} ms/step",
         id = args.id,
         l = s.layers,
@@ -251,6 +263,12 @@ fn run(dist: &Dist, args: &Args) -> Result<Option<String>> {
         sps = s.batch as f64 / (med / 1e3),
         mb = stats.bytes_per_step as f64 / 1e6,
         buckets = stats.buckets,
+        early = stats.finished_in_backward as f64 / stats.steps.max(1) as f64,
+        thread = if sync.threaded() {
+            ""
+        } else {
+            " (no communication thread: MPI gave less than Serialized)"
+        },
     )))
 }
 
