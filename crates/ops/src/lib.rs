@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod matmul;
 pub mod packed;
 pub mod random;
+pub mod rank_one;
 pub mod reduce;
 pub mod scan;
 pub mod sequence;
@@ -25,6 +26,7 @@ pub use ext::{concat, stack, where_, VarExt};
 pub use fused::{linear_add, GruPointwise, LstmPointwise};
 pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
+pub use rank_one::{rank_one_update, RankOneUpdate};
 pub use scan::{length_mask, linear_scan, log_scan, Scan, ScanForm};
 pub use sequence::{GruSequence, LstmSequence, RnnActivation, RnnSequence};
 

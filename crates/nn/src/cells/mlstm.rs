@@ -1,7 +1,7 @@
 //! mLSTM, xLSTM's matrix-memory cell (Beck et al. 2024), in its recurrent form.
 
 use crate::{init, Cell, Module};
-use eddy_ops::{concat, matmul_t, VarExt};
+use eddy_ops::{concat, matmul_t, rank_one_update, VarExt};
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
 
@@ -247,18 +247,20 @@ impl<F: Float> Cell<F> for MlstmCell<F> {
         let m_new = log_f_m.maximum(&p.i)?;
         let i_gate = (&p.i - &m_new)?.exp()?;
         let f_gate = (log_f_m - &m_new)?.exp()?;
-        let (i4, f4) = (
-            i_gate.reshape(&[batch, heads, 1, 1])?,
-            f_gate.reshape(&[batch, heads, 1, 1])?,
-        );
-        // C' = f' C + i' v kᵀ, per head: [B, heads, d (v), d (k)].
+        // C' = f' C + i' v kᵀ, per head, as one op: [B·heads, d (v), d (k)].
         let (q, k, v) = (
             p.q.reshape(&[batch, heads, d])?,
             p.k.reshape(&[batch, heads, d])?,
             p.v.reshape(&[batch, heads, d])?,
         );
-        let outer = (v.unsqueeze(3)? * k.unsqueeze(2)?)?;
-        let c_new = ((&f4 * c.reshape(&[batch, heads, d, d])?)? + (&i4 * outer)?)?;
+        let bh = batch * heads;
+        let c_new = rank_one_update(
+            &c.reshape(&[bh, d, d])?,
+            &f_gate.reshape(&[bh])?,
+            &i_gate.reshape(&[bh])?,
+            &v.reshape(&[bh, d])?,
+            &k.reshape(&[bh, d])?,
+        )?;
         // n' = f' n + i' k: [B, heads, d].
         let (i3, f3) = (
             i_gate.reshape(&[batch, heads, 1])?,
@@ -267,8 +269,7 @@ impl<F: Float> Cell<F> for MlstmCell<F> {
         let n_new = ((&f3 * n.reshape(&[batch, heads, d])?)? + (&i3 * &k)?)?;
         // h̃ = C' q / max(|n'ᵀ q|, exp(−m')).
         let cq = c_new
-            .reshape(&[batch * heads, d, d])?
-            .matmul(&q.reshape(&[batch * heads, d, 1])?)?
+            .matmul(&q.reshape(&[bh, d, 1])?)?
             .reshape(&[batch, heads, d])?;
         let nq = (&n_new * &q)?.sum(2, false)?; // [B, heads]
         let norm = nq.abs()?.maximum(&m_new.neg()?.exp()?)?;

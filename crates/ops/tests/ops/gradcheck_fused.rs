@@ -1,11 +1,11 @@
 //! gradcheck and gradgradcheck of the fused recurrent kernels (`Linear`, `LstmPointwise`,
-//! `GruPointwise`) and of the multi-output ops (`split`, `chunk`, `unstack`) when only some of
+//! `GruPointwise`, `RankOneUpdate`) and of the multi-output ops (`split`, `chunk`, `unstack`) when only some of
 //! their outputs are used. gradcheck exercises each fused op's fast first-order backward;
 //! gradgradcheck its recorded rule. A last test checks that the two agree in f32 and f64.
 
 use crate::common::{check, config};
 use eddy_ops::prelude::*;
-use eddy_ops::{linear_add, GruPointwise, LstmPointwise};
+use eddy_ops::{linear_add, rank_one_update, GruPointwise, LstmPointwise};
 use eddy_tape::strategies::{array, shape_of_rank};
 use eddy_tape::Rng;
 use ndarray::ArrayD;
@@ -50,6 +50,15 @@ proptest! {
     ) {
         check(|_, v| bend(linear_add(&v[0], &v[1], Some(&v[2]), Some(&v[3]))?), &[x.clone(), w.clone(), b, add])?;
         check(|_, v| bend(v[0].linear(&v[1], None)?), &[x, w])?;
+    }
+
+    #[test]
+    fn rank_one_update_every_input(
+        (c, f, i, v, k) in (1usize..=3, 1usize..=3, 1usize..=3).prop_flat_map(|(n, p, q)| {
+            (array(vec![n, p, q]), array(vec![n]), array(vec![n]), array(vec![n, p]), array(vec![n, q]))
+        }),
+    ) {
+        check(|_, x| bend(rank_one_update(&x[0], &x[1], &x[2], &x[3], &x[4])?), &[c, f, i, v, k])?;
     }
 
     #[test]

@@ -15,6 +15,7 @@ use eddy_ops::prelude::*;
 use eddy_ops::reduce::{Max, Maximum, Sum};
 use eddy_ops::shape::*;
 use eddy_ops::*;
+use eddy_ops::{rank_one_update, RankOneUpdate};
 use ndarray::{ArrayD, Dimension, IxDyn};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -266,6 +267,20 @@ const CATALOGUE: &[(&str, Run)] = &[
         one(t.apply(op, &xs.iter().take(n).collect::<Vec<_>>()))
     }),
     ("PackedMatMul", |t, c| packed(t, c, c.flags[1])),
+    ("rank_one_update", |t, c| {
+        let (n, p, q, _) = c.dims();
+        one(rank_one_update(
+            &c.rel(t, 0, &[n, p, q]),
+            &c.rel(t, 1, &[n]),
+            &c.rel(t, 2, &[n]),
+            &c.rel(t, 3, &[n, p]),
+            &c.rel(t, 4, &[n, q]),
+        ))
+    }),
+    ("RankOneUpdate", |t, c| {
+        let xs: Vec<Var<f64>> = (0..5).map(|k| c.x(t, k)).collect();
+        one(t.apply(RankOneUpdate, &xs.iter().collect::<Vec<_>>()))
+    }),
     ("PackedLinear", |t, c| {
         let (_, b, i, h) = c.dims();
         let w = var(t, &[h, i]);
