@@ -1,9 +1,11 @@
 //! A checkpointed many-to-one layer (`checkpoint_sqrt().return_sequences(false)`) never makes
 //! its `[T, B, H]` output sequence: the peak of the bytes this process holds during a train
 //! step (forward and backward) stays under that one sequence's size, while the same layer
-//! returning its sequence holds the sequence and its gradient. Measured by a counting global
+//! returning its sequence holds the sequence and its gradient; so does a `Sequential` model's
+//! checkpointed layer that returns its last step. Measured by a counting global
 //! allocator, so this file holds this one test (tests of one binary share the allocator).
 
+use eddy_nn::sequential::{dense, lstm, Sequential};
 use eddy_nn::{Module, RecurrentConfig};
 use eddy_ops::prelude::*;
 use ndarray::ArrayD;
@@ -60,6 +62,26 @@ fn peak_of_a_step(config: RecurrentConfig) -> Result<usize> {
     Ok(PEAK.load(SeqCst) - base)
 }
 
+/// The same for a `Sequential` model: a checkpointed LSTM returning its last step (the
+/// default), a Dense head, on a batch-first input.
+fn peak_of_a_model_step() -> Result<usize> {
+    let model = Sequential::new()
+        .add(lstm(HIDDEN).checkpoint_sqrt())
+        .add(dense(1))
+        .build::<f64>(INPUT, &mut Rng::seed(0))?;
+    let x = ArrayD::from_shape_fn(vec![BATCH, STEPS, INPUT], |i| ((i[1] + i[2]) % 7) as f64 * 0.1);
+    let base = NOW.load(SeqCst);
+    PEAK.store(base, SeqCst);
+    {
+        let tape = Tape::new();
+        let y = model.forward(&tape.constant(x), None, &mut Rng::seed(1))?;
+        assert_eq!(y.shape(), &[BATCH, 1]);
+        let grads = y.sum_all()?.backward()?;
+        assert!(model.params().iter().all(|(_, p)| grads.param(p).is_some()));
+    }
+    Ok(PEAK.load(SeqCst) - base)
+}
+
 #[test]
 fn a_checkpointed_many_to_one_layer_never_holds_its_output_sequence() -> Result<()> {
     let sequence = STEPS * BATCH * HIDDEN * std::mem::size_of::<f64>(); // 8 MiB
@@ -78,6 +100,17 @@ fn a_checkpointed_many_to_one_layer_never_holds_its_output_sequence() -> Result<
         many_to_one < input + sequence / 2,
         "many-to-one held {:.2} MiB",
         mib(many_to_one)
+    );
+    // The batch-first input is transposed to time-major: a second copy of it.
+    let model = peak_of_a_model_step()?;
+    eprintln!(
+        "peak above the start: Sequential many-to-one {:.2} MiB",
+        mib(model)
+    );
+    assert!(
+        model < 2 * input + sequence / 2,
+        "the model held {:.2} MiB",
+        mib(model)
     );
     assert!(
         sequences > 2 * sequence,
