@@ -37,7 +37,7 @@ use stats::proc_status_mib;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: eddy-bench [--steps N] [--warmup N] [--threads N] [--in-process] [--list] \
-[--max-gib G] [W1 .. W10PAR | gemm | fma | all | memory | mem-<T>-<full|sqrt>]...";
+[--max-gib G] [W1 .. W10PAR | gemm | fma | all | memory | mem-<T>-<full|sqrt|last|sqrt-last>]...";
 
 #[derive(Debug, Clone)]
 struct Args {

@@ -40,6 +40,9 @@ pub struct RecurrentConfig {
     /// reverse pass (default [`Checkpoint::Off`], all of them). See
     /// [`checkpoint_every`](Self::checkpoint_every).
     pub checkpoint: Checkpoint,
+    /// Whether [`RecurrentOutput::output`] is the whole output sequence (default `true`) or
+    /// only the last step; see [`return_sequences`](Self::return_sequences).
+    pub return_sequences: bool,
 }
 
 impl RecurrentConfig {
@@ -57,6 +60,7 @@ impl RecurrentConfig {
             proj_size: 0,
             fused: true,
             checkpoint: Checkpoint::Off,
+            return_sequences: true,
         }
     }
 
@@ -165,6 +169,42 @@ impl RecurrentConfig {
     /// Sets the checkpointing policy ([`Checkpoint::Off`] to turn it off).
     pub fn checkpoint(mut self, policy: Checkpoint) -> Self {
         self.checkpoint = policy;
+        self
+    }
+
+    /// `false`: a many-to-one layer, Keras' `return_sequences=False`. [`RecurrentOutput::output`]
+    /// is then `[B, D·H_out]`, the last layer's output at each sequence's last step (its last
+    /// valid step under ragged lengths; for the reverse direction of a bidirectional layer,
+    /// step 0, where it ends), which is its final `h`: both directions concatenated, as `h_n`'s
+    /// last `D` rows. The final states are returned as always.
+    ///
+    /// With time-segment checkpointing ([`checkpoint_every`](Self::checkpoint_every)) the last
+    /// layer then never makes its `[T, B, H]` output sequence, nor its gradient: the tape
+    /// holds the input, the `T/k` saved states and (in the reverse pass) one segment's
+    /// activations — the memory a long sequence classified or regressed from its end needs.
+    /// Without checkpointing the result is the same, and the memory that of the plain tape.
+    /// Stacked layers below the last still make their sequences (the next layer reads them).
+    ///
+    /// # Example
+    /// ```
+    /// use eddy_nn::RecurrentConfig;
+    /// use eddy_ops::prelude::*;
+    ///
+    /// let layer = RecurrentConfig::new(3, 8)
+    ///     .checkpoint_sqrt()
+    ///     .return_sequences(false)
+    ///     .lstm::<f64>(&mut Rng::seed(0));
+    /// let tape = Tape::new();
+    /// let x = tape.input(ndarray::ArrayD::from_elem(vec![100, 2, 3], 0.1));
+    /// let out = layer.forward(&x)?;
+    /// assert_eq!(out.output.shape(), &[2, 8]); // [B, H], not [T, B, H]
+    /// assert_eq!(out.output.value(), out.h_n().select(0, 0)?.value());
+    /// let grads = out.output.sum_all()?.backward()?;
+    /// assert_eq!(grads.var(&x).unwrap().shape(), &[100, 2, 3]);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn return_sequences(mut self, yes: bool) -> Self {
+        self.return_sequences = yes;
         self
     }
 
@@ -279,8 +319,8 @@ type SegmentedUnroll<F, C> = fn(
     <C as Cell<F>>::State,
     &Direction<'_, F>,
     &str,
-    usize,
-) -> Result<(Var<F>, <C as Cell<F>>::State)>;
+    (usize, bool),
+) -> Result<(Option<Var<F>>, <C as Cell<F>>::State)>;
 
 /// `torch.nn.LSTM`.
 pub type Lstm<F = f32> = Recurrent<F, LstmCell<F>>;
@@ -289,10 +329,11 @@ pub type Gru<F = f32> = Recurrent<F, GruCell<F>>;
 /// `torch.nn.RNN`.
 pub type Rnn<F = f32> = Recurrent<F, RnnCell<F>>;
 
-/// What a recurrent layer returns: the output sequence and the final state.
+/// What a recurrent layer returns: the output sequence (or its last step) and the final state.
 #[derive(Debug, Clone)]
 pub struct RecurrentOutput<F: Float> {
-    /// `[T, B, D·H_out]` (or `[B, T, D·H_out]` when batch-first), zero past each length.
+    /// `[T, B, D·H_out]` (or `[B, T, D·H_out]` when batch-first), zero past each length; with
+    /// [`RecurrentConfig::return_sequences`]`(false)`, the last step only, `[B, D·H_out]`.
     pub output: Var<F>,
     /// The final state, one `[layers·D, B, size]` per state part (`h_n`, then `c_n` for an LSTM).
     pub states: Vec<Var<F>>,
@@ -399,7 +440,21 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         x: &Var<F>,
         initial: Option<&[Var<F>]>,
         lengths: Option<&[usize]>,
+        rng: Option<&mut Rng>,
+    ) -> Result<RecurrentOutput<F>> {
+        self.forward_returning(x, initial, lengths, rng, self.config.return_sequences)
+    }
+
+    /// [`forward_with`](Self::forward_with), returning the output sequence or (not
+    /// `return_sequences`) its last step, whatever the configuration says: a model's layer
+    /// ([`RecurrentLayer`](crate::sequential::RecurrentLayer)) decides it.
+    pub(crate) fn forward_returning(
+        &self,
+        x: &Var<F>,
+        initial: Option<&[Var<F>]>,
+        lengths: Option<&[usize]>,
         mut rng: Option<&mut Rng>,
+        return_sequences: bool,
     ) -> Result<RecurrentOutput<F>> {
         let name = self.name.as_str();
         let cfg = &self.config;
@@ -456,6 +511,8 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
         let mut input = x;
         let mut finals: Vec<Vec<Var<F>>> = vec![Vec::new(); sizes.len()];
         for l in 0..layers {
+            // The last layer of a many-to-one layer: its output sequence is not wanted.
+            let keep_output = return_sequences || l + 1 < layers;
             let mut outs = Vec::with_capacity(d);
             for dir in 0..d {
                 let k = l * d + dir;
@@ -482,13 +539,19 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
                     fused: cfg.fused,
                 };
                 let (out, last) = match segment_len {
-                    Some(len) => (self.segmented)(cell, &input, state, &run, &label, len)?,
-                    None => run_direction(cell, &input, state, &run, &label, 0)?,
+                    Some(len) => (self.segmented)(cell, &input, state, &run, &label, (len, keep_output))?,
+                    None => {
+                        let (out, last) = run_direction(cell, &input, state, &run, &label, 0)?;
+                        (Some(out), last)
+                    }
                 };
                 for (p, s) in last.parts().into_iter().enumerate() {
                     finals[p].push(s);
                 }
-                outs.push(out);
+                outs.extend(out.filter(|_| keep_output));
+            }
+            if !keep_output {
+                break;
             }
             // One direction's output is the layer's as it is (a concat would copy `[T, B, H]`).
             input = match outs.len() {
@@ -500,7 +563,14 @@ impl<F: Float, C: Cell<F>> Recurrent<F, C> {
                 input = input.dropout(cfg.dropout, true, r)?;
             }
         }
-        let output = if cfg.batch_first {
+        let output = if !return_sequences {
+            // The last step of each direction is its final `h`, `[B, H]` each.
+            let last = &finals[0][finals[0].len() - d..];
+            match last {
+                [one] => one.clone(),
+                _ => concat(&last.iter().collect::<Vec<_>>(), 1)?,
+            }
+        } else if cfg.batch_first {
             input.transpose(0, 1)?
         } else {
             input

@@ -3,6 +3,9 @@
 //! the start of each segment of `k` steps and runs each segment again, on a tape of its own,
 //! when the reverse pass reaches it. The layer's tape then holds the input, the output and
 //! `T / k` states instead of every step's activations; the reverse pass holds one segment's.
+//! A layer that returns only its last step
+//! ([`RecurrentConfig::return_sequences`](crate::RecurrentConfig::return_sequences)`(false)`)
+//! does not make its output sequence at all: then the tape holds the input and `T / k` states.
 
 use crate::recurrent::{run_direction, Direction};
 use crate::{Cell, RecurrentState};
@@ -48,15 +51,17 @@ pub(crate) fn no_higher_order(label: &str) -> Error {
 }
 
 /// Runs one direction of one layer over `x` (`[T, B, I]`) in segments of `len` steps as one
-/// [`Segmented`] op. Returns what [`run_direction`] returns: the outputs and the final state.
+/// [`Segmented`] op. Returns what [`run_direction`] returns, the outputs and the final state,
+/// but the outputs only if `keep_output` (else the op neither makes nor keeps the `[T, B, H]`
+/// sequence: the last layer of a layer that returns its last step).
 pub(crate) fn unroll<F: Float, C: Cell<F> + Clone + 'static>(
     cell: &C,
     x: &Var<F>,
     state: C::State,
     run: &Direction<'_, F>,
     label: &str,
-    len: usize,
-) -> Result<(Var<F>, C::State)> {
+    (len, keep_output): (usize, bool),
+) -> Result<(Option<Var<F>>, C::State)> {
     let steps = x.shape()[0];
     let starts: Vec<usize> = (0..steps).step_by(len).collect();
     let mut segments: Vec<(usize, usize)> = starts.iter().map(|&s| (s, (s + len).min(steps))).collect();
@@ -77,18 +82,20 @@ pub(crate) fn unroll<F: Float, C: Cell<F> + Clone + 'static>(
         rec_mask: run.rec_mask.map(|m| m.value().clone()),
         fused: run.fused,
         parts: parts.len(),
+        keep_output,
         params,
     };
     let inputs: Vec<&Var<F>> = std::iter::once(x).chain(&parts).chain(&bound).collect();
     let mut outs = tape.apply_multi(op, &inputs)?;
-    outs.truncate(1 + parts.len());
-    let last = outs.split_off(1);
-    Ok((outs.pop().expect("the output"), C::State::from_parts(last)?))
+    let first = usize::from(keep_output);
+    outs.truncate(first + parts.len());
+    let last = outs.split_off(first);
+    Ok((outs.pop(), C::State::from_parts(last)?))
 }
 
 /// One direction of one layer, checkpointed: inputs `[x, state parts…, parameters…]`, outputs
 /// `[outputs, final state parts…, the state entering each segment (one `[S, B, size]` per
-/// part)…]`. Its forward runs the segments one after the other, each on a fresh tape through
+/// part)…]`, without the first (the `[T, B, H]` outputs) when not `keep_output`. Its forward runs the segments one after the other, each on a fresh tape through
 /// the layer's own path ([`run_direction`]: the scan, the cell's whole-sequence op or the loop
 /// of steps, so a step costs what it costs without checkpointing), keeping only the outputs and
 /// the states between segments. Its backward runs them from the last: each again from its saved
@@ -104,6 +111,8 @@ pub(crate) struct Segmented<F: Float, C> {
     rec_mask: Option<ArrayD<F>>,
     fused: bool,
     parts: usize,
+    /// Whether the op makes and returns the output sequence (its first output).
+    keep_output: bool,
     params: Vec<Param<F>>,
 }
 
@@ -156,7 +165,10 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
     fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
         let (x, sizes) = (inputs[0], self.sizes());
         let batch = x[1];
-        let mut shapes = vec![vec![x[0], batch, sizes[0]]];
+        let mut shapes = Vec::new();
+        if self.keep_output {
+            shapes.push(vec![x[0], batch, sizes[0]]);
+        }
         shapes.extend(sizes.iter().map(|&n| vec![batch, n]));
         shapes.extend(sizes.iter().map(|&n| vec![self.segments.len(), batch, n]));
         Ok(shapes)
@@ -167,7 +179,9 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
         let (steps, batch) = (x.shape()[0], x.shape()[1]);
         let sizes = self.sizes();
         let mut state: Vec<ArrayD<F>> = inputs[1..=self.parts].iter().map(|a| (*a).clone()).collect();
-        let mut out = ArrayD::zeros(vec![steps, batch, sizes[0]]);
+        let mut out = self
+            .keep_output
+            .then(|| ArrayD::zeros(vec![steps, batch, sizes[0]]));
         let mut starts: Vec<ArrayD<F>> = sizes
             .iter()
             .map(|&n| ArrayD::zeros(vec![self.segments.len(), batch, n]))
@@ -180,10 +194,12 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
             let tape = Tape::new();
             let run = self.run(&tape, x, state, segment)?;
             let (s, e) = segment;
-            out.slice_axis_mut(Axis(0), (s..e).into()).assign(run.out.value());
+            if let Some(out) = out.as_mut() {
+                out.slice_axis_mut(Axis(0), (s..e).into()).assign(run.out.value());
+            }
             state = run.last.parts().iter().map(|p| p.value().clone()).collect();
         }
-        Ok(std::iter::once(out).chain(state).chain(starts).collect())
+        Ok(out.into_iter().chain(state).chain(starts).collect())
     }
 
     fn backward(
@@ -213,15 +229,18 @@ impl<F: Float, C: Cell<F> + 'static> MultiOp<F> for Segmented<F, C> {
         let x = inputs[0].value();
         let mut dx = inputs[0].requires_grad().then(|| ArrayD::zeros(x.shape()));
         let mut dparams: Vec<Option<ArrayD<F>>> = vec![None; self.params.len()];
-        let mut dstate: Vec<Option<ArrayD<F>>> = grads[1..=n]
+        // Without the output sequence, the outputs start at the final state.
+        let (dseq, grads, outputs) = match self.keep_output {
+            true => (grads[0].as_ref(), &grads[1..], &outputs[1..]),
+            false => (None, grads, outputs),
+        };
+        let mut dstate: Vec<Option<ArrayD<F>>> = grads[..n]
             .iter()
             .map(|g| g.as_ref().map(|g| g.value().clone()))
             .collect();
-        let starts = &outputs[1 + n..];
+        let starts = &outputs[n..];
         for (j, &(s, e)) in self.segments.iter().enumerate().rev() {
-            let dout = grads[0]
-                .as_ref()
-                .map(|g| g.value().slice_axis(Axis(0), (s..e).into()).to_owned());
+            let dout = dseq.map(|g| g.value().slice_axis(Axis(0), (s..e).into()).to_owned());
             if dout.is_none() && dstate.iter().all(Option::is_none) {
                 continue;
             }

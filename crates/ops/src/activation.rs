@@ -30,7 +30,12 @@ impl<F: Float> Op<F> for Softmax {
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
         crate::arity("softmax", inputs, 1)?;
-        crate::axis::resolve("softmax", self.0 as isize, inputs[0])?;
+        // The axis counts from the front (`as isize` would turn a huge one into a negative).
+        crate::axis::resolve(
+            "softmax",
+            isize::try_from(self.0).unwrap_or(isize::MAX),
+            inputs[0],
+        )?;
         Ok(inputs[0].to_vec())
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
@@ -57,7 +62,12 @@ impl<F: Float> Op<F> for LogSoftmax {
     }
     fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
         crate::arity("log_softmax", inputs, 1)?;
-        crate::axis::resolve("log_softmax", self.0 as isize, inputs[0])?;
+        // The axis counts from the front (`as isize` would turn a huge one into a negative).
+        crate::axis::resolve(
+            "log_softmax",
+            isize::try_from(self.0).unwrap_or(isize::MAX),
+            inputs[0],
+        )?;
         Ok(inputs[0].to_vec())
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
@@ -109,12 +119,24 @@ pub fn logsumexp<F: Float>(x: &Var<F>, axis: usize, keepdim: bool) -> Result<Var
 /// [`eddy_tape::Error::Shape`] if `a` and `b` cannot be broadcast together.
 pub fn logaddexp<F: Float>(a: &Var<F>, b: &Var<F>) -> Result<Var<F>> {
     use crate::VarExt;
-    if eddy_tape::broadcast_shapes(a.shape(), b.shape()).is_none() {
-        return Err(eddy_tape::Error::shape(
-            "logaddexp",
-            &[a.shape(), b.shape()],
-            "the two inputs cannot be broadcast together",
-        ));
+    // The maximum below runs outside the tape, which checks every op's result shape: check the
+    // broadcast shape here (it may not fit in memory, or not exist as an array at all).
+    match eddy_tape::broadcast_shapes(a.shape(), b.shape()) {
+        None => {
+            return Err(eddy_tape::Error::shape(
+                "logaddexp",
+                &[a.shape(), b.shape()],
+                "the two inputs cannot be broadcast together",
+            ))
+        }
+        Some(shape) if !crate::fits::<F>(&shape) => {
+            return Err(eddy_tape::Error::shape(
+                "logaddexp",
+                &[a.shape(), b.shape()],
+                format!("the broadcast shape {shape:?} is too large to allocate"),
+            ))
+        }
+        Some(_) => {}
     }
     let m = <crate::reduce::Maximum as Op<F>>::forward(&crate::reduce::Maximum, &[a.value(), b.value()])?;
     let m = a

@@ -43,9 +43,18 @@ impl<F: Float> Op<F> for RankOneUpdate {
     }
 
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let c = inputs[0].view().into_dimensionality::<Ix3>().expect("checked: 3-D");
-        let v = inputs[3].view().into_dimensionality::<Ix2>().expect("checked: 2-D");
-        let k = inputs[4].view().into_dimensionality::<Ix2>().expect("checked: 2-D");
+        let c = inputs[0]
+            .view()
+            .into_dimensionality::<Ix3>()
+            .expect("checked: 3-D");
+        let v = inputs[3]
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("checked: 2-D");
+        let k = inputs[4]
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("checked: 2-D");
         let (f, i) = (inputs[1], inputs[2]);
         let mut out = c.to_owned();
         for (n, mut m) in out.axis_iter_mut(Axis(0)).enumerate() {

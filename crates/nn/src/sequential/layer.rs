@@ -5,9 +5,9 @@
 //! A layer maps a batch `[B, T, F]` to `[B, T, F']` (a sequence) or `[B, F']` (the last step);
 //! after a layer that returns the last step, the next sees `[B, F]`.
 
-use crate::recurrent::{carried, RecurrentOutput};
+use crate::recurrent::carried;
 use crate::{Cell, Dropout, Linear, Module, Recurrent};
-use eddy_ops::{concat, VarExt};
+use eddy_ops::VarExt;
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
 use std::fmt;
@@ -175,6 +175,10 @@ impl<F: Float> fmt::Debug for Layer<F> {
 
 /// A [`Recurrent`] layer over any cell in a model: batch-first, returning the output sequence
 /// or the last valid step (the final `h` of the last layer, both directions concatenated).
+///
+/// `return_sequences` decides, not the layer's `config.return_sequences`; when it is false
+/// the layer runs as [`RecurrentConfig::return_sequences`](crate::RecurrentConfig::return_sequences)`(false)`,
+/// so a checkpointed layer does not make its output sequence.
 #[derive(Debug, Clone)]
 pub struct RecurrentLayer<F: Float, C: Cell<F>> {
     /// The layer (its `config.batch_first` is true).
@@ -196,10 +200,14 @@ impl<F: Float, C: Cell<F>> Module<F> for RecurrentLayer<F, C> {
 
 impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for RecurrentLayer<F, C> {
     fn forward(&self, x: &Var<F>, pass: &mut Pass<'_>) -> Result<Var<F>> {
-        let out = self
-            .layer
-            .forward_with(x, None, pass.lengths, Some(&mut *pass.rng))?;
-        self.output_of(out)
+        let out = self.layer.forward_returning(
+            x,
+            None,
+            pass.lengths,
+            Some(&mut *pass.rng),
+            self.return_sequences,
+        )?;
+        Ok(out.output)
     }
 
     /// Runs from the carried state (the cells' final states of the previous chunk): the same
@@ -219,25 +227,15 @@ impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for 
             ));
         }
         let initial = state.map(|s| carried(x.tape(), s));
-        let out = self
-            .layer
-            .forward_with(x, initial.as_deref(), pass.lengths, Some(&mut *pass.rng))?;
+        let out = self.layer.forward_returning(
+            x,
+            initial.as_deref(),
+            pass.lengths,
+            Some(&mut *pass.rng),
+            self.return_sequences,
+        )?;
         let carry = out.carry();
-        Ok((self.output_of(out)?, Some(carry)))
-    }
-}
-
-impl<F: Float, C: Cell<F>> RecurrentLayer<F, C> {
-    /// The layer's output: the sequence, or the last valid step of the last layer (h_n is
-    /// `[layers·D, B, H]`: the last layer's D directions, concatenated).
-    fn output_of(&self, out: RecurrentOutput<F>) -> Result<Var<F>> {
-        if self.return_sequences {
-            return Ok(out.output);
-        }
-        let parts = out.h_n().unstack(0)?;
-        let last = &parts[parts.len() - self.layer.directions()..];
-        let refs: Vec<&Var<F>> = last.iter().collect();
-        concat(&refs, 1)
+        Ok((out.output, Some(carry)))
     }
 }
 

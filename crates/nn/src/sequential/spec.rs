@@ -5,7 +5,7 @@
 
 use super::layer::{Layer, Pass, RecurrentLayer, SequenceLayer};
 use crate::cells::{GruCell, LstmCell, Nonlinearity, RnnCell};
-use crate::{Cell, Dropout, Linear, RecurrentConfig};
+use crate::{Cell, Checkpoint, Dropout, Linear, RecurrentConfig};
 use eddy_tape::{Error, Float, Result, Rng, Tape};
 use ndarray::ArrayD;
 use std::fmt;
@@ -45,6 +45,7 @@ pub(crate) struct RecurrentSpec<F: Float> {
     num_layers: usize,
     dropout: f64,
     recurrent_dropout: f64,
+    checkpoint: Checkpoint,
 }
 
 impl<F: Float> fmt::Debug for LayerSpec<F> {
@@ -58,7 +59,8 @@ impl<F: Float> fmt::Debug for LayerSpec<F> {
                 .field("bidirectional", &r.bidirectional)
                 .field("num_layers", &r.num_layers)
                 .field("dropout", &r.dropout)
-                .field("recurrent_dropout", &r.recurrent_dropout),
+                .field("recurrent_dropout", &r.recurrent_dropout)
+                .field("checkpoint", &r.checkpoint),
             What::Dense { units } => d.field("units", units),
             What::Dropout { rate } => d.field("rate", rate),
             What::Module(_) => &mut d,
@@ -136,6 +138,7 @@ where
             num_layers: 1,
             dropout: 0.0,
             recurrent_dropout: 0.0,
+            checkpoint: Checkpoint::Off,
         }),
     }
 }
@@ -258,6 +261,49 @@ impl<F: Float> LayerSpec<F> {
         self
     }
 
+    /// For a recurrent spec: time-segment checkpointing
+    /// ([`RecurrentConfig::checkpoint_every`]): keep the state every `k` steps and run each
+    /// segment again in the reverse pass, for memory that grows with `T/k` states and one
+    /// segment's activations instead of every step's. The trained parameters are those
+    /// without it (to rounding: parameter gradients are summed per segment); a layer that
+    /// returns only its last output then never makes its output sequence. First-order
+    /// gradients only. No effect on other specs.
+    ///
+    /// ```
+    /// use eddy_nn::sequential::{dense, lstm, Loss, Optim, Sequential};
+    /// use eddy_nn::FitOptions;
+    /// use eddy_tape::Rng;
+    ///
+    /// let mut model = Sequential::new()
+    ///     .add(lstm(8).checkpoint_every(16))
+    ///     .add(dense(1))
+    ///     .build::<f32>(3, &mut Rng::seed(0))?;
+    /// model.compile(Optim::adam(1e-3), Loss::Mse)?;
+    /// let x = ndarray::ArrayD::from_elem(vec![4, 100, 3], 0.5f32);
+    /// let y = ndarray::ArrayD::from_elem(vec![4, 1], 1.0f32);
+    /// let history = model.fit(&x, &y, FitOptions { epochs: 1, progress: false, ..FitOptions::default() })?;
+    /// assert_eq!(history.loss.len(), 1);
+    /// # Ok::<(), eddy_tape::Error>(())
+    /// ```
+    pub fn checkpoint_every(self, k: usize) -> Self {
+        self.checkpoint(Checkpoint::Every(k))
+    }
+
+    /// For a recurrent spec: [`checkpoint_every`](Self::checkpoint_every) with `k = ⌈√T⌉` for
+    /// each batch of `T` steps.
+    pub fn checkpoint_sqrt(self) -> Self {
+        self.checkpoint(Checkpoint::Sqrt)
+    }
+
+    /// For a recurrent spec: the checkpointing policy ([`Checkpoint::Off`], the default, to
+    /// keep every step). No effect on other specs.
+    pub fn checkpoint(mut self, policy: Checkpoint) -> Self {
+        if let Some(r) = self.recurrent_mut() {
+            r.checkpoint = policy;
+        }
+        self
+    }
+
     /// Builds the layer for inputs of `features` features (a sequence if `sequence`); returns
     /// it with its output features and whether its output is a sequence. Errors name the
     /// layer by its index `i`.
@@ -286,6 +332,11 @@ impl<F: Float> LayerSpec<F> {
                 if r.num_layers == 0 {
                     return Err(at("num_layers must be at least 1".into()));
                 }
+                if r.checkpoint == Checkpoint::Every(0) {
+                    return Err(at(
+                        "checkpoint_every(k) needs segments of k ≥ 1 steps, got k = 0".into()
+                    ));
+                }
                 for (what, p) in [("dropout", r.dropout), ("recurrent_dropout", r.recurrent_dropout)] {
                     if !(0.0..1.0).contains(&p) {
                         return Err(at(format!("{what} must be in [0, 1), got {p}")));
@@ -296,7 +347,9 @@ impl<F: Float> LayerSpec<F> {
                     .num_layers(r.num_layers)
                     .bidirectional(r.bidirectional)
                     .dropout(r.dropout)
-                    .recurrent_dropout(r.recurrent_dropout);
+                    .recurrent_dropout(r.recurrent_dropout)
+                    .checkpoint(r.checkpoint)
+                    .return_sequences(r.return_sequences);
                 let (layer, out) = (r.build)(&config, r.return_sequences, rng).map_err(inner)?;
                 if out == 0 {
                     return Err(at("the cell's output size is 0".into()));

@@ -7,61 +7,12 @@
 //! initial states and dropout; its errors (`k = 0`, `create_graph`, a parameter changed before
 //! the backward pass) are clean and name the option.
 
-use eddy_nn::{init, Cell, Checkpoint, GruCell, LstmCell, MinGruCell, Module, Recurrent, RecurrentConfig};
+use eddy_nn::{Cell, Checkpoint, GruCell, LstmCell, MinGruCell, Module, Recurrent, RecurrentConfig};
 use eddy_ops::prelude::*;
 use eddy_tape::{Float, GradOptions};
 use ndarray::ArrayD;
 
-/// A user cell, per-step path only: a minimal gated unit (Zhou et al. 2016) with its input
-/// projection hoisted, `f = σ(x_f + U_f h)`, `h' = h + f ⊙ (tanh(x_n + U_n (f ⊙ h)) − h)`.
-#[derive(Clone)]
-struct Mgu<F: Float> {
-    w: Param<F>,
-    b: Param<F>,
-    uf: Param<F>,
-    un: Param<F>,
-}
-
-impl<F: Float> Mgu<F> {
-    fn new(input: usize, hidden: usize, rng: &mut Rng) -> Self {
-        Mgu {
-            w: Param::new("w", init::pytorch_default(&[2 * hidden, input], hidden, rng)),
-            b: Param::new("b", init::pytorch_default(&[2 * hidden], hidden, rng)),
-            uf: Param::new("u_f", init::pytorch_default(&[hidden, hidden], hidden, rng)),
-            un: Param::new("u_n", init::pytorch_default(&[hidden, hidden], hidden, rng)),
-        }
-    }
-}
-
-impl<F: Float> Module<F> for Mgu<F> {
-    fn params(&self) -> Vec<(String, Param<F>)> {
-        [&self.w, &self.b, &self.uf, &self.un]
-            .iter()
-            .map(|p| (p.name().to_string(), (*p).clone()))
-            .collect()
-    }
-}
-
-impl<F: Float> Cell<F> for Mgu<F> {
-    type State = Var<F>;
-    fn input_size(&self) -> usize {
-        self.w.shape()[1]
-    }
-    fn state_sizes(&self) -> Vec<usize> {
-        vec![self.uf.shape()[0]]
-    }
-    fn project(&self, x: &Var<F>) -> Result<Var<F>> {
-        let t = x.tape();
-        x.linear(&t.param(&self.w), Some(&t.param(&self.b)))
-    }
-    fn step(&self, xp: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
-        let t = xp.tape();
-        let parts = xp.chunk(2, 1)?;
-        let f = (&parts[0] + h.matmul_t(&t.param(&self.uf))?)?.sigmoid()?;
-        let n = (&parts[1] + (&f * h)?.matmul_t(&t.param(&self.un))?)?.tanh()?;
-        h + (&f * (&n - h)?)?
-    }
-}
+use crate::support::Mgu;
 
 /// What a forward and backward pass gives: outputs and final states, then the gradients of the
 /// input, of each initial state part and of each parameter (by name).
