@@ -95,10 +95,11 @@ pub(crate) fn unroll<F: Float, C: Cell<F> + Clone + 'static>(
 
 /// One direction of one layer, checkpointed: inputs `[x, state parts…, parameters…]`, outputs
 /// `[outputs, final state parts…, the state entering each segment (one `[S, B, size]` per
-/// part)…]`, without the first (the `[T, B, H]` outputs) when not `keep_output`. Its forward runs the segments one after the other, each on a fresh tape through
-/// the layer's own path ([`run_direction`]: the scan, the cell's whole-sequence op or the loop
-/// of steps, so a step costs what it costs without checkpointing), keeping only the outputs and
-/// the states between segments. Its backward runs them from the last: each again from its saved
+/// part)…]`, without the first (the `[T, B, H]` outputs) when not `keep_output`. Its forward
+/// runs the segments one after the other, each on a fresh tape through the layer's own path
+/// ([`run_direction`]: the scan, the cell's whole-sequence op or the loop of steps, so a step
+/// costs what it costs without checkpointing), keeping only the outputs and the states between
+/// segments. Its backward runs them from the last: each again from its saved
 /// state on a recording tape, then that tape's reverse pass from the incoming gradients.
 pub(crate) struct Segmented<F: Float, C> {
     cell: C,
