@@ -2,7 +2,7 @@
 //! scan ([`eddy_ops::linear_scan`], [`eddy_ops::log_scan`]) instead of a loop of steps.
 
 use crate::{Cell, LinearRecurrence, RecurrentState};
-use eddy_ops::{linear_scan, log_scan, where_, VarExt};
+use eddy_ops::{gated_coefficients, gated_scan, linear_scan, log_scan, where_, VarExt};
 use eddy_tape::{Error, Float, Result, Var};
 use ndarray::ArrayD;
 
@@ -53,6 +53,20 @@ fn run<F: Float, C: Cell<F>>(
             };
             linear_scan(&a, &b, &h0, reverse, None)?
         }
+        LinearRecurrence::Gated { kc } => match valid {
+            None => gated_scan(&kc, &h0, reverse)?,
+            // Ragged: the general scan, whose steps past a sequence's end are the identity.
+            Some(m) => {
+                let (a, b) = gated_coefficients(&kc)?;
+                linear_scan(
+                    &keep_past_end(m, &a, F::one())?,
+                    &keep_past_end(m, &b, F::zero())?,
+                    &h0,
+                    reverse,
+                    None,
+                )?
+            }
+        },
         LinearRecurrence::LogSpace { log_a, log_b } => {
             if let Some(bad) = h0.value().iter().find(|v| v.is_nan() || **v <= F::zero()) {
                 return Err(Error::invalid(

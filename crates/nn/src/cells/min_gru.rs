@@ -1,8 +1,8 @@
 //! minGRU, from "Were RNNs All We Needed?" (Feng et al. 2024).
 
-use super::linear_recurrence::{coefficients, half_state, linear_step, log_g, log_space_step};
+use super::linear_recurrence::{coefficients, half_state, log_g, log_space_step};
 use crate::{init, Cell, LinearRecurrence, Module};
-use eddy_ops::{concat, VarExt};
+use eddy_ops::{concat, gated_coefficients, VarExt};
 use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 
 /// The minGRU cell (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs All We Needed?",
@@ -14,10 +14,12 @@ use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 /// h' = (1 − z) ⊙ h + z ⊙ h̃
 /// ```
 ///
-/// Since nothing but the final blend depends on `h`, [`project`](Cell::project) computes, for
-/// the whole sequence in one GEMM, the coefficients of the linear recurrence
-/// `h' = a ⊙ h + b` with `a = 1 − z`, `b = z ⊙ h̃`, and a step is pointwise: this is what makes
-/// minGRU parallel-friendly (the recurrence is a linear scan).
+/// Since nothing but the final blend depends on `h`, [`project`](Cell::project) computes the
+/// gate logits and candidates `[W_z x + b_z | h̃]` of the whole sequence in one GEMM, and a step
+/// is pointwise: the linear recurrence `h' = a ⊙ h + b` with `a = 1 − z`, `b = z ⊙ h̃`. This is
+/// what makes minGRU parallel-friendly (the recurrence is a linear scan); the layer runs the
+/// whole sequence as one fused op, [`eddy_ops::gated_scan`], which computes `z`, `a` and `b`
+/// on the fly instead of storing them.
 ///
 /// **Log-space mode** ([`MinGruCell::log_space`], the paper's appendix): a different function,
 /// `h' = (1 − z) ⊙ h + z ⊙ g(h̃)` with `g(v) = v + 0.5` for `v ≥ 0` and `σ(v)` otherwise, so every
@@ -104,35 +106,36 @@ impl<F: Float> Cell<F> for MinGruCell<F> {
         vec![self.hidden_size()]
     }
 
-    /// `[a, b] = [1 − z, z ⊙ h̃]` (`[T, B, 2H]`) for all time steps: one GEMM and pointwise
-    /// ops; in log-space mode `[log(1 − z), log z + log g(h̃)]`.
+    /// `[W_z x + b_z | h̃]` (`[T, B, 2H]`) for all time steps, one GEMM; in log-space mode
+    /// `[log(1 − z), log z + log g(h̃)]`.
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
         let t = x.tape();
         let b = self.bias_ih.as_ref().map(|b| t.param(b));
         let kh = x.linear(&t.param(&self.weight_ih), b.as_ref())?;
-        let [k, candidate]: [Var<F>; 2] = kh.chunk(2, -1)?.try_into().expect("two chunks");
         if self.log_space {
+            let [k, candidate]: [Var<F>; 2] = kh.chunk(2, -1)?.try_into().expect("two chunks");
             let log_a = k.softplus()?.neg()?;
             let log_b = (k.log_sigmoid()? + log_g(&candidate)?)?;
             return concat(&[&log_a, &log_b], -1);
         }
-        let z = k.sigmoid()?;
-        let a = z.affine(-F::one(), F::one(), "one_minus")?;
-        concat(&[&a, &(z * candidate)?], -1)
+        Ok(kh)
     }
 
-    /// `[a, b]` split in two: the layer runs the sequence as one scan, in log space in
+    /// The gated scan over the projection ([`eddy_ops::gated_scan`]), or the log-space scan in
     /// log-space mode.
-    fn linear_recurrence(&self, ab: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
-        Some(coefficients(ab, self.log_space))
+    fn linear_recurrence(&self, xp: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
+        if self.log_space {
+            return Some(coefficients(xp, true));
+        }
+        Some(Ok(LinearRecurrence::Gated { kc: xp.clone() }))
     }
 
-    fn step(&self, ab: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
+    fn step(&self, xp: &Var<F>, h: &Var<F>) -> Result<Var<F>> {
         if self.log_space {
-            log_space_step("min_gru", ab, h)
-        } else {
-            linear_step(ab, h)
+            return log_space_step("min_gru", xp, h);
         }
+        let (a, b) = gated_coefficients(xp)?;
+        (a * h)? + b
     }
 
     /// Zeros; in log-space mode `g(0) = 0.5`.

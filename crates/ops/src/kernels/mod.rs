@@ -11,6 +11,7 @@
 //! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU and Elman cells |
 //! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time |
 //! | [`scan`] | the linear-recurrence scan and its log-space form, split by lanes or chunked over time |
+//! | [`gated_scan`] | minGRU's recurrence fused with its gate, read straight from the input projection |
 //! | `split` | batch-1 LSTM inference with the hidden units split between two threads |
 //! | `steps` | the order of a sequence's steps, forwards or reversed |
 //!
@@ -34,6 +35,7 @@
 //! counts they differ only by the order of floating-point sums.
 
 pub mod activations;
+pub mod gated_scan;
 pub mod gates;
 pub mod gemm;
 pub mod packed;

@@ -9,6 +9,7 @@ mod errors;
 mod gradcheck_binary;
 mod gradcheck_elementwise;
 mod gradcheck_fused;
+mod gradcheck_gated_scan;
 mod gradcheck_matmul;
 mod gradcheck_reduce;
 mod gradcheck_scan;

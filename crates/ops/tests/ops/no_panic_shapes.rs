@@ -472,6 +472,12 @@ const CATALOGUE: &[(&str, Run)] = &[
     }),
     ("linear_scan", |t, c| scan_fn(t, c, false)),
     ("log_scan", |t, c| scan_fn(t, c, true)),
+    ("GatedScan", |t, c| gated_fn(t, c, true)),
+    ("gated_scan", |t, c| gated_fn(t, c, false)),
+    ("gated_coefficients", |t, c| {
+        let (a, b) = gated_coefficients(&c.x(t, 0))?;
+        Ok(vec![a, b])
+    }),
     ("length_mask", |_, c| {
         let (tt, b, _, _) = c.dims();
         let _ = length_mask("length_mask", &c.indices, tt, b);
@@ -535,6 +541,17 @@ fn scan_fn(t: &Tape<f64>, c: &Case, log: bool) -> Result<Vec<Var<f64>>> {
     let lengths = c.flags[2].then_some(&c.indices[..]);
     let f = if log { log_scan } else { linear_scan };
     one(f(&a, &x, &h0, c.flags[1], lengths))
+}
+
+/// The gated scan on a projection `[T, B, 2H]` and a first state `[B, H]` (or unrelated shapes),
+/// through the op or the function.
+fn gated_fn(t: &Tape<f64>, c: &Case, op: bool) -> Result<Vec<Var<f64>>> {
+    let (tt, b, _, h) = c.dims();
+    let (kc, h0) = (c.rel(t, 0, &[tt, b, Case::times(h, 2)]), c.rel(t, 1, &[b, h]));
+    match op {
+        true => one(t.apply(GatedScan { reverse: c.flags[1] }, &[&kc, &h0])),
+        false => one(gated_scan(&kc, &h0, c.flags[1])),
+    }
 }
 
 /// Runs `f`; a panic becomes its message.
