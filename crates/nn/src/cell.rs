@@ -203,7 +203,7 @@ pub enum LinearRecurrence<F: Float> {
     },
     /// minGRU's gated form `hₜ = (1 − σ(kₜ)) ⊙ hₜ₋₁ + σ(kₜ) ⊙ cₜ`, that is `a = 1 − σ(k)`,
     /// `b = σ(k) ⊙ c`, given as the projection `[k | c]` itself: run as one fused op
-    /// ([`eddy_ops::gated_scan`]) that never stores `σ(k)`, `a` or `b`.
+    /// ([`eddy_ops::gated_scan()`]) that never stores `σ(k)`, `a` or `b`.
     Gated {
         /// The gate logits `k` and the candidates `c`, the two halves of the last axis,
         /// `[T, B, 2H]`.

@@ -18,7 +18,7 @@ use eddy_tape::{Float, Param, Result, Rng, Tape, Var};
 /// gate logits and candidates `[W_z x + b_z | h̃]` of the whole sequence in one GEMM, and a step
 /// is pointwise: the linear recurrence `h' = a ⊙ h + b` with `a = 1 − z`, `b = z ⊙ h̃`. This is
 /// what makes minGRU parallel-friendly (the recurrence is a linear scan); the layer runs the
-/// whole sequence as one fused op, [`eddy_ops::gated_scan`], which computes `z`, `a` and `b`
+/// whole sequence as one fused op, [`eddy_ops::gated_scan()`], which computes `z`, `a` and `b`
 /// on the fly instead of storing them.
 ///
 /// **Log-space mode** ([`MinGruCell::log_space`], the paper's appendix): a different function,
@@ -121,7 +121,7 @@ impl<F: Float> Cell<F> for MinGruCell<F> {
         Ok(kh)
     }
 
-    /// The gated scan over the projection ([`eddy_ops::gated_scan`]), or the log-space scan in
+    /// The gated scan over the projection ([`eddy_ops::gated_scan()`]), or the log-space scan in
     /// log-space mode.
     fn linear_recurrence(&self, xp: &Var<F>) -> Option<Result<LinearRecurrence<F>>> {
         if self.log_space {
