@@ -3,7 +3,7 @@
 //! Elman activation, and the small row helpers the sequence ops share. Each slice is a
 //! separate argument, so the compiler knows they do not alias and vectorises the loops.
 
-use super::activations::{sigmoid, tanh};
+use super::activations::{exp, log_sigmoid, sigmoid, tanh};
 use super::multiversion;
 use eddy_tape::Float;
 
@@ -214,7 +214,8 @@ multiversion! {
     ///
     /// into `out` (`h'`, `c'`, `n'`, `m'`), and saves `[i', f', tanh z̃, σ(õ), σ(−f̃), a ≥ ĩ]`
     /// (the last as 1 or 0; [`SLSTM_SAVED`] blocks of the row's length) in `saved` for
-    /// [`slstm_row_backward`]. `exp` and `ln` are the standard library's in both types.
+    /// [`slstm_row_backward`]. `exp` and `logsigmoid` are [`super::activations`]' (the standard
+    /// library's in `f64`).
     pub fn slstm_row_forward<F: Float, const FMA: bool>(g: [&[F]; 4], prev: [&[F]; 3], saved: &mut [F], out: [&mut [F]; 4]) {
         let [cp, np, mp] = prev;
         let h = cp.len();
@@ -229,12 +230,11 @@ multiversion! {
         let [hn, cn, nn, mn] = out;
         let (hn, cn, nn, mn) = (&mut hn[..h], &mut cn[..h], &mut nn[..h], &mut mn[..h]);
         for j in 0..h {
-            let x = gf[j];
-            let a = (x.min(F::zero()) - (-x.abs()).exp().ln_1p()) + mp[j];
+            let a = log_sigmoid(gf[j]) + mp[j];
             let take_a = a >= gi[j] || a.is_nan();
             let m = if take_a { a } else { gi[j] };
-            ig[j] = (gi[j] - m).exp();
-            fg[j] = (a - m).exp();
+            ig[j] = exp(gi[j] - m);
+            fg[j] = exp(a - m);
             took_a[j] = if take_a { F::one() } else { F::zero() };
             mn[j] = m;
         }
