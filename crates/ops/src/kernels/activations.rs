@@ -100,7 +100,7 @@ pub fn exp<F: Float>(x: F) -> F {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     p = p * (r * r) + r + 1.0;
     // 2ⁿ from its exponent bits (n is in [−126, 127] after the clamp).
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);

@@ -220,8 +220,8 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
             .map(|g| g.as_ref().map(|g| flat(g.value())))
             .collect();
         let mut dg = vec![F::zero(); steps * batch * gw];
-        // Each head's gate gradients `[T, B, 4·dh]`, for its `dh` and `dW`.
-        let mut dg_heads: Vec<Vec<F>> = (0..heads).map(|_| vec![F::zero(); steps * batch * hw]).collect();
+        // One head's gate gradients of a step, `[B, 4·dh]`, for its part of `dhₜ₋₁`.
+        let mut dg_head = vec![F::zero(); batch * hw];
         let mut carry: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); bh]).collect();
         let mut d: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); bh]).collect();
         let mut dh_head = vec![F::zero(); batch * dh];
@@ -267,31 +267,67 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
             }
             // dhₜ₋₁ = dgatesₜ·R, head by head.
             for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
-                let dg_head = &mut dg_heads[j][t * batch * hw..(t + 1) * batch * hw];
-                gather(dg_t, h, j * dh, dh, dg_head);
-                w.back(dg_head, &mut dh_head);
+                gather(dg_t, h, j * dh, dh, &mut dg_head);
+                w.back(&dg_head, &mut dh_head);
                 scatter(&dh_head, h, j * dh, dh, &mut carry[0], false);
             }
         }
         let need = |k: usize| inputs[k].requires_grad();
-        let mut out = vec![need(0).then(|| tape.constant(shaped(dg, &[steps, batch, gw])))];
-        out.push(need(1).then(|| {
-            let mut dw = Array3::zeros((heads, hw, dh));
-            let (mut hs_head, mut h0_head) =
-                (vec![F::zero(); steps * batch * dh], vec![F::zero(); batch * dh]);
-            for (j, dg_head) in dg_heads.iter().enumerate().filter(|_| dh > 0) {
-                gather(&all[0], h, j * dh, dh, &mut hs_head);
-                gather(&first[0], h, j * dh, dh, &mut h0_head);
-                let dw_j = weight_grad(dg_head, &hs_head, &h0_head, (steps, batch, dh), hw, reverse);
-                dw.index_axis_mut(Axis(0), j).assign(&dw_j);
-            }
+        let dw = need(1).then(|| {
+            let dw = head_weight_grads(&dg, (&all[0], &first[0]), (steps, batch, heads, dh), reverse);
             tape.constant(dw.into_dyn())
-        }));
+        });
+        let mut out = vec![
+            need(0).then(|| tape.constant(shaped(dg, &[steps, batch, gw]))),
+            dw,
+        ];
         for (k, s) in carry.into_iter().enumerate() {
             out.push(need(2 + k).then(|| tape.constant(shaped(s, &[batch, h]))));
         }
         Ok(out)
     }
+}
+
+/// The gradient of the block-diagonal weight over the whole sequence (`[heads, 4·dh, dh]`):
+/// for head `j` and gate `g`, `dW[j][g·dh..] = Σ_t dGₜ[:, g·H + j·dh ..]ᵀ · hₜ₋₁[:, j·dh ..]`,
+/// one GEMM over the steps whose previous state is in `hs` (`[T, B, H]`), reading both
+/// operands as strided views, plus one for the step that read `h0` (skipped when it is zero).
+/// `dg` is `[T, B, 4H]`.
+fn head_weight_grads<F: Float>(
+    dg: &[F],
+    (hs, h0): (&[F], &[F]),
+    (steps, batch, heads, dh): (usize, usize, usize, usize),
+    reverse: bool,
+) -> Array3<F> {
+    let (h, gw) = (heads * dh, 4 * heads * dh);
+    let mut dw = Array3::zeros((heads, 4 * dh, dh));
+    let n = (steps - 1) * batch;
+    let (dg_part, hs_part) = match reverse {
+        false => (&dg[batch * gw..], &hs[..n * h]),
+        true => (&dg[..n * gw], &hs[batch * h..]),
+    };
+    let first = step_at(0, steps, reverse) * batch;
+    let dg_first = &dg[first * gw..(first + batch) * gw];
+    let read_h0 = h0.iter().any(|v| *v != F::zero());
+    let mut product = |rows: usize, dg: &[F], hs: &[F], j: usize, g: usize, beta: F| {
+        let a = ArrayView2::from_shape((rows, gw), dg).expect("[rows, 4H]");
+        let b = ArrayView2::from_shape((rows, h), hs).expect("[rows, H]");
+        let a = a.slice(ndarray::s![.., g * h + j * dh..g * h + (j + 1) * dh]);
+        let b = b.slice(ndarray::s![.., j * dh..(j + 1) * dh]);
+        let mut c = dw.slice_mut(ndarray::s![j, g * dh..(g + 1) * dh, ..]);
+        gemm(F::one(), &a.t(), &b, beta, &mut c);
+    };
+    for j in 0..heads {
+        for g in 0..4 {
+            if n > 0 && dh > 0 {
+                product(n, dg_part, hs_part, j, g, F::zero());
+            }
+            if batch > 0 && dh > 0 && read_h0 {
+                product(batch, dg_first, h0, j, g, F::one());
+            }
+        }
+    }
+    dw
 }
 
 /// Head-major views of the block-diagonal product, as differentiable ops (the recorded rule).

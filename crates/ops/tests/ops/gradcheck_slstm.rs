@@ -232,3 +232,75 @@ fn inference_without_a_tape_keeps_no_activations() -> Result<()> {
     assert!(out[0].value().iter().all(|v| v.is_finite()));
     Ok(())
 }
+
+/// In f32 at batch > 4 the per-head products go through the packed kernel (where the CPU has
+/// it) and the row kernel through the fast `exp` and `logsigmoid`: values and gradients agree
+/// with the loop of per-step ops to f32 rounding.
+#[test]
+fn f32_slstm_sequence_agrees_with_the_loop_of_steps() -> Result<()> {
+    let x64 = inputs((5, 9, 2, 8), 50);
+    let x: Vec<ArrayD<f32>> = x64.iter().map(|a| a.mapv(|v| v as f32)).collect();
+    let run = |fused: bool| -> Result<Vec<ArrayD<f32>>> {
+        let tape = Tape::new();
+        let v: Vec<Var<f32>> = x.iter().map(|a| tape.input(a.clone())).collect();
+        let parts = if fused {
+            let op = SlstmSequence {
+                reverse: false,
+                keep_activations: true,
+            };
+            tape.apply_multi(op, &v.iter().collect::<Vec<_>>())?[..4].to_vec()
+        } else {
+            looped32(&v)?
+        };
+        let all = concat(&parts.iter().collect::<Vec<_>>(), 2)?;
+        let loss = (&all * &all.tanh()?)?.sum_all()?;
+        let grads = tape.grad(
+            &[&loss],
+            None,
+            &v.iter().collect::<Vec<_>>(),
+            GradOptions::default(),
+        )?;
+        let mut out = vec![all.value().clone()];
+        out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
+        Ok(out)
+    };
+    let (fused, looped) = (run(true)?, run(false)?);
+    for (k, (a, b)) in fused.iter().zip(&looped).enumerate() {
+        let worst = a
+            .iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / (1.0 + y.abs())));
+        assert!(worst < 1e-4, "array {k}: relative error {worst}");
+    }
+    Ok(())
+}
+
+/// [`looped`] in f32, forwards.
+fn looped32(v: &[Var<f32>]) -> Result<Vec<Var<f32>>> {
+    let (xp, w) = (&v[0], &v[1]);
+    let batch = xp.shape()[1];
+    let (heads, dh) = (w.shape()[0], w.shape()[2]);
+    let mut state: Vec<Var<f32>> = v[2..6].to_vec();
+    let mut all: Vec<Vec<Var<f32>>> = vec![Vec::new(); 4];
+    for x in xp.unstack(0)? {
+        let per_head = state[0].reshape(&[batch, heads, dh])?.transpose(0, 1)?;
+        let r = matmul_t(&per_head, w, false, true)?
+            .reshape(&[heads, batch, 4, dh])?
+            .permute(&[1, 2, 0, 3])?
+            .reshape(&[batch, 4 * heads * dh])?;
+        let [i, f, z, o]: [Var<f32>; 4] = (&x + &r)?.chunk(4, 1)?.try_into().expect("four chunks");
+        let a = (f.log_sigmoid()? + &state[3])?;
+        let m = a.maximum(&i)?;
+        let (ig, fg) = ((i - &m)?.exp()?, (a - &m)?.exp()?);
+        let c = ((&fg * &state[1])? + (&ig * z.tanh()?)?)?;
+        let n = ((fg * &state[2])? + ig)?;
+        let h = (o.sigmoid()? * (&c / &n)?)?;
+        state = vec![h, c, n, m];
+        for k in 0..4 {
+            all[k].push(state[k].clone());
+        }
+    }
+    all.iter()
+        .map(|s| stack(&s.iter().collect::<Vec<_>>(), 0))
+        .collect()
+}
