@@ -1,5 +1,5 @@
 //! The fused pointwise loops of the recurrent cells, one batch row at a time, each compiled per
-//! instruction set (`multiversion!`): the LSTM and GRU gate math forward and backward, the
+//! instruction set (`multiversion!`): the LSTM, GRU and sLSTM gate math forward and backward, the
 //! Elman activation, and the small row helpers the sequence ops share. Each slice is a
 //! separate argument, so the compiler knows they do not alias and vectorises the loops.
 
