@@ -5,8 +5,8 @@
 //! `loss = Σ output·g_output + Σ_s Σ s_n·g_s_n`; it reports the largest errors.
 //!
 //! [`run_case_with`] runs the same case with the layer's fused whole-sequence ops switched off
-//! ([`RecurrentConfig::fused`]): the built-in LSTM, GRU and Elman cells then run through the
-//! layer's loop over their `step`, the generic path every user cell takes.
+//! ([`RecurrentConfig::fused`]): the built-in LSTM, GRU, Elman and sLSTM cells then run
+//! through the layer's loop over their `step`, the generic path every user cell takes.
 
 use crate::io::TensorFile;
 use crate::{

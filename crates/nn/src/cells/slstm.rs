@@ -1,7 +1,7 @@
 //! sLSTM, xLSTM's scalar-memory cell (Beck et al. 2024).
 
 use crate::{init, Cell, Module};
-use eddy_ops::{matmul_t, VarExt};
+use eddy_ops::{matmul_t, SlstmSequence, VarExt};
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
 
@@ -30,6 +30,10 @@ use ndarray::ArrayD;
 /// (PyTorch's LSTM init); `bias` `[4H]`, the same except the forget block, `linspace(3, 6)`
 /// over the units so that the cell starts out remembering (xLSTM's forget biases are
 /// positive for the same reason). State `(h, c, n, m)`, each `[B, H]`, zeros by default.
+///
+/// The layer runs a whole sequence (when no step needs a mask) as one
+/// [`SlstmSequence`] op, with a fused kernel and a fast backward; [`Cell::step`] is the
+/// reference it is tested against.
 ///
 /// # Example
 /// ```
@@ -149,6 +153,32 @@ impl<F: Float> Cell<F> for SlstmCell<F> {
     fn project(&self, x: &Var<F>) -> Result<Var<F>> {
         let t = x.tape();
         x.linear(&t.param(&self.weight_ih), Some(&t.param(&self.bias)))
+    }
+
+    /// The whole sequence as one [`SlstmSequence`] op.
+    fn unroll(
+        &self,
+        xp: &Var<F>,
+        state: &Vec<Var<F>>,
+        reverse: bool,
+    ) -> Option<Result<(Var<F>, Vec<Var<F>>)>> {
+        let run = || {
+            let t = xp.tape();
+            let op = SlstmSequence {
+                reverse,
+                keep_activations: t.is_recording(),
+            };
+            let w = t.param(&self.weight_hh);
+            let mut inputs = vec![xp, &w];
+            inputs.extend(state.iter());
+            let out = t.apply_multi(op, &inputs)?;
+            let finals = out[..4]
+                .iter()
+                .map(|s| super::last_step(s, reverse))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((out[0].clone(), finals))
+        };
+        Some(run())
     }
 
     fn step(&self, xw: &Var<F>, state: &Vec<Var<F>>) -> Result<Vec<Var<F>>> {

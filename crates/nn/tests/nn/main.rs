@@ -31,6 +31,7 @@ mod seed_model;
 mod segment_checkpoint;
 mod sequential_cells;
 mod sequential_checkpoint;
+mod slstm_unroll;
 mod stream;
 mod support;
 mod tbptt;

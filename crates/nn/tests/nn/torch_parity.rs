@@ -73,6 +73,8 @@ fn every_new_cell_fixture_matches_pytorch() {
         assert!(n >= 3, "expected the committed {mode}* fixtures, found {n}");
     }
     all_match(&files, true);
+    // sLSTM has a fused op (`SlstmSequence`): its per-step path must match as well.
+    all_match(&files, false);
 }
 
 /// `fused` false: through the layer's loop over `Cell::step` (for the cells with a fused

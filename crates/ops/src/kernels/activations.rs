@@ -1,10 +1,13 @@
 //! The kernels' `tanh` and logistic sigmoid: one value at a time (inlined into the fused gate
-//! loops) or over a slice (the elementwise ops), dispatched per instruction set.
+//! loops) or over a slice (the elementwise ops), dispatched per instruction set; and `exp` and
+//! `logsigmoid`, one value at a time, for the sLSTM gates.
 //!
 //! `f32` uses a clamped rational approximation of `tanh` (within a few ulp; libm's `tanhf`
 //! does not vectorise and dominated recurrent kernels); `f64`, the checking type, uses `std`'s.
 //! The sigmoid is `(1 + tanh(x/2)) / 2` in `f32` and `1/(1 + e⁻ˣ)` (written without overflow)
-//! in `f64`. Both are stable for any input and give the same values at every level (no fused
+//! in `f64`. `exp` in `f32` is a range reduction and a polynomial (Cephes' `expf`, within 2 ulp;
+//! libm's `expf` does not vectorise), `logsigmoid` in `f32` builds on it; in `f64` both are the
+//! standard library's. All are stable for any input and give the same values at every level (no fused
 //! multiply-adds: the rounding does not depend on the CPU).
 
 use super::multiversion;
@@ -64,6 +67,75 @@ pub fn sigmoid<F: Float>(x: F) -> F {
     }
 }
 
+/// `F` as `f32`, or `f32` as `F`, when both are `f32` (a no-op).
+#[inline(always)]
+fn same<A: Copy + 'static, B: Copy + 'static>(a: A) -> B {
+    assert_eq!(std::mem::size_of::<A>(), std::mem::size_of::<B>());
+    // SAFETY: called only with `A`, `B` both `f32` (`Float` is sealed to `f32` and `f64`, and
+    // the callers check `is_f32`); the sizes are asserted equal.
+    unsafe { std::mem::transmute_copy(&a) }
+}
+
+/// `eˣ`: see the module doc. Below −87.34 (where `f32` turns subnormal) `f32` gives 0.
+#[inline(always)]
+pub fn exp<F: Float>(x: F) -> F {
+    if !is_f32::<F>() {
+        return x.exp();
+    }
+    let x: f32 = same(x);
+    let (lo, hi) = (-87.336_55f32, 88.376_26f32);
+    // Compare-and-select, so NaN passes through.
+    let c = if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    };
+    // x = n ln 2 + r, |r| ≤ ln 2 / 2, with ln 2 split in two for an exact reduction.
+    let n = (c * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = c - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    p = p * (r * r) + r + 1.0;
+    // 2ⁿ from its exponent bits (n is in [−126, 127] after the clamp).
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let y = if x < lo {
+        0.0
+    } else if x > hi {
+        f32::INFINITY
+    } else {
+        p * scale
+    };
+    same(y)
+}
+
+/// `ln σ(x) = min(x, 0) − ln(1 + e^−|x|)`: see the module doc.
+#[inline(always)]
+pub fn log_sigmoid<F: Float>(x: F) -> F {
+    if !is_f32::<F>() {
+        return x.min(F::zero()) - (-x.abs()).exp().ln_1p();
+    }
+    let x: f32 = same(x);
+    let e = exp(-x.abs()); // in (0, 1]
+    let u = 1.0 + e;
+    // ln u for u in [1, 2]: 2 atanh(s), s = (u − 1)/(u + 1) ≤ 1/3, to s¹³.
+    let s = (u - 1.0) / (u + 1.0);
+    let s2 = s * s;
+    let mut q = 1.0f32 / 13.0;
+    for k in [11.0f32, 9.0, 7.0, 5.0, 3.0] {
+        q = q * s2 + 1.0 / k;
+    }
+    let ln_u = 2.0 * s * (q * s2 + 1.0);
+    // ln(1 + e) from the rounded u (Goldberg's correction), exact where u rounds to 1.
+    let ln1p = if u == 1.0 { e } else { ln_u * e / (u - 1.0) };
+    same(x.min(0.0) - ln1p)
+}
+
 multiversion! {
     /// `out[i] = tanh(x[i])` over the common length.
     pub fn tanh_slice<F: Float, const FMA: bool>(x: &[F], out: &mut [F]) {
@@ -115,7 +187,34 @@ mod tests {
     }
 
     #[test]
+    fn exp_and_log_sigmoid_are_accurate_in_f32() {
+        let mut worst_e = 0.0f64;
+        let mut worst_l = 0.0f64;
+        for k in -1_000_000..=1_000_000 {
+            let x = k as f32 * 1e-4; // [-100, 100]
+            let (e, want_e) = (exp(x) as f64, (x as f64).exp());
+            if want_e > 1e-37 && want_e < 1e38 {
+                worst_e = worst_e.max((e - want_e).abs() / want_e);
+            }
+            let want_l = (x as f64).min(0.0) - (-(x as f64).abs()).exp().ln_1p();
+            let l = log_sigmoid(x) as f64;
+            worst_l = worst_l.max((l - want_l).abs() / want_l.abs().max(1e-30));
+        }
+        assert!(worst_e < 3e-7, "exp error {worst_e}");
+        assert!(worst_l < 1e-6, "log_sigmoid error {worst_l}");
+        assert_eq!(exp(-200f32), 0.0);
+        assert_eq!(exp(200f32), f32::INFINITY);
+        assert_eq!(exp(0f32), 1.0);
+        assert!(exp(f32::NAN).is_nan() && log_sigmoid(f32::NAN).is_nan());
+        assert_eq!(log_sigmoid(-200f32), -200.0);
+    }
+
+    #[test]
     fn f64_uses_the_standard_functions() {
+        for x in [-800.0, -3.0, 0.0, 2.5, 700.0] {
+            assert_eq!(exp(x), f64::exp(x));
+            assert_eq!(log_sigmoid(x), x.min(0.0) - (-x.abs()).exp().ln_1p());
+        }
         for x in [-800.0, -3.0, -1e-3, 0.0, 0.5, 40.0] {
             assert_eq!(tanh(x), f64::tanh(x));
             let want = 1.0 / (1.0 + (-x).exp());

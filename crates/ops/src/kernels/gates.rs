@@ -1,9 +1,9 @@
 //! The fused pointwise loops of the recurrent cells, one batch row at a time, each compiled per
-//! instruction set (`multiversion!`): the LSTM and GRU gate math forward and backward, the
+//! instruction set (`multiversion!`): the LSTM, GRU and sLSTM gate math forward and backward, the
 //! Elman activation, and the small row helpers the sequence ops share. Each slice is a
 //! separate argument, so the compiler knows they do not alias and vectorises the loops.
 
-use super::activations::{sigmoid, tanh};
+use super::activations::{exp, log_sigmoid, sigmoid, tanh};
 use super::multiversion;
 use eddy_tape::Float;
 
@@ -195,6 +195,107 @@ multiversion! {
         let (d, y) = (&mut d[..n], &y[..n]);
         for j in 0..n {
             d[j] *= act.derivative(y[j]);
+        }
+    }
+}
+
+/// The number of values [`slstm_row_forward`] saves per unit for the backward pass.
+pub const SLSTM_SAVED: usize = 6;
+
+multiversion! {
+    /// One row of the sLSTM forward (xLSTM's scalar-memory cell) from the pre-activations `g`
+    /// (ĩ, f̃, z̃, õ) and the previous state `prev` (`c`, `n`, `m`):
+    ///
+    /// ```text
+    /// a = logsigmoid(f̃) + m,  m' = max(a, ĩ)   (a where a ≥ ĩ or a is NaN, as `Maximum`)
+    /// i' = exp(ĩ − m'),  f' = exp(a − m'),  c' = f' c + i' tanh z̃,  n' = f' n + i',
+    /// h' = σ(õ) ⊙ c' / n'
+    /// ```
+    ///
+    /// into `out` (`h'`, `c'`, `n'`, `m'`), and saves `[i', f', tanh z̃, σ(õ), σ(−f̃), a ≥ ĩ]`
+    /// (the last as 1 or 0; [`SLSTM_SAVED`] blocks of the row's length) in `saved` for
+    /// [`slstm_row_backward`]. `exp` and `logsigmoid` are [`super::activations`]' (the standard
+    /// library's in `f64`).
+    pub fn slstm_row_forward<F: Float, const FMA: bool>(g: [&[F]; 4], prev: [&[F]; 3], saved: &mut [F], out: [&mut [F]; 4]) {
+        let [cp, np, mp] = prev;
+        let h = cp.len();
+        let (np, mp) = (&np[..h], &mp[..h]);
+        let [gi, gf, gz, go] = g;
+        let (gi, gf, gz, go) = (&gi[..h], &gf[..h], &gz[..h], &go[..h]);
+        let (ig, rest) = saved[..SLSTM_SAVED * h].split_at_mut(h);
+        let (fg, rest) = rest.split_at_mut(h);
+        let (tz, rest) = rest.split_at_mut(h);
+        let (so, rest) = rest.split_at_mut(h);
+        let (sf, took_a) = rest.split_at_mut(h);
+        let [hn, cn, nn, mn] = out;
+        let (hn, cn, nn, mn) = (&mut hn[..h], &mut cn[..h], &mut nn[..h], &mut mn[..h]);
+        for j in 0..h {
+            let a = log_sigmoid(gf[j]) + mp[j];
+            let take_a = a >= gi[j] || a.is_nan();
+            let m = if take_a { a } else { gi[j] };
+            ig[j] = exp(gi[j] - m);
+            fg[j] = exp(a - m);
+            took_a[j] = if take_a { F::one() } else { F::zero() };
+            mn[j] = m;
+        }
+        for j in 0..h {
+            tz[j] = tanh(gz[j]);
+            so[j] = sigmoid(go[j]);
+            sf[j] = sigmoid(-gf[j]);
+            let c = fg[j] * cp[j] + ig[j] * tz[j];
+            let n = fg[j] * np[j] + ig[j];
+            cn[j] = c;
+            nn[j] = n;
+            hn[j] = so[j] * (c / n);
+        }
+    }
+}
+
+multiversion! {
+    /// One row of the sLSTM backward (see [`slstm_row_forward`]): from what the forward saved,
+    /// the previous state `prev` (`c`, `n`), the step's `c'`, `n'` (`now`) and the incoming
+    /// gradients `dout` of `h'`, `c'`, `n'`, `m'`, the pre-activation gradients `d` (ĩ, f̃, z̃,
+    /// õ) and those of the previous state `dprev` (`c`, `n`, `m`). The `max` routes its
+    /// gradient to the argument it took.
+    pub fn slstm_row_backward<F: Float, const FMA: bool>(
+        saved: &[F],
+        prev: [&[F]; 2],
+        now: [&[F]; 2],
+        dout: [&[F]; 4],
+        d: [&mut [F]; 4],
+        dprev: [&mut [F]; 3],
+    ) {
+        let [cp, np] = prev;
+        let h = cp.len();
+        let one = F::one();
+        let np = &np[..h];
+        let (c, n) = (&now[0][..h], &now[1][..h]);
+        let saved = &saved[..SLSTM_SAVED * h];
+        let (ig, fg, tz) = (&saved[..h], &saved[h..2 * h], &saved[2 * h..3 * h]);
+        let (so, sf, took_a) = (&saved[3 * h..4 * h], &saved[4 * h..5 * h], &saved[5 * h..]);
+        let [dh, dc, dn, dm] = dout;
+        let (dh, dc, dn, dm) = (&dh[..h], &dc[..h], &dn[..h], &dm[..h]);
+        let [di, df, dz, d_o] = d;
+        let (di, df, dz, d_o) = (&mut di[..h], &mut df[..h], &mut dz[..h], &mut d_o[..h]);
+        let [dcp, dnp, dmp] = dprev;
+        let (dcp, dnp, dmp) = (&mut dcp[..h], &mut dnp[..h], &mut dmp[..h]);
+        for j in 0..h {
+            let r = c[j] / n[j];
+            d_o[j] = dh[j] * r * (so[j] * (one - so[j]));
+            let dct = dc[j] + dh[j] * so[j] / n[j];
+            let dnt = dn[j] - dh[j] * so[j] * r / n[j];
+            dz[j] = dct * ig[j] * (one - tz[j] * tz[j]);
+            // Through i' = exp(ĩ − m') and f' = exp(a − m').
+            let gi = (dct * tz[j] + dnt) * ig[j];
+            let ga = (dct * cp[j] + dnt * np[j]) * fg[j];
+            dcp[j] = dct * fg[j];
+            dnp[j] = dnt * fg[j];
+            // m' = max(a, ĩ): its whole gradient to the argument taken.
+            let dmt = dm[j] - gi - ga;
+            let (da, dii) = if took_a[j] > F::zero() { (ga + dmt, gi) } else { (ga, gi + dmt) };
+            di[j] = dii;
+            df[j] = da * sf[j];
+            dmp[j] = da;
         }
     }
 }

@@ -8,8 +8,8 @@
 //! | [`gemm`] | the one GEMM entry point, choosing by shape between the row kernels, the packed kernel and matrixmultiply |
 //! | [`rows`] | few-row products (dot products against the rows of a weight, row updates) |
 //! | [`packed`] | a weight packed once into column panels, and its AVX-512 and AVX2 tiles |
-//! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU and Elman cells |
-//! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time |
+//! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU, Elman and sLSTM cells |
+//! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time; `exp` and `logsigmoid` |
 //! | [`scan`] | the linear-recurrence scan and its log-space form, split by lanes or chunked over time |
 //! | [`gated_scan`] | minGRU's recurrence fused with its gate, read straight from the input projection |
 //! | `split` | batch-1 LSTM inference with the hidden units split between two threads |

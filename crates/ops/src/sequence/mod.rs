@@ -1,4 +1,4 @@
-//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU and Elman
+//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU, Elman and sLSTM
 //! recurrences after the input projection, from the initial state to the last step.
 //!
 //! What one op per sequence buys over one op per step (the layer's generic loop):
@@ -18,10 +18,12 @@
 mod gru;
 mod lstm;
 mod rnn;
+mod slstm;
 
 pub use gru::GruSequence;
 pub use lstm::LstmSequence;
 pub use rnn::{RnnActivation, RnnSequence};
+pub use slstm::SlstmSequence;
 
 use crate::fused::{flat, shaped};
 use crate::kernels::gates::{add_row, column_sums, sum_into};

@@ -15,5 +15,6 @@ mod gradcheck_reduce;
 mod gradcheck_scan;
 mod gradcheck_sequence;
 mod gradcheck_shape;
+mod gradcheck_slstm;
 mod nan_propagation;
 mod no_panic_shapes;

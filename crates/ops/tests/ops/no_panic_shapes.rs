@@ -453,6 +453,21 @@ const CATALOGUE: &[(&str, Run)] = &[
     ("RnnSequence", |t, c| seq(t, c, 1, 1)),
     ("GruSequence", |t, c| seq(t, c, 3, 1)),
     ("LstmSequence", |t, c| seq(t, c, 4, 2)),
+    ("SlstmSequence", |t, c| {
+        // weight_hh [heads, 4·dh, dh]: I plays heads, H plays dh.
+        let (tt, b, heads, dh) = c.dims();
+        let h = Case::times(heads, dh);
+        let mut xs = vec![
+            c.rel(t, 0, &[tt, b, Case::times(h, 4)]),
+            c.rel(t, 1, &[heads, Case::times(dh, 4), dh]),
+        ];
+        xs.extend((0..4).map(|k| c.rel(t, 2 + k, &[b, h])));
+        let op = SlstmSequence {
+            reverse: c.flags[1],
+            keep_activations: c.flags[2],
+        };
+        t.apply_multi(op, &xs.iter().collect::<Vec<_>>())
+    }),
     ("Scan", |t, c| {
         let (tt, b, _, h) = c.dims();
         let op = Scan {
