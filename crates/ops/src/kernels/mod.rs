@@ -10,6 +10,7 @@
 //! | [`packed`] | a weight packed once into column panels, and its AVX-512 and AVX2 tiles |
 //! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU and Elman cells |
 //! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time |
+//! | [`mlstm`] | one step of the mLSTM matrix memory, forward and backward |
 //! | [`scan`] | the linear-recurrence scan and its log-space form, split by lanes or chunked over time |
 //! | `split` | batch-1 LSTM inference with the hidden units split between two threads |
 //! | `steps` | the order of a sequence's steps, forwards or reversed |
@@ -36,6 +37,7 @@
 pub mod activations;
 pub mod gates;
 pub mod gemm;
+pub mod mlstm;
 pub mod packed;
 pub mod rows;
 pub mod scan;

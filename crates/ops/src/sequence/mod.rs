@@ -1,4 +1,4 @@
-//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU and Elman
+//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU, Elman and mLSTM
 //! recurrences after the input projection, from the initial state to the last step.
 //!
 //! What one op per sequence buys over one op per step (the layer's generic loop):
@@ -17,10 +17,12 @@
 
 mod gru;
 mod lstm;
+mod mlstm;
 mod rnn;
 
 pub use gru::GruSequence;
 pub use lstm::LstmSequence;
+pub use mlstm::{MlstmSequence, MLSTM_CHUNK};
 pub use rnn::{RnnActivation, RnnSequence};
 
 use crate::fused::{flat, shaped};
