@@ -9,27 +9,23 @@ use eddy_tape::Float;
 /// Partial sums per dot product (one 512-bit vector of f32 is 16, of f64 8).
 const LANES: usize = 16;
 
-/// `Σ a·b` over the common length, with [`LANES`] partial sums (so the loop vectorises).
+/// `Σ a·b` over the common length, with [`LANES`] partial sums in a fixed-size array, summed
+/// in order at the end. (Written so that LLVM keeps the partial sums in full vector registers:
+/// an index loop, or a pairwise tree for the final sum, made it pack them two to a register.)
 #[inline(always)]
 fn dot<F: Float, const FMA: bool>(a: &[F], b: &[F]) -> F {
     let n = a.len().min(b.len());
-    let full = n / LANES * LANES;
+    let (xs, x_rest) = a[..n].as_chunks::<LANES>();
+    let (ys, y_rest) = b[..n].as_chunks::<LANES>();
     let mut acc = [F::zero(); LANES];
-    for (x, y) in a[..full].chunks_exact(LANES).zip(b[..full].chunks_exact(LANES)) {
-        for l in 0..LANES {
-            acc[l] = madd::<F, FMA>(x[l], y[l], acc[l]);
+    for (x, y) in xs.iter().zip(ys) {
+        for ((s, &p), &q) in acc.iter_mut().zip(x).zip(y) {
+            *s = madd::<F, FMA>(p, q, *s);
         }
     }
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-        width /= 2;
-    }
-    let mut s = acc[0];
-    for j in full..n {
-        s = madd::<F, FMA>(a[j], b[j], s);
+    let mut s = acc.iter().fold(F::zero(), |s, &x| s + x);
+    for (&x, &y) in x_rest.iter().zip(y_rest) {
+        s = madd::<F, FMA>(x, y, s);
     }
     s
 }
@@ -55,17 +51,21 @@ multiversion! {
         let [q, k, v] = qkv;
         let (f, i) = gates;
         let d = q.len();
-        let (k, v, cq, n, n_prev) = (&k[..d], &v[..d], &mut cq[..d], &mut n[..d], &n_prev[..d]);
-        for a in 0..d {
-            let (src, dst) = (&c_prev[a * d..(a + 1) * d], &mut c[a * d..(a + 1) * d]);
-            let s = i * v[a];
-            for b in 0..d {
-                dst[b] = madd::<F, FMA>(s, k[b], f * src[b]);
-            }
-            cq[a] = dot::<F, FMA>(dst, q);
+        if d == 0 {
+            return F::zero();
         }
-        for b in 0..d {
-            n[b] = madd::<F, FMA>(i, k[b], f * n_prev[b]);
+        let (k, v, cq, n, n_prev) = (&k[..d], &v[..d], &mut cq[..d], &mut n[..d], &n_prev[..d]);
+        // Iterators, not indices: no bounds checks, so the inner loops vectorise.
+        let rows = c.chunks_exact_mut(d).zip(c_prev.chunks_exact(d));
+        for ((dst, src), (&va, cq_a)) in rows.zip(v.iter().zip(cq.iter_mut())) {
+            let s = i * va;
+            for ((x, &p), &kb) in dst.iter_mut().zip(src).zip(k) {
+                *x = madd::<F, FMA>(s, kb, f * p);
+            }
+            *cq_a = dot::<F, FMA>(dst, q);
+        }
+        for ((x, &p), &kb) in n.iter_mut().zip(n_prev).zip(k) {
+            *x = madd::<F, FMA>(i, kb, f * p);
         }
         dot::<F, FMA>(n, q)
     }
@@ -95,23 +95,24 @@ multiversion! {
         let [q, k, v] = qkv;
         let [dq, dck, dctv] = out;
         let d = q.len();
+        if d == 0 {
+            return F::zero();
+        }
         let (k, v, dcq) = (&k[..d], &v[..d], &dcq[..d]);
         let (dq, dck, dctv) = (&mut dq[..d], &mut dck[..d], &mut dctv[..d]);
         dq.fill(F::zero());
         dctv.fill(F::zero());
         let mut sum_f = F::zero();
-        for a in 0..d {
-            let row = &mut dc[a * d..(a + 1) * d];
-            let (cr, pr) = (&c[a * d..(a + 1) * d], &c_prev[a * d..(a + 1) * d]);
-            let (g, va) = (dcq[a], v[a]);
-            for b in 0..d {
-                let x = madd::<F, FMA>(g, q[b], row[b]);
-                row[b] = x;
-                dq[b] = madd::<F, FMA>(g, cr[b], dq[b]);
-                dctv[b] = madd::<F, FMA>(va, x, dctv[b]);
+        let rows = dc.chunks_exact_mut(d).zip(c.chunks_exact(d)).zip(c_prev.chunks_exact(d));
+        for (((row, cr), pr), ((&g, &va), dck_a)) in rows.zip(dcq.iter().zip(v).zip(dck.iter_mut())) {
+            for (((x, &qb), &cb), (dq_b, dctv_b)) in row.iter_mut().zip(q).zip(cr).zip(dq.iter_mut().zip(dctv.iter_mut())) {
+                let y = madd::<F, FMA>(g, qb, *x);
+                *x = y;
+                *dq_b = madd::<F, FMA>(g, cb, *dq_b);
+                *dctv_b = madd::<F, FMA>(va, y, *dctv_b);
             }
             sum_f += dot::<F, FMA>(row, pr);
-            dck[a] = dot::<F, FMA>(row, k);
+            *dck_a = dot::<F, FMA>(row, k);
             for x in row.iter_mut() {
                 *x = f * *x;
             }

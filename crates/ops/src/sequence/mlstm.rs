@@ -249,14 +249,32 @@ struct Incoming<'a, F> {
     dm: Option<&'a [F]>,
 }
 
+/// A chunk's recomputed memories and normalisers (its saved state first) and each step's `cq`:
+/// the reverse pass's buffers, allocated once per thread's run of heads.
+struct Chunk<F> {
+    cs: Vec<F>,
+    ns: Vec<F>,
+    cqs: Vec<F>,
+}
+
+impl<F: Float> Chunk<F> {
+    fn new(d: usize) -> Self {
+        Chunk {
+            cs: vec![F::zero(); (MLSTM_CHUNK + 1) * d * d],
+            ns: vec![F::zero(); (MLSTM_CHUNK + 1) * d],
+            cqs: vec![F::zero(); MLSTM_CHUNK * d],
+        }
+    }
+}
+
 /// The reverse pass of one head: per chunk of [`MLSTM_CHUNK`] steps, last first, the memories
 /// recomputed from the chunk's saved state, then walked backwards.
 fn head_backward<F: Float>(
     x: &Head<'_, F>,
-    pair: usize,
-    saved: &[F],
+    (pair, saved): (usize, &[F]),
     g: &Incoming<'_, F>,
     reverse: bool,
+    buffers: &mut Chunk<F>,
 ) -> HeadBackward<F> {
     let Dims { steps, d, .. } = x.dims;
     let (dd, hidden, batch) = (d * d, x.dims.hidden(), x.dims.batch);
@@ -269,11 +287,8 @@ fn head_backward<F: Float>(
     let mut dm = g.dm.map_or(F::zero(), |s| s[pair]);
     let width = 4 * d + 2;
     let mut dx = vec![F::zero(); steps * width];
-    // The chunk's memories and normalisers (its saved state first), and per step the gates,
-    // `cq`, `nq` and `m`.
-    let mut cs = vec![F::zero(); (MLSTM_CHUNK + 1) * dd];
-    let mut ns = vec![F::zero(); (MLSTM_CHUNK + 1) * d];
-    let mut cqs = vec![F::zero(); MLSTM_CHUNK * d];
+    let Chunk { cs, ns, cqs } = buffers;
+    // Per step of the chunk: f', i', m', whether the max took log f + m, and nq.
     let mut scalars = [(F::zero(), F::zero(), F::zero(), false, F::zero()); MLSTM_CHUNK];
     let (mut dcq, mut dh_tilde) = (vec![F::zero(); d], vec![F::zero(); d]);
     let (mut dck, mut dctv) = (vec![F::zero(); d], vec![F::zero(); d]);
@@ -496,15 +511,13 @@ impl<F: Float> MultiOp<F> for MlstmSequence {
         let per = dims.saved();
         let heads_back: Vec<HeadBackward<F>> = (0..dims.pairs())
             .into_par_iter()
-            .map(|p| {
-                head_backward(
-                    &Head::new(&xp, dims, p),
-                    p,
-                    &saved[p * per..(p + 1) * per],
-                    &incoming,
-                    self.reverse,
-                )
-            })
+            .map_init(
+                || Chunk::new(d),
+                |buffers, p| {
+                    let saved = (p, &saved[p * per..(p + 1) * per]);
+                    head_backward(&Head::new(&xp, dims, p), saved, &incoming, self.reverse, buffers)
+                },
+            )
             .collect();
         let need = |k: usize| inputs[k].requires_grad();
         let mut dxp = vec![F::zero(); steps * batch * width];
