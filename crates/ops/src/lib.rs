@@ -30,7 +30,9 @@ pub use matmul::{matmul_t, MatMul};
 pub use random::{dropout, dropout_mask};
 pub use rank_one::{rank_one_update, RankOneUpdate};
 pub use scan::{length_mask, linear_scan, log_scan, Scan, ScanForm};
-pub use sequence::{GruSequence, LstmSequence, RnnActivation, RnnSequence, SlstmSequence};
+pub use sequence::{
+    GruSequence, LstmSequence, MlstmSequence, RnnActivation, RnnSequence, SlstmSequence, MLSTM_CHUNK,
+};
 
 /// `docs/autodiff.md`: its code blocks run as doc tests.
 #[doc = include_str!("../../../docs/autodiff.md")]

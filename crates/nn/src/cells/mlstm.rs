@@ -1,7 +1,7 @@
 //! mLSTM, xLSTM's matrix-memory cell (Beck et al. 2024), in its recurrent form.
 
 use crate::{init, Cell, Module};
-use eddy_ops::{concat, matmul_t, rank_one_update, VarExt};
+use eddy_ops::{concat, matmul_t, rank_one_update, MlstmSequence, VarExt};
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
 
@@ -235,6 +235,38 @@ impl<F: Float> Cell<F> for MlstmCell<F> {
         let [i, f]: [Var<F>; 2] = gates.chunk(2, -1)?.try_into().expect("two chunks");
         let k = k.scale(F::one() / F::of(self.head_size() as f64).sqrt())?;
         concat(&[&q, &k, &v, &o.sigmoid()?, &i, &f.log_sigmoid()?], -1)
+    }
+
+    /// The whole sequence as one [`MlstmSequence`] op: each head's memory stays in cache across
+    /// the steps, and the tape keeps one memory per head every [`eddy_ops::MLSTM_CHUNK`] steps
+    /// instead of every step's.
+    fn unroll(
+        &self,
+        xp: &Var<F>,
+        state: &Vec<Var<F>>,
+        reverse: bool,
+    ) -> Option<Result<(Var<F>, Vec<Var<F>>)>> {
+        let run = || {
+            let [_, c, n, m] = state.as_slice() else {
+                return Err(Error::invalid(
+                    "mlstm",
+                    format!("expected 4 state parts (h, C, n, m), got {}", state.len()),
+                ));
+            };
+            let tape = xp.tape();
+            let op = MlstmSequence {
+                reverse,
+                keep_checkpoints: tape.is_recording(),
+            };
+            let out = tape.apply_multi(op, &[xp, c, n, m])?;
+            let last = if reverse { 0 } else { xp.shape()[0] - 1 };
+            let h = out[0].select(0, last)?;
+            Ok((
+                out[0].clone(),
+                vec![h, out[1].clone(), out[2].clone(), out[3].clone()],
+            ))
+        };
+        Some(run())
     }
 
     fn step(&self, xp: &Var<F>, state: &Vec<Var<F>>) -> Result<Vec<Var<F>>> {

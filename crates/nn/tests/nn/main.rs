@@ -15,6 +15,7 @@ mod linear_scan;
 mod loss;
 mod loss_parity;
 mod many_to_one;
+mod mlstm_sequence;
 mod no_panic;
 mod no_panic_props;
 mod non_finite;

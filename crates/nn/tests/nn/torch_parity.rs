@@ -77,6 +77,22 @@ fn every_new_cell_fixture_matches_pytorch() {
     all_match(&files, false);
 }
 
+/// mLSTM's `unroll` runs the whole sequence as one `MlstmSequence` op: its fixtures also
+/// through the layer's loop over `Cell::step`.
+#[test]
+fn the_mlstm_fixtures_match_pytorch_through_the_per_step_path() {
+    let files: Vec<PathBuf> = fixtures("cells")
+        .into_iter()
+        .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("mlstm_"))
+        .collect();
+    assert!(
+        files.len() >= 3,
+        "expected the committed mlstm_* fixtures, found {}",
+        files.len()
+    );
+    all_match(&files, false);
+}
+
 /// `fused` false: through the layer's loop over `Cell::step` (for the cells with a fused
 /// `unroll`; the others always take it).
 fn all_match(files: &[PathBuf], fused: bool) {

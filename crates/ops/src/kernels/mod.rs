@@ -10,6 +10,7 @@
 //! | [`packed`] | a weight packed once into column panels, and its AVX-512 and AVX2 tiles |
 //! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU, Elman and sLSTM cells |
 //! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time; `exp` and `logsigmoid` |
+//! | [`mlstm`] | one step of the mLSTM matrix memory, forward and backward |
 //! | [`scan`] | the linear-recurrence scan and its log-space form, split by lanes or chunked over time |
 //! | [`gated_scan`] | minGRU's recurrence fused with its gate, read straight from the input projection |
 //! | `split` | batch-1 LSTM inference with the hidden units split between two threads |
@@ -38,6 +39,7 @@ pub mod activations;
 pub mod gated_scan;
 pub mod gates;
 pub mod gemm;
+pub mod mlstm;
 pub mod packed;
 pub mod rows;
 pub mod scan;

@@ -1,5 +1,5 @@
-//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU, Elman and sLSTM
-//! recurrences after the input projection, from the initial state to the last step.
+//! Recurrent layers over a whole sequence as one tape op each: the LSTM, GRU, Elman, sLSTM and
+//! mLSTM recurrences after the input projection, from the initial state to the last step.
 //!
 //! What one op per sequence buys over one op per step (the layer's generic loop):
 //! - the recurrent weight is laid out for the product once per sequence, not once per step;
@@ -17,11 +17,13 @@
 
 mod gru;
 mod lstm;
+mod mlstm;
 mod rnn;
 mod slstm;
 
 pub use gru::GruSequence;
 pub use lstm::LstmSequence;
+pub use mlstm::{MlstmSequence, MLSTM_CHUNK};
 pub use rnn::{RnnActivation, RnnSequence};
 pub use slstm::SlstmSequence;
 

@@ -6,7 +6,8 @@
 use crate::common::{check, config};
 use eddy_ops::prelude::*;
 use eddy_ops::{
-    linear_add, GruPointwise, GruSequence, LstmPointwise, LstmSequence, RnnActivation, RnnSequence,
+    linear_add, GruPointwise, GruSequence, LstmPointwise, LstmSequence, MlstmSequence, RnnActivation,
+    RnnSequence, MLSTM_CHUNK,
 };
 use eddy_tape::strategies::array;
 use ndarray::ArrayD;
@@ -379,4 +380,79 @@ fn f32_sequence_ops_agree_with_the_loop_of_steps() -> Result<()> {
         assert!(worst < 1e-4, "array {k}: relative error {worst}");
     }
     Ok(())
+}
+
+/// `[xp, c0, n0, m0]` of an mLSTM sequence: `T` steps, `B` rows, `heads` heads of size `d`.
+fn mlstm_inputs(t: usize, b: usize, heads: usize, d: usize) -> impl Strategy<Value = Vec<ArrayD<f64>>> {
+    let h = heads * d;
+    vec![
+        array(vec![t, b, 4 * h + 2 * heads]),
+        array(vec![b, heads * d * d]),
+        array(vec![b, h]),
+        array(vec![b, heads]),
+    ]
+}
+
+/// Every output of the mLSTM sequence op, bent and flattened into one vector.
+fn mlstm(v: &[Var<f64>], reverse: bool) -> Result<Var<f64>> {
+    let op = MlstmSequence {
+        reverse,
+        keep_checkpoints: v[0].tape().is_recording(),
+    };
+    let out = v[0].tape().apply_multi(op, &v[..4].iter().collect::<Vec<_>>())?;
+    let flat: Vec<Var<f64>> = out[..4]
+        .iter()
+        .map(|o| bend(o)?.reshape(&[o.value().len()]))
+        .collect::<Result<_>>()?;
+    concat(&flat.iter().collect::<Vec<_>>(), 0)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn mlstm_sequence(
+        x in (1usize..=3, 1usize..=2, 1usize..=2, 1usize..=2)
+            .prop_flat_map(|(t, b, heads, d)| mlstm_inputs(t, b, heads, d)),
+        reverse in any::<bool>(),
+    ) {
+        check(|_, v| mlstm(v, reverse), &x)?;
+    }
+}
+
+/// Across a saved-memory boundary (`T` above [`MLSTM_CHUNK`], not a multiple of it): the
+/// backward pass recomputes the last chunk from a saved state.
+#[test]
+fn mlstm_sequence_across_chunks() {
+    let steps = MLSTM_CHUNK + 3;
+    let mut rng = eddy_ops::prelude::Rng::seed(21);
+    let mut arr = |shape: &[usize]| ArrayD::from_shape_simple_fn(shape, || rng.uniform_in(-1.0, 1.0));
+    let x = vec![arr(&[steps, 1, 12]), arr(&[1, 2]), arr(&[1, 2]), arr(&[1, 2])];
+    for reverse in [false, true] {
+        check(|_, v| mlstm(v, reverse), &x).unwrap_or_else(|e| panic!("reverse {reverse}: {e}"));
+    }
+}
+
+#[test]
+fn the_mlstm_sequence_names_itself_and_the_shapes_on_a_mismatch() {
+    let tape = Tape::<f32>::new();
+    let z = |s: &[usize]| tape.input(ArrayD::zeros(s.to_vec()));
+    let op = || MlstmSequence {
+        reverse: false,
+        keep_checkpoints: true,
+    };
+    // H = 4, heads = 2, d = 2: xp [T, B, 20], c0 [B, 8].
+    let (c0, n0, m0) = (z(&[3, 8]), z(&[3, 4]), z(&[3, 2]));
+    assert!(tape.apply_multi(op(), &[&z(&[5, 3, 20]), &c0, &n0, &m0]).is_ok());
+    for (xp, c0, n0, m0) in [
+        (z(&[5, 3, 19]), &c0, &n0, &m0),
+        (z(&[5, 3, 20]), &z(&[3, 16]), &n0, &m0),
+        (z(&[0, 3, 20]), &c0, &n0, &m0),
+        (z(&[5, 3, 20]), &c0, &n0, &z(&[3, 3])),
+        (z(&[5, 2, 20]), &c0, &n0, &m0),
+    ] {
+        let err = tape.apply_multi(op(), &[&xp, c0, n0, m0]).unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{err:?}");
+        assert!(err.to_string().contains("mlstm_sequence"), "{err}");
+    }
 }

@@ -468,6 +468,27 @@ const CATALOGUE: &[(&str, Run)] = &[
         };
         t.apply_multi(op, &xs.iter().collect::<Vec<_>>())
     }),
+    ("MlstmSequence", |t, c| {
+        let (tt, b, _, h) = c.dims();
+        // One head of size H, or H heads of size 1.
+        let heads = if c.flags[3] { h } else { 1 };
+        let d = h.checked_div(heads).unwrap_or(0);
+        let xs = [
+            c.rel(
+                t,
+                0,
+                &[tt, b, Case::times(h, 4).saturating_add(Case::times(heads, 2))],
+            ),
+            c.rel(t, 1, &[b, Case::times(Case::times(d, d), heads)]),
+            c.rel(t, 2, &[b, h]),
+            c.rel(t, 3, &[b, heads]),
+        ];
+        let op = MlstmSequence {
+            reverse: c.flags[1],
+            keep_checkpoints: c.flags[2],
+        };
+        t.apply_multi(op, &xs.iter().collect::<Vec<_>>())
+    }),
     ("Scan", |t, c| {
         let (tt, b, _, h) = c.dims();
         let op = Scan {
