@@ -126,6 +126,24 @@ impl<F: Float> Model<F> {
         Ok((out, yc))
     }
 
+    /// Runs `piece` over the time steps `r` on a tape of its own and applies the model's loss;
+    /// adds the loss and the metrics to `chunk_sums`. Returns the loss and its value.
+    fn piece_loss(
+        &self,
+        piece: &mut Piece<F>,
+        r: &Range<usize>,
+        rng: &mut Rng,
+        chunk_sums: &mut Sums,
+    ) -> Result<(Var<F>, f64)> {
+        let loss_fn = self.compiled.as_ref().expect("checked").loss;
+        let tape = Tape::new();
+        let (out, yc) = self.run_piece(&tape, piece, r, rng)?;
+        let loss = loss_fn.apply(&out, &tape.constant(yc.clone()), None)?;
+        let v = loss.item()?.as_f64();
+        chunk_sums.add(v, out.value(), &yc);
+        Ok((loss, v))
+    }
+
     /// Advances every piece's state over the steps `r` without gradients (the chunks before
     /// the last of a model with last-step targets).
     fn advance(&self, pieces: &mut [Piece<F>], r: &Range<usize>, rng: &mut Rng) -> Result<()> {
@@ -166,7 +184,6 @@ impl<F: Float> Model<F> {
         rng: &mut Rng,
     ) -> Result<bool> {
         let micro = options.micro_batch_size.unwrap_or(rows.len());
-        let loss_fn = self.compiled.as_ref().expect("checked").loss;
         let mut pieces = self.pieces(x, y, rows, micro);
         let ranges = chunks(x.shape()[1], k);
         for (c, r) in ranges.iter().enumerate() {
@@ -181,19 +198,13 @@ impl<F: Float> Model<F> {
             let mut chunk_sums = Sums::default();
             let n = pieces.len();
             for piece in &mut pieces {
-                let tape = Tape::new();
-                let (out, yc) = self.run_piece(&tape, piece, r, rng).map_err(&ctx)?;
-                let loss = loss_fn
-                    .apply(&out, &tape.constant(yc.clone()), None)
-                    .map_err(&ctx)?;
-                let v = loss.item()?.as_f64();
+                let (loss, v) = self.piece_loss(piece, r, rng, &mut chunk_sums).map_err(&ctx)?;
                 if !v.is_finite() {
                     if options.on_non_finite == OnNonFinite::SkipStep {
                         return Ok(false);
                     }
                     return Err(ctx(non_finite("the loss", v)));
                 }
-                chunk_sums.add(v, out.value(), &yc);
                 let grads = loss.backward()?;
                 if n == 1 {
                     single = Some(grads);
@@ -232,7 +243,6 @@ impl<F: Float> Model<F> {
         rng: &mut Rng,
     ) -> Result<bool> {
         let micro = options.micro_batch_size.unwrap_or(rows.len());
-        let loss_fn = self.compiled.as_ref().expect("checked").loss;
         let params = self.param_list();
         let mut pieces = self.pieces(x, y, rows, micro);
         let ranges = chunks(x.shape()[1], k);
@@ -247,13 +257,7 @@ impl<F: Float> Model<F> {
             let mut last: Option<(Var<F>, F)> = None;
             let n = pieces.len();
             for (p, piece) in pieces.iter_mut().enumerate() {
-                let tape = Tape::new();
-                let (out, yc) = self.run_piece(&tape, piece, r, rng).map_err(&ctx)?;
-                let loss = loss_fn
-                    .apply(&out, &tape.constant(yc.clone()), None)
-                    .map_err(&ctx)?;
-                let v = loss.item()?.as_f64();
-                chunk_sums.add(v, out.value(), &yc);
+                let (loss, v) = self.piece_loss(piece, r, rng, &mut chunk_sums).map_err(&ctx)?;
                 // This piece's share of the global batch's mean loss.
                 let weight = F::of(piece.rows as f64 / global as f64);
                 if p + 1 < n {

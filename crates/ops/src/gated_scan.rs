@@ -101,10 +101,7 @@ impl GatedScan {
         grad: &Var<F>,
     ) -> Result<Vec<Option<Var<F>>>> {
         let (kc, first) = (&inputs[0], &inputs[1]);
-        let [k, c]: [Var<F>; 2] = kc.chunk(2, -1)?.try_into().expect("two halves");
-        let z = k.sigmoid()?;
-        let a = z.affine(-F::one(), F::one(), "one_minus")?;
-        let b = (&z * &c)?;
+        let Gate { c, z, a, b } = gate(kc)?;
         let linear = Scan {
             form: ScanForm::Linear,
             reverse: self.reverse,
@@ -138,10 +135,30 @@ pub fn gated_coefficients<F: Float>(kc: &Var<F>) -> Result<(Var<F>, Var<F>)> {
             "the last axis holds the gate logits and the candidates: its length must be even",
         ));
     }
+    let Gate { a, b, .. } = gate(kc)?;
+    Ok((a, b))
+}
+
+/// The pieces of the gated recurrence read from `kc` (`[…, 2H]`, gate logits `k`, then
+/// candidates `c`), as differentiable values: the one place the formula is written.
+struct Gate<F: Float> {
+    /// The candidate `c`.
+    c: Var<F>,
+    /// The gate `z = σ(k)`.
+    z: Var<F>,
+    /// The decay `a = 1 − z`.
+    a: Var<F>,
+    /// The input `b = z ⊙ c`.
+    b: Var<F>,
+}
+
+/// Splits `kc` into `k` and `c` and computes [`Gate`]'s `z`, `a` and `b` from them.
+fn gate<F: Float>(kc: &Var<F>) -> Result<Gate<F>> {
     let [k, c]: [Var<F>; 2] = kc.chunk(2, -1)?.try_into().expect("two halves");
     let z = k.sigmoid()?;
     let a = z.affine(-F::one(), F::one(), "one_minus")?;
-    Ok((a, (z * c)?))
+    let b = (&z * &c)?;
+    Ok(Gate { c, z, a, b })
 }
 
 /// Every state of minGRU's recurrence `hₜ = (1 − σ(kₜ)) ⊙ hₜ₋₁ + σ(kₜ) ⊙ cₜ` from the projection

@@ -6,7 +6,7 @@
 //! after a layer that returns the last step, the next sees `[B, F]`.
 
 use crate::recurrent::carried;
-use crate::{Cell, Dropout, Linear, Module, Recurrent};
+use crate::{Cell, Dropout, Linear, Module, Recurrent, RecurrentOutput};
 use eddy_ops::VarExt;
 use eddy_tape::{Error, Float, Param, Result, Rng, Var};
 use ndarray::ArrayD;
@@ -198,16 +198,23 @@ impl<F: Float, C: Cell<F>> Module<F> for RecurrentLayer<F, C> {
     }
 }
 
-impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for RecurrentLayer<F, C> {
-    fn forward(&self, x: &Var<F>, pass: &mut Pass<'_>) -> Result<Var<F>> {
-        let out = self.layer.forward_returning(
+impl<F: Float, C: Cell<F>> RecurrentLayer<F, C> {
+    /// The layer from the cells' first states `initial` (`None`: zeros) with the pass's
+    /// sequence lengths and random stream, returning what `return_sequences` asks for.
+    fn run(&self, x: &Var<F>, initial: Option<&[Var<F>]>, pass: &mut Pass<'_>) -> Result<RecurrentOutput<F>> {
+        self.layer.forward_returning(
             x,
-            None,
+            initial,
             pass.lengths,
             Some(&mut *pass.rng),
             self.return_sequences,
-        )?;
-        Ok(out.output)
+        )
+    }
+}
+
+impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for RecurrentLayer<F, C> {
+    fn forward(&self, x: &Var<F>, pass: &mut Pass<'_>) -> Result<Var<F>> {
+        Ok(self.run(x, None, pass)?.output)
     }
 
     /// Runs from the carried state (the cells' final states of the previous chunk): the same
@@ -227,13 +234,7 @@ impl<F: Float, C: Cell<F> + Clone + Send + Sync + 'static> SequenceLayer<F> for 
             ));
         }
         let initial = state.map(|s| carried(x.tape(), s));
-        let out = self.layer.forward_returning(
-            x,
-            initial.as_deref(),
-            pass.lengths,
-            Some(&mut *pass.rng),
-            self.return_sequences,
-        )?;
+        let out = self.run(x, initial.as_deref(), pass)?;
         let carry = out.carry();
         Ok((out.output, Some(carry)))
     }

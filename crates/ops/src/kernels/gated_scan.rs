@@ -21,6 +21,7 @@
 
 use super::activations::sigmoid;
 use super::scan::{MIN_LANES, PAR_MIN};
+use super::shared::Shared;
 use super::steps::{prev_of, step_at};
 use super::{madd, multiversion};
 use eddy_tape::Float;
@@ -93,35 +94,6 @@ fn parts(dims: GatedDims, threads: usize) -> usize {
     }
 }
 
-/// A buffer written by tasks in disjoint lanes.
-struct Shared<F> {
-    ptr: *mut F,
-    len: usize,
-}
-
-// SAFETY: every task writes only the elements of its own lanes (see the callers).
-unsafe impl<F: Send> Sync for Shared<F> {}
-
-impl<F> Shared<F> {
-    fn new(buf: &mut [F]) -> Self {
-        Shared {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-        }
-    }
-
-    /// Elements `start..start + len`.
-    ///
-    /// # Safety
-    /// No other live reference may overlap them while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [F] {
-        assert!(start + len <= self.len, "the range lies inside the buffer");
-        // SAFETY: inside the buffer (checked); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
-}
-
 /// Every state `hₜ` (`out`, `[T, B, H]`) from the projection `kc` (`[T, B, 2H]`, rows `[k | c]`)
 /// and the first state (`[B, H]`), in time order or from the last step backwards (`reverse`).
 ///
@@ -148,7 +120,7 @@ pub fn gated_scan<F: Float>(kc: &[F], first: &[F], out: &mut [F], dims: GatedDim
                 let lane = b * hidden + j0;
                 // SAFETY: lanes `l0..l1` of every step belong to this task alone; `prev` is
                 // the same lanes of another step (`q ≠ t`), written earlier by this task.
-                let out_t = unsafe { shared.slice(t * n + lane, j1 - j0) };
+                let out_t = unsafe { shared.slice_mut(t * n + lane, j1 - j0) };
                 let prev: &[F] = match prev_of(t, steps, reverse) {
                     None => &first[lane..lane + j1 - j0],
                     Some(q) => unsafe { shared.slice(q * n + lane, j1 - j0) },
@@ -207,7 +179,12 @@ pub fn gated_scan_backward<F: Float>(
                 };
                 // SAFETY: this task alone writes its lanes' `dk` and `dc` (units `j0..j1` of
                 // each half of row `(t, b)`); the two ranges do not overlap (`j1 ≤ H`).
-                let (dk, dc) = unsafe { (shared.slice(row + j0, len), shared.slice(row + hidden + j0, len)) };
+                let (dk, dc) = unsafe {
+                    (
+                        shared.slice_mut(row + j0, len),
+                        shared.slice_mut(row + hidden + j0, len),
+                    )
+                };
                 gated_back_row(
                     &kc[row + j0..row + j1],
                     &kc[row + hidden + j0..row + hidden + j1],

@@ -43,6 +43,7 @@ pub mod mlstm;
 pub mod packed;
 pub mod rows;
 pub mod scan;
+pub(crate) mod shared;
 pub(crate) mod split;
 pub(crate) mod steps;
 

@@ -17,6 +17,7 @@
 //! Both give the sequential result up to rounding (the chunked one multiplies coefficients in
 //! another order).
 
+use super::shared::Shared;
 use super::steps::{prev_of, step_at};
 use super::{madd, multiversion};
 use eddy_tape::Float;
@@ -213,15 +214,6 @@ fn block_and_prev<F>(buf: &mut [F], t: usize, p: usize, n: usize) -> (&mut [F], 
     }
 }
 
-/// `out`, written by tasks in disjoint column ranges.
-struct Columns<F> {
-    ptr: *mut F,
-    len: usize,
-}
-
-// SAFETY: every task of `by_lanes` writes only its own range of columns (see there).
-unsafe impl<F: Send> Sync for Columns<F> {}
-
 /// Each of `parts` tasks runs every step on its own range of the `n` lanes.
 fn by_lanes<F: Float>(
     form: ScanForm,
@@ -234,10 +226,7 @@ fn by_lanes<F: Float>(
 ) {
     let n = first.len();
     let steps = out.len() / n;
-    let shared = Columns {
-        ptr: out.as_mut_ptr(),
-        len: out.len(),
-    };
+    let shared = Shared::new(out);
     let shared = &shared;
     (0..parts).into_par_iter().for_each(|p| {
         let (c0, c1) = (n * p / parts, n * (p + 1) / parts);
@@ -247,16 +236,15 @@ fn by_lanes<F: Float>(
         for i in 0..steps {
             let t = step_at(i, steps, reverse);
             let (lo, hi) = (t * n + c0, t * n + c1);
-            assert!(hi <= shared.len, "the row lies inside out");
-            // SAFETY: `lo..hi` lies inside `out` (checked above), and only this task touches
-            // columns `c0..c1` of any row; `prev` is another row's columns `c0..c1`, written by
-            // this task at an earlier step and not borrowed mutably while it is read. The
-            // tasks end before `by_lanes` returns, while `out` is still borrowed.
-            let out_t = unsafe { std::slice::from_raw_parts_mut(shared.ptr.add(lo), hi - lo) };
+            // SAFETY: only this task touches columns `c0..c1` of any row; `prev` is another
+            // row's columns `c0..c1`, written by this task at an earlier step and not borrowed
+            // mutably while it is read. The tasks end before `by_lanes` returns, while `out` is
+            // still borrowed. (`Shared` checks that the ranges lie inside `out`.)
+            let out_t = unsafe { shared.slice_mut(lo, hi - lo) };
             let prev: &[F] = match prev_of(t, steps, reverse) {
                 None => &first[c0..c1],
                 // SAFETY: as above; row `q ≠ t`.
-                Some(q) => unsafe { std::slice::from_raw_parts(shared.ptr.add(q * n + c0), c1 - c0) },
+                Some(q) => unsafe { shared.slice(q * n + c0, c1 - c0) },
             };
             step_row(form, &a[lo..hi], &b[lo..hi], prev, out_t);
         }

@@ -9,46 +9,10 @@
 
 use super::gates::{add_row, lstm_row_forward};
 use super::rows::gemv_rows;
+use super::shared::Shared;
 use super::steps::{prev_of, step_at};
 use eddy_tape::Float;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-/// An output buffer that the tasks write in disjoint pieces.
-struct Shared<F> {
-    ptr: *mut F,
-    len: usize,
-}
-
-// SAFETY: the tasks write disjoint ranges, and a range is read only after the counter that
-// publishes its writes (Release) has been read (Acquire); see `lstm_forward`.
-unsafe impl<F: Send> Send for Shared<F> {}
-unsafe impl<F: Send> Sync for Shared<F> {}
-
-impl<F> Shared<F> {
-    fn new(v: &mut [F]) -> Self {
-        Shared {
-            ptr: v.as_mut_ptr(),
-            len: v.len(),
-        }
-    }
-
-    /// # Safety
-    /// No other live reference may overlap `start .. start + n`.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut(&self, start: usize, n: usize) -> &mut [F] {
-        assert!(start + n <= self.len, "a range inside the buffer");
-        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), n) }
-    }
-
-    /// # Safety
-    /// No live mutable reference may overlap `start .. start + n`.
-    unsafe fn slice(&self, start: usize, n: usize) -> &[F] {
-        assert!(start + n <= self.len, "a range inside the buffer");
-        // SAFETY: in bounds (checked above); not written while read, by the caller's contract.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(start), n) }
-    }
-}
 
 /// Whether an LSTM forward at this size is worth splitting across `threads`.
 pub(crate) fn worth_it(batch: usize, h: usize, threads: usize) -> bool {
@@ -70,6 +34,8 @@ pub(crate) struct LstmInputs<'a, F> {
 /// current rayon pool's threads. Equal, element for element, to the one-thread forward.
 pub(crate) fn lstm_forward<F: Float>(x: &LstmInputs<'_, F>, hs: &mut [F], cs: &mut [F]) {
     let (steps, batch, h) = x.dims;
+    // The tasks write disjoint ranges, and a range is read only after the counter that
+    // publishes its writes (Release) has been read (Acquire): what `Shared` asks of its users.
     let (hs, cs) = (Shared::new(hs), Shared::new(cs));
     // Task `(s, part)`: units `part` of step `s` (see `Tasks`).
     let run = |s: usize, part: usize, gates: &mut [F], acts: &mut [F]| {

@@ -34,6 +34,12 @@ pub struct GruSequence {
     pub keep_activations: bool,
 }
 
+/// What the fast backward reads that the forward keeps only when asked.
+const NEEDS: Needs = Needs {
+    what: "the saved products",
+    option: "keep_activations",
+};
+
 impl<F: Float> MultiOp<F> for GruSequence {
     fn name(&self) -> &str {
         "gru_sequence"
@@ -96,15 +102,9 @@ impl<F: Float> MultiOp<F> for GruSequence {
         outputs: &[Var<F>],
         grads: &[Option<Var<F>>],
     ) -> Result<Vec<Option<Var<F>>>> {
-        let tape = inputs[0].tape();
-        if tape.is_recording() {
-            return self.recorded_backward(inputs, grads);
-        }
-        if !self.keep_activations {
-            return Err(Error::invalid(
-                "gru_sequence",
-                "backward needs the saved products: apply the op with keep_activations",
-            ));
+        let recorded = || self.recorded_backward(inputs, grads);
+        if let Some(g) = recorded_or_kept(self, inputs, NEEDS, self.keep_activations, recorded)? {
+            return Ok(g);
         }
         let s = inputs[0].shape();
         let (steps, batch, h) = (s[0], s[1], s[2] / 3);

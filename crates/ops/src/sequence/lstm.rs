@@ -39,6 +39,12 @@ pub struct LstmSequence {
     pub keep_activations: bool,
 }
 
+/// What the fast backward reads that the forward keeps only when asked.
+const NEEDS: Needs = Needs {
+    what: "the activations",
+    option: "keep_activations",
+};
+
 impl<F: Float> MultiOp<F> for LstmSequence {
     fn name(&self) -> &str {
         "lstm_sequence"
@@ -134,15 +140,9 @@ impl<F: Float> MultiOp<F> for LstmSequence {
         outputs: &[Var<F>],
         grads: &[Option<Var<F>>],
     ) -> Result<Vec<Option<Var<F>>>> {
-        let tape = inputs[0].tape();
-        if tape.is_recording() {
-            return self.recorded_backward(inputs, grads);
-        }
-        if !self.keep_activations {
-            return Err(Error::invalid(
-                "lstm_sequence",
-                "backward needs the activations: apply the op with keep_activations",
-            ));
+        let recorded = || self.recorded_backward(inputs, grads);
+        if let Some(g) = recorded_or_kept(self, inputs, NEEDS, self.keep_activations, recorded)? {
+            return Ok(g);
         }
         let (steps, batch, h) = {
             let s = inputs[0].shape();

@@ -397,6 +397,12 @@ fn sign<F: Float>(x: F) -> F {
     }
 }
 
+/// What the fast backward reads that the forward keeps only when asked.
+const NEEDS: Needs = Needs {
+    what: "the saved memories",
+    option: "keep_checkpoints",
+};
+
 impl<F: Float> MultiOp<F> for MlstmSequence {
     fn name(&self) -> &str {
         "mlstm_sequence"
@@ -477,16 +483,11 @@ impl<F: Float> MultiOp<F> for MlstmSequence {
         outputs: &[Var<F>],
         grads: &[Option<Var<F>>],
     ) -> Result<Vec<Option<Var<F>>>> {
+        let recorded = || self.recorded_backward(inputs, grads);
+        if let Some(g) = recorded_or_kept(self, inputs, NEEDS, self.keep_checkpoints, recorded)? {
+            return Ok(g);
+        }
         let tape = inputs[0].tape();
-        if tape.is_recording() {
-            return self.recorded_backward(inputs, grads);
-        }
-        if !self.keep_checkpoints {
-            return Err(Error::invalid(
-                "mlstm_sequence",
-                "backward needs the saved memories: apply the op with keep_checkpoints",
-            ));
-        }
         let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape()).collect();
         let dims = Dims::check(&shapes)?;
         let Dims {

@@ -33,7 +33,7 @@ use crate::kernels::gemm::{gemm_unchecked as gemm, SMALL_ROWS};
 use crate::kernels::packed::{packed_kernel_available, PackedMatrix};
 use crate::kernels::rows::{gemv_rows, gemv_rows_descending};
 use crate::kernels::steps::{prev_of, step_at};
-use eddy_tape::{Error, Float, Result};
+use eddy_tape::{Error, Float, MultiOp, Result};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2};
 
 /// A gradient that may be absent (no gradient reached that value).
@@ -41,6 +41,40 @@ type Maybe<F> = Option<eddy_tape::Var<F>>;
 
 /// What the LSTM's recorded rule keeps of a step: its gates, the cell state it read, its outputs.
 type Saved<F> = (eddy_tape::Var<F>, eddy_tape::Var<F>, Vec<eddy_tape::Var<F>>);
+
+/// What a sequence op's fast backward reads that its forward keeps only when asked: `what`
+/// ("the activations"), kept by the op's option `option` ("keep_activations").
+struct Needs {
+    what: &'static str,
+    option: &'static str,
+}
+
+/// The start every sequence op's backward shares: while the tape records (`create_graph`), the
+/// gradients of the op's `recorded` rule; otherwise `None`, to run the fast backward, once
+/// `kept` says the forward kept what it `needs`.
+///
+/// # Errors
+/// Those of `recorded`; [`Error::Invalid`] naming the op when the fast backward is due and what
+/// it needs was not kept.
+fn recorded_or_kept<F: Float>(
+    op: &impl MultiOp<F>,
+    inputs: &[eddy_tape::Var<F>],
+    needs: Needs,
+    kept: bool,
+    recorded: impl FnOnce() -> Result<Vec<Maybe<F>>>,
+) -> Result<Option<Vec<Maybe<F>>>> {
+    if inputs[0].tape().is_recording() {
+        return recorded().map(Some);
+    }
+    if !kept {
+        let Needs { what, option } = needs;
+        return Err(Error::invalid(
+            op.name(),
+            format!("backward needs {what}: apply the op with {option}"),
+        ));
+    }
+    Ok(None)
+}
 
 /// `a + b` where either may be absent.
 fn add_opt<F: Float>(a: Maybe<F>, b: Maybe<F>) -> Result<Maybe<F>> {

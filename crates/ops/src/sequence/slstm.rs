@@ -102,6 +102,12 @@ fn saved_row<F>(saved: &[F], row: usize, h: usize) -> &[F] {
     &saved[row * SLSTM_SAVED * h..(row + 1) * SLSTM_SAVED * h]
 }
 
+/// What the fast backward reads that the forward keeps only when asked.
+const NEEDS: Needs = Needs {
+    what: "the activations",
+    option: "keep_activations",
+};
+
 impl<F: Float> MultiOp<F> for SlstmSequence {
     fn name(&self) -> &str {
         NAME
@@ -196,16 +202,11 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
         outputs: &[Var<F>],
         grads: &[Option<Var<F>>],
     ) -> Result<Vec<Option<Var<F>>>> {
+        let recorded = || self.recorded_backward(inputs, grads);
+        if let Some(g) = recorded_or_kept(self, inputs, NEEDS, self.keep_activations, recorded)? {
+            return Ok(g);
+        }
         let tape = inputs[0].tape();
-        if tape.is_recording() {
-            return self.recorded_backward(inputs, grads);
-        }
-        if !self.keep_activations {
-            return Err(Error::invalid(
-                NAME,
-                "backward needs the activations: apply the op with keep_activations",
-            ));
-        }
         let shapes: Vec<&[usize]> = inputs.iter().map(|a| a.shape()).collect();
         let (steps, batch, heads, dh) = check(&shapes)?;
         let (h, reverse) = (heads * dh, self.reverse);

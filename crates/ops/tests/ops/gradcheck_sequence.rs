@@ -3,7 +3,7 @@
 //! directions, with and without the bias; and equality, values and gradients, with the loop of
 //! per-step ops they replace.
 
-use crate::common::{check, config};
+use crate::common::{assert_close, assert_same_as_reference, bend, check, config, values_and_grads};
 use eddy_ops::prelude::*;
 use eddy_ops::{
     linear_add, GruPointwise, GruSequence, LstmPointwise, LstmSequence, MlstmSequence, RnnActivation,
@@ -12,11 +12,6 @@ use eddy_ops::{
 use eddy_tape::strategies::array;
 use ndarray::ArrayD;
 use proptest::prelude::*;
-
-/// `y · tanh(y)`: nonlinear, so that second derivatives flow through the op under test.
-fn bend(y: &Var<f64>) -> Result<Var<f64>> {
-    y * &y.tanh()?
-}
 
 /// `(T, B, H)`: batches above 4 rows take the transposed-weight GEMM, below it the row kernels.
 fn dims() -> impl Strategy<Value = (usize, usize, usize)> {
@@ -120,36 +115,6 @@ fn unrolled(
     Ok(result)
 }
 
-/// Values and gradients (first order, and under `create_graph`) of `f` at `xs`.
-fn values_and_grads(
-    xs: &[ArrayD<f64>],
-    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
-    options: GradOptions,
-) -> Result<Vec<ArrayD<f64>>> {
-    let tape = Tape::new();
-    let vars: Vec<Var<f64>> = xs.iter().map(|x| tape.input(x.clone())).collect();
-    let y = f(&vars)?;
-    let loss = bend(&y)?.sum_all()?;
-    let refs: Vec<&Var<f64>> = vars.iter().collect();
-    let gs = tape.grad(&[&loss], None, &refs, options)?;
-    let mut out = vec![y.value().clone()];
-    out.extend(gs.into_iter().map(|g| g.unwrap().value().clone()));
-    Ok(out)
-}
-
-fn assert_same(a: &[ArrayD<f64>], b: &[ArrayD<f64>], what: &str) {
-    assert_eq!(a.len(), b.len());
-    for (k, (x, y)) in a.iter().zip(b).enumerate() {
-        assert_eq!(x.shape(), y.shape(), "{what}: array {k}");
-        for (p, q) in x.iter().zip(y) {
-            assert!(
-                (p - q).abs() <= 1e-12 * (1.0 + q.abs()),
-                "{what}: array {k}: {p} vs {q}"
-            );
-        }
-    }
-}
-
 /// Random values for `[xp, weight_hh, states…, bias_hh]` at `(T, B, H)`.
 fn random_inputs(
     gates: usize,
@@ -186,14 +151,8 @@ fn lstm_sequence_equals_the_loop_of_steps() -> Result<()> {
             })?;
             concat(&[&out[0], &out[1]], 2)
         };
-        for options in [GradOptions::default(), GradOptions::create_graph()] {
-            let want = values_and_grads(&x, looped, options)?;
-            assert_same(
-                &values_and_grads(&x, fused, options)?,
-                &want,
-                &format!("lstm {dims:?} {reverse}"),
-            );
-        }
+        let what = format!("lstm {dims:?} {reverse}");
+        assert_same_as_reference(&x, fused, looped, |y| bend(y)?.sum_all(), &what)?;
     }
     Ok(())
 }
@@ -210,14 +169,8 @@ fn gru_sequence_equals_the_loop_of_steps() -> Result<()> {
             })?;
             Ok(out[0].clone())
         };
-        for options in [GradOptions::default(), GradOptions::create_graph()] {
-            let want = values_and_grads(&x, looped, options)?;
-            assert_same(
-                &values_and_grads(&x, fused, options)?,
-                &want,
-                &format!("gru {dims:?} {reverse}"),
-            );
-        }
+        let what = format!("gru {dims:?} {reverse}");
+        assert_same_as_reference(&x, fused, looped, |y| bend(y)?.sum_all(), &what)?;
     }
     Ok(())
 }
@@ -241,14 +194,8 @@ fn rnn_sequence_equals_the_loop_of_steps() -> Result<()> {
             })?;
             Ok(out[0].clone())
         };
-        for options in [GradOptions::default(), GradOptions::create_graph()] {
-            let want = values_and_grads(&x, looped, options)?;
-            assert_same(
-                &values_and_grads(&x, fused, options)?,
-                &want,
-                &format!("rnn {dims:?} {reverse}"),
-            );
-        }
+        let what = format!("rnn {dims:?} {reverse}");
+        assert_same_as_reference(&x, fused, looped, |y| bend(y)?.sum_all(), &what)?;
     }
     Ok(())
 }
@@ -339,10 +286,9 @@ fn f32_sequence_ops_agree_with_the_loop_of_steps() -> Result<()> {
         arr(&[batch, h]),
         arr(&[batch, h]),
     ];
-    let run = |fused: bool| -> Result<Vec<ArrayD<f32>>> {
-        let tape = Tape::new();
-        let v: Vec<Var<f32>> = x.iter().map(|a| tape.input(a.clone())).collect();
-        let hs = if fused {
+    let hs = |v: &[Var<f32>], fused: bool| -> Result<Var<f32>> {
+        let tape = v[0].tape();
+        Ok(if fused {
             let op = LstmSequence {
                 reverse: false,
                 bias: false,
@@ -359,26 +305,13 @@ fn f32_sequence_ops_agree_with_the_loop_of_steps() -> Result<()> {
                 outs.push(h.clone());
             }
             stack(&outs.iter().collect::<Vec<_>>(), 0)?
-        };
-        let loss = (&hs * &hs)?.sum_all()?;
-        let grads = tape.grad(
-            &[&loss],
-            None,
-            &v.iter().collect::<Vec<_>>(),
-            GradOptions::default(),
-        )?;
-        let mut out = vec![hs.value().clone()];
-        out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
-        Ok(out)
+        })
     };
-    let (fused, looped) = (run(true)?, run(false)?);
-    for (k, (a, b)) in fused.iter().zip(&looped).enumerate() {
-        let worst = a
-            .iter()
-            .zip(b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / (1.0 + y.abs())));
-        assert!(worst < 1e-4, "array {k}: relative error {worst}");
-    }
+    let run = |fused: bool| {
+        let loss = |hs: &Var<f32>| (hs * hs)?.sum_all();
+        values_and_grads(&x, |v| hs(v, fused), loss, GradOptions::default())
+    };
+    assert_close(&run(true)?, &run(false)?, 1e-4, "f32 LSTM sequence");
     Ok(())
 }
 

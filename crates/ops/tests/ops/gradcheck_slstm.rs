@@ -3,15 +3,11 @@
 //! row and several, from non-zero initial states; equality, values and gradients (first order
 //! and under `create_graph`), with the loop of per-step ops it replaces; and its shape errors.
 
+use crate::common::{assert_close, assert_same_as_reference, bend, values_and_grads};
 use eddy_ops::prelude::*;
 use eddy_ops::{matmul_t, SlstmSequence};
 use eddy_tape::{gradcheck, gradgradcheck, GradcheckOptions};
 use ndarray::ArrayD;
-
-/// `y · tanh(y)`: nonlinear, so that second derivatives flow through the op under test.
-fn bend(y: &Var<f64>) -> Result<Var<f64>> {
-    y * &y.tanh()?
-}
 
 /// `(T, B, heads, dh, reverse)`: batches above 4 rows take the GEMM path of the recurrent
 /// product, below it the row kernels.
@@ -111,41 +107,13 @@ fn slstm_sequence_gradcheck_and_gradgradcheck() -> Result<()> {
     Ok(())
 }
 
-/// Values and gradients (first order, or under `create_graph`) of `f` at `xs`.
-fn values_and_grads(
-    xs: &[ArrayD<f64>],
-    f: impl Fn(&[Var<f64>]) -> Result<Var<f64>>,
-    options: GradOptions,
-) -> Result<Vec<ArrayD<f64>>> {
-    let tape = Tape::new();
-    let vars: Vec<Var<f64>> = xs.iter().map(|x| tape.input(x.clone())).collect();
-    let y = f(&vars)?;
-    let loss = y.sum_all()?;
-    let refs: Vec<&Var<f64>> = vars.iter().collect();
-    let gs = tape.grad(&[&loss], None, &refs, options)?;
-    let mut out = vec![y.value().clone()];
-    out.extend(gs.into_iter().map(|g| g.unwrap().value().clone()));
-    Ok(out)
-}
-
 #[test]
 fn slstm_sequence_equals_the_loop_of_steps() -> Result<()> {
     for (k, (t, b, heads, dh, reverse)) in CASES.into_iter().enumerate() {
         let x = inputs((t, b, heads, dh), 40 + k as u64);
-        for options in [GradOptions::default(), GradOptions::create_graph()] {
-            let fused = values_and_grads(&x, |v| joined(slstm(v, reverse)?), options)?;
-            let want = values_and_grads(&x, |v| joined(looped(v, reverse)?), options)?;
-            assert_eq!(fused.len(), want.len());
-            for (a, (p, q)) in fused.iter().zip(&want).enumerate() {
-                assert_eq!(p.shape(), q.shape(), "case {k}, array {a}");
-                for (x, y) in p.iter().zip(q) {
-                    assert!(
-                        (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
-                        "case {k}, array {a}: {x} vs {y}"
-                    );
-                }
-            }
-        }
+        let op = |v: &[Var<f64>]| joined(slstm(v, reverse)?);
+        let reference = |v: &[Var<f64>]| joined(looped(v, reverse)?);
+        assert_same_as_reference(&x, op, reference, Var::sum_all, &format!("case {k}"))?;
     }
     Ok(())
 }
@@ -240,9 +208,8 @@ fn inference_without_a_tape_keeps_no_activations() -> Result<()> {
 fn f32_slstm_sequence_agrees_with_the_loop_of_steps() -> Result<()> {
     let x64 = inputs((5, 9, 2, 8), 50);
     let x: Vec<ArrayD<f32>> = x64.iter().map(|a| a.mapv(|v| v as f32)).collect();
-    let run = |fused: bool| -> Result<Vec<ArrayD<f32>>> {
-        let tape = Tape::new();
-        let v: Vec<Var<f32>> = x.iter().map(|a| tape.input(a.clone())).collect();
+    let all = |v: &[Var<f32>], fused: bool| -> Result<Var<f32>> {
+        let tape = v[0].tape();
         let parts = if fused {
             let op = SlstmSequence {
                 reverse: false,
@@ -250,28 +217,15 @@ fn f32_slstm_sequence_agrees_with_the_loop_of_steps() -> Result<()> {
             };
             tape.apply_multi(op, &v.iter().collect::<Vec<_>>())?[..4].to_vec()
         } else {
-            looped32(&v)?
+            looped32(v)?
         };
-        let all = concat(&parts.iter().collect::<Vec<_>>(), 2)?;
-        let loss = (&all * &all.tanh()?)?.sum_all()?;
-        let grads = tape.grad(
-            &[&loss],
-            None,
-            &v.iter().collect::<Vec<_>>(),
-            GradOptions::default(),
-        )?;
-        let mut out = vec![all.value().clone()];
-        out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
-        Ok(out)
+        concat(&parts.iter().collect::<Vec<_>>(), 2)
     };
-    let (fused, looped) = (run(true)?, run(false)?);
-    for (k, (a, b)) in fused.iter().zip(&looped).enumerate() {
-        let worst = a
-            .iter()
-            .zip(b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / (1.0 + y.abs())));
-        assert!(worst < 1e-4, "array {k}: relative error {worst}");
-    }
+    let run = |fused: bool| {
+        let loss = |all: &Var<f32>| bend(all)?.sum_all();
+        values_and_grads(&x, |v| all(v, fused), loss, GradOptions::default())
+    };
+    assert_close(&run(true)?, &run(false)?, 1e-4, "f32 sLSTM sequence");
     Ok(())
 }
 
