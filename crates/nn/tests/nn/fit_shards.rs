@@ -1,8 +1,9 @@
 //! `FitOptions::shards`: data-parallel shards of each batch, one tape each, give the one-tape
 //! parameters and history (built-in LSTM, a user cell, micro-batches, a masked loss on padded
-//! data); dropout with shards is reproducible; bad combinations are clear errors.
+//! data); dropout with shards is reproducible and resumes from a checkpoint bit for bit; bad
+//! combinations are clear errors.
 
-use crate::support::Janet;
+use crate::support::{tmp_dir, Janet};
 use eddy_nn::fit::{FitOptions, History};
 use eddy_nn::ragged::RaggedOptions;
 use eddy_nn::sequential::{dense, dropout, lstm, recurrent, LayerSpec, Loss, Model, Optim, Sequential};
@@ -146,6 +147,32 @@ fn dropout_with_shards_is_reproducible() {
         assert!(max_diff(&a.1, &one.1) > 1e-9, "{name}: shards 2 vs 1");
         assert!(max_diff(&a.1, &run(3).1) > 1e-9, "{name}: shards 2 vs 3");
     }
+}
+
+#[test]
+fn dropout_with_shards_resumes_bit_for_bit_from_a_checkpoint() {
+    let (x, y) = data(6);
+    let epochs = |n| FitOptions {
+        epochs: n,
+        ..options(2, None)
+    };
+    let mut whole = model(lstm(4), true);
+    whole.fit(&x, &y, epochs(3)).unwrap();
+    let path = tmp_dir("fit-shards", "resume").join("ckpt.safetensors");
+    let mut first = model(lstm(4), true);
+    first.fit(&x, &y, epochs(1)).unwrap();
+    first.save_checkpoint(&path).unwrap();
+    let mut resumed = model(lstm(4), true);
+    resumed.load_checkpoint(&path).unwrap();
+    resumed.fit(&x, &y, epochs(2)).unwrap();
+    let values = |m: &Model<f64>| {
+        m.param_list()
+            .iter()
+            .map(|p| (*p.value()).clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(&whole), values(&resumed));
+    assert_ne!(values(&whole), values(&first));
 }
 
 #[test]
