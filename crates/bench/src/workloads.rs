@@ -111,7 +111,7 @@ pub const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "W7F",
-        desc: "train: W7's user-written LSTM cell and data through Sequential (recurrent(cell) -> dense(1)) + fit (one epoch of one batch of 64 per step, no shuffle), the same batch, head, loss and Adam step as W7's hand loop",
+        desc: "train: W7's user-written LSTM cell and data through Sequential (recurrent(cell) -> dense(1)) + fit (one epoch of one batch of 64 per step, no shuffle, W7's shards: FitOptions::shards), the same batch, head, loss and Adam step as W7's hand loop",
         flops: flops(24, 100, 64, 128, 256, 1),
     },
     Workload {
@@ -371,7 +371,8 @@ fn train_model(
 
 /// W7F: W7's cell, sizes and data through `Sequential` + `fit`, one optimizer step per `fit`
 /// call (one epoch of one batch), to compare a user cell in `fit` with the same cell in W7's hand
-/// loop. `fit` runs one tape per batch (no data-parallel shards): compare on one thread.
+/// loop. `fit` splits the batch into W7's shards ([`shards`], via [`FitOptions::shards`]), so
+/// the two differ only in `fit` against the hand loop.
 fn train_fit(s: Shape, lr: f64, rng: &mut Rng, warmup: usize, steps: usize) -> Result<Stats> {
     let hidden = s.hidden;
     let mut model = Sequential::new()
@@ -384,12 +385,14 @@ fn train_fit(s: Shape, lr: f64, rng: &mut Rng, warmup: usize, steps: usize) -> R
     let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, rng);
     let batch_first = |a: ArrayD<f32>| a.permuted_axes(vec![1, 0, 2]).as_standard_layout().to_owned();
     let (x, target) = (batch_first(x), batch_first(target));
+    let shards = shards(s, rayon::current_num_threads());
     measure(warmup, steps, || -> Result<()> {
         let options = FitOptions {
             epochs: 1,
             batch_size: s.batch,
             shuffle: false,
             progress: false,
+            shards,
             ..FitOptions::default()
         };
         let history = model.fit(&x, &target, options)?;

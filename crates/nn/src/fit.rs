@@ -3,8 +3,8 @@
 //!
 //! `fit` runs `epochs` more epochs. Each epoch shuffles the training rows with the model's own
 //! seeded RNG, then for each mini-batch makes a fresh [`Tape`], runs the model, takes the loss's
-//! gradients (summed over micro-batches if asked), clips them if asked, and steps the
-//! optimizer; at the epoch's end it steps the schedule, evaluates the validation data, records
+//! gradients (summed over micro-batches and data-parallel shards if asked), clips them if asked,
+//! and steps the optimizer; at the epoch's end it steps the schedule, evaluates the validation data, records
 //! the [`History`], applies early stopping and writes a checkpoint if one is due. The RNG, the
 //! optimizer, the schedule, the epoch count and early stopping's counters all live in the
 //! model, so a training checkpoint ([`Model::save_checkpoint`]) resumes the run bit for bit,
@@ -12,7 +12,8 @@
 
 use crate::clip::{clip_grad_norm, GradAccumulator};
 use crate::distributed::{rank_stream, shard_of};
-use crate::ragged::{check_lengths, epoch_batches, Batch, RaggedFit};
+use crate::parallel::map_shards;
+use crate::ragged::{check_lengths, epoch_batches, loss_weight, Batch, RaggedFit};
 use crate::sequential::{run_layers, Layer, Loss, Metric, Model};
 use crate::sync::GradientSync;
 use crate::Module;
@@ -50,6 +51,21 @@ pub struct FitOptions<'a, F: Float = f32> {
     /// Gradient accumulation: process each batch in micro-batches of this many rows (one tape
     /// each) and step with their size-weighted mean gradient, the full batch's gradient.
     pub micro_batch_size: Option<usize>,
+    /// Data parallelism in this process (PyTorch's `DataParallel` on CPU threads): split each
+    /// batch (each micro-batch, with `micro_batch_size`; the micro-batches still run one after
+    /// another) into this many contiguous shards of near-equal size, run them in parallel on
+    /// rayon's current pool, each on its own tape, and step with their gradients weighted by
+    /// each shard's share of the batch (its rows, or its valid steps for a masked loss on
+    /// padded data): the one-tape gradient up to summation order, and the same loss and metrics.
+    /// A batch of fewer rows than `shards` runs on fewer. Default 1 (one tape per batch; the
+    /// kernels use the threads). It pays when each step's products are too small for
+    /// kernel-level threading to fill the cores (small hidden sizes, short batches); for large
+    /// layers (hidden 1024 and up) one shard, with the products split across the threads, is
+    /// usually faster. Each shard draws dropout masks from its own stream, derived each epoch
+    /// from the model's RNG and the shard's index, so a run is reproducible for a given number
+    /// of shards (but its masks differ from a run with another). Not supported with
+    /// [`FitOptions::tbptt`] or [`Model::fit_distributed`] (an error): use one or the other.
+    pub shards: usize,
     /// Clip the gradient to this joint L2 norm before each step.
     pub clip_grad_norm: Option<f64>,
     /// Truncated BPTT over chunks of this many time steps ([`FitOptions::tbptt`]).
@@ -73,6 +89,7 @@ impl<F: Float> Default for FitOptions<'_, F> {
             progress: true,
             on_non_finite: OnNonFinite::Error,
             micro_batch_size: None,
+            shards: 1,
             clip_grad_norm: None,
             tbptt: None,
             detect_anomaly: false,
@@ -216,9 +233,23 @@ impl Sums {
         y: &ArrayD<F>,
         mask: Option<&ArrayD<F>>,
     ) {
-        let rows = y.shape()[0];
+        self.add_loss(loss, y.shape()[0]);
+        self.add_outputs(pred, y, mask);
+    }
+
+    /// Adds the mean loss `loss` of `rows` rows.
+    pub(crate) fn add_loss(&mut self, loss: f64, rows: usize) {
         self.loss += loss * rows as f64;
         self.rows += rows;
+    }
+
+    /// Adds the metric sums of the outputs `pred` against `y`, on the steps `mask` keeps.
+    pub(crate) fn add_outputs<F: Float>(
+        &mut self,
+        pred: &ArrayD<F>,
+        y: &ArrayD<F>,
+        mask: Option<&ArrayD<F>>,
+    ) {
         let last = Axis(y.ndim() - 1);
         let mut keep = mask.into_iter().flat_map(|m| m.iter().map(|&v| v == F::one()));
         for (p, t) in pred.lanes(last).into_iter().zip(y.lanes(last)) {
@@ -339,7 +370,8 @@ impl<F: Float> Model<F> {
     /// # Errors
     /// [`Error::Invalid`] if the model is not compiled, for an empty dataset, a batch size or
     /// micro-batch size of 0, a `validation_split` outside `[0, 1)` or one that leaves either
-    /// part empty, early stopping on `val_loss` without validation data, or (unless
+    /// part empty, early stopping on `val_loss` without validation data, `shards` of 0 or
+    /// `shards` > 1 with `tbptt`, or (unless
     /// [`OnNonFinite::SkipStep`]) a non-finite loss, naming the epoch and batch;
     /// [`Error::Shape`] if `x` or `y` do not fit the model or each other; errors of the layers,
     /// the optimizer and the checkpoint writes.
@@ -376,6 +408,7 @@ impl<F: Float> Model<F> {
             return Err(Error::invalid(op, "micro_batch_size must be at least 1"));
         }
         crate::tbptt::check(&options)?;
+        check_shards(&options, sync.is_some())?;
         if lengths.is_some() && options.tbptt.is_some() {
             return Err(Error::invalid(
                 op,
@@ -463,9 +496,10 @@ impl<F: Float> Model<F> {
             let lr = self.compiled.as_ref().expect("checked").optimizer.lr();
             let mut sums = Sums::default();
             let mut rank_rng = rank_stream(&self.rng, rank);
+            let mut shard_rngs = shard_streams(&self.rng, options.shards);
             for (b, rows) in plan.iter().enumerate() {
                 let stepped = match sync.as_deref_mut() {
-                    None => self.train_batch(x, y, lengths, rows, &options, &mut sums),
+                    None => self.train_batch(x, y, lengths, rows, &options, &mut sums, &mut shard_rngs),
                     Some(s) => {
                         let mine = shard_of(rows, rank, world);
                         let global = rows.len();
@@ -580,7 +614,9 @@ impl<F: Float> Model<F> {
         Ok(history)
     }
 
-    /// One optimizer step on the rows `rows`; returns false if it was skipped.
+    /// One optimizer step on the rows `rows`; returns false if it was skipped. `shard_rngs`
+    /// are the shards' dropout streams ([`shard_streams`]).
+    #[allow(clippy::too_many_arguments)]
     fn train_batch(
         &mut self,
         x: &ArrayD<F>,
@@ -589,44 +625,29 @@ impl<F: Float> Model<F> {
         rows: &[usize],
         options: &FitOptions<'_, F>,
         sums: &mut Sums,
+        shard_rngs: &mut [Rng],
     ) -> Result<bool> {
         if let Some(k) = options.tbptt {
             return self.train_batch_tbptt(x, y, rows, k, options, sums);
         }
         let micro = options.micro_batch_size.unwrap_or(rows.len()).max(1);
-        let skip = options.on_non_finite == OnNonFinite::SkipStep;
-        let loss_fn = self.compiled.as_ref().expect("checked").loss;
         let mut acc = GradAccumulator::new();
         let mut single: Option<Grads<F>> = None;
         let mut batch_sums = Sums::default();
         let pieces = rows.len().div_ceil(micro);
         for piece in rows.chunks(micro) {
-            let b = Batch::select(x, y, lengths, piece, self.returns_sequences());
-            let (xb, yb) = (b.x, b.y);
-            let tape = batch_tape(options);
-            let training = self.is_training();
-            let out = run_layers(
-                &self.layers,
-                training,
-                &tape.constant(xb),
-                b.lengths.as_deref(),
-                &mut self.rng,
-            )?;
-            let loss = loss_fn.apply(&out, &tape.constant(yb.clone()), b.mask.as_ref())?;
-            let v = loss.item()?.as_f64();
+            let (v, grads) =
+                self.piece_gradient(x, y, lengths, piece, options, shard_rngs, &mut batch_sums)?;
             if !v.is_finite() {
-                if skip {
+                if options.on_non_finite == OnNonFinite::SkipStep {
                     return Ok(false);
                 }
                 return Err(non_finite("the loss", v));
             }
-            batch_sums.add_masked(v, out.value(), &yb, b.mask.as_ref());
-            let grads = loss.backward()?;
             if pieces == 1 {
                 single = Some(grads);
             } else {
-                // A masked mean is over the valid steps: weight each piece by its count of them.
-                let weight = b.mask.as_ref().map_or(piece.len() as f64, |m| m.sum().as_f64());
+                let weight = loss_weight(lengths, piece, self.returns_sequences());
                 acc.add_weighted(&grads, weight)?;
             }
         }
@@ -635,6 +656,59 @@ impl<F: Float> Model<F> {
             None => acc.take_average().expect("at least one micro-batch"),
         };
         self.finish_step(grads, options, sums, &batch_sums)
+    }
+
+    /// The mean loss of the rows `piece` (a batch or micro-batch) and its gradient (none if the
+    /// loss is not finite), adding the loss and metric sums to `sums`. With one shard, one tape
+    /// drawing dropout from the model's RNG; else one tape per shard ([`map_shards`]), each
+    /// drawing from its stream in `shard_rngs` and its loss scaled by its share of the piece's
+    /// [`loss_weight`], so that the shards' losses and gradients sum to the piece's. The metric
+    /// sums are taken in row order, as on one tape.
+    #[allow(clippy::too_many_arguments)]
+    fn piece_gradient(
+        &mut self,
+        x: &ArrayD<F>,
+        y: &ArrayD<F>,
+        lengths: Option<&[usize]>,
+        piece: &[usize],
+        options: &FitOptions<'_, F>,
+        shard_rngs: &mut [Rng],
+        sums: &mut Sums,
+    ) -> Result<(f64, Grads<F>)> {
+        let loss_fn = self.compiled.as_ref().expect("checked").loss;
+        let (training, sequences) = (self.is_training(), self.returns_sequences());
+        let total = loss_weight(lengths, piece, sequences);
+        let layers = &self.layers;
+        let rngs = if options.shards > 1 {
+            shard_rngs
+        } else {
+            std::slice::from_mut(&mut self.rng)
+        };
+        let shards = map_shards(piece.len(), rngs, |r, rng| {
+            let rows = &piece[r];
+            let b = Batch::select(x, y, lengths, rows, sequences);
+            let tape = batch_tape(options);
+            let out = run_layers(layers, training, &tape.constant(b.x), b.lengths.as_deref(), rng)?;
+            let loss = loss_fn.apply(&out, &tape.constant(b.y.clone()), b.mask.as_ref())?;
+            let share = loss_weight(lengths, rows, sequences) / total;
+            let v = loss.item()?.as_f64() * share;
+            let grads = match (v.is_finite(), share == 1.0) {
+                (false, _) => Grads::default(),
+                (true, true) => loss.backward()?,
+                (true, false) => loss.scale(F::of(share))?.backward()?,
+            };
+            Ok((v, out.value().clone(), b.y, b.mask, grads))
+        })?;
+        let mut shards = shards.into_iter();
+        let (mut v, pred, yb, mask, mut grads) = shards.next().expect("at least one shard");
+        sums.add_outputs(&pred, &yb, mask.as_ref());
+        for (sv, pred, yb, mask, g) in shards {
+            v += sv;
+            sums.add_outputs(&pred, &yb, mask.as_ref());
+            grads += &g;
+        }
+        sums.add_loss(v, piece.len());
+        Ok((v, grads))
     }
 
     /// Clips `grads` if asked, steps the optimizer and adds the batch's sums to the epoch's;
@@ -779,6 +853,38 @@ impl<F: Float> Model<F> {
             .into_iter()
             .find_map(|(name, p)| (!p.value().iter().all(|v| v.is_finite())).then_some(name))
     }
+}
+
+/// Checks [`FitOptions::shards`]: at least 1, and 1 with `tbptt` or `fit_distributed`.
+fn check_shards<F: Float>(options: &FitOptions<'_, F>, distributed: bool) -> Result<()> {
+    let conflict = match options.shards {
+        0 => return Err(Error::invalid("fit", "shards must be at least 1, got 0")),
+        1 => None,
+        _ if options.tbptt.is_some() => Some("tbptt"),
+        _ if distributed => Some("fit_distributed"),
+        _ => None,
+    };
+    match conflict {
+        Some(what) => Err(Error::invalid(
+            "fit",
+            format!(
+                "shards = {} with {what} is not supported: use shards = 1 with {what}, \
+                 or shards without {what}",
+                options.shards
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The dropout streams of an epoch's shards with [`FitOptions::shards`] > 1, one per shard,
+/// derived from the model's RNG (as [`rank_stream`] derives a rank's) without advancing it;
+/// none with one shard, which draws from the model's RNG itself.
+fn shard_streams(rng: &Rng, shards: usize) -> Vec<Rng> {
+    if shards <= 1 {
+        return Vec::new();
+    }
+    (0..shards).map(|i| rank_stream(rng, i)).collect()
 }
 
 /// A fresh tape for one (micro-)batch: recording, with anomaly detection if asked.

@@ -58,22 +58,47 @@ where
     if batch == 0 {
         return Err(Error::invalid("data_parallel", "the batch is empty"));
     }
-    let ranges = shard_ranges(batch, shards);
-    let results: Vec<Result<(f64, Grads<F>)>> = ranges
-        .into_par_iter()
-        .map(|r| {
-            let weight = F::of(r.len() as f64 / batch as f64);
-            step(r, weight)
-        })
-        .collect();
+    let mut states = vec![(); shards.max(1)];
+    let results = map_shards(batch, &mut states, |r, _| {
+        let weight = F::of(r.len() as f64 / batch as f64);
+        step(r, weight)
+    })?;
     let mut total = 0.0;
     let mut grads = Grads::default();
-    for r in results {
-        let (loss, g) = r?;
+    for (loss, g) in results {
         total += loss;
         grads += &g;
     }
     Ok((total, grads))
+}
+
+/// Runs `step` on the shards of `0..batch` ([`shard_ranges`], one per element of `states`, fewer
+/// if the batch has fewer rows) in parallel on the current rayon pool, each with its own
+/// element of `states` (e.g. a dropout RNG stream), and returns the results in shard order.
+/// One shard runs on the calling thread. [`data_parallel`] is this with the gradients summed.
+///
+/// # Errors
+/// [`Error::Invalid`] if `states` is empty; the first error of a shard, in shard order.
+pub fn map_shards<T, St, S>(batch: usize, states: &mut [St], step: S) -> Result<Vec<T>>
+where
+    T: Send,
+    St: Send,
+    S: Fn(Range<usize>, &mut St) -> Result<T> + Sync,
+{
+    if states.is_empty() {
+        return Err(Error::invalid("map_shards", "no shards (states is empty)"));
+    }
+    let ranges = shard_ranges(batch, states.len());
+    if let ([r], [state, ..]) = (ranges.as_slice(), &mut *states) {
+        return Ok(vec![step(r.clone(), state)?]);
+    }
+    ranges
+        .into_par_iter()
+        .zip(states.par_iter_mut())
+        .map(|(r, state)| step(r, state))
+        .collect::<Vec<Result<T>>>()
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -85,5 +110,22 @@ mod tests {
         assert_eq!(shard_ranges(10, 3), vec![0..4, 4..7, 7..10]);
         assert_eq!(shard_ranges(2, 4), vec![0..1, 1..2]);
         assert_eq!(shard_ranges(5, 1), vec![0..5]);
+    }
+
+    #[test]
+    fn map_shards_gives_each_shard_its_state_in_order() {
+        let mut states = vec![10, 20, 30, 40];
+        let out = map_shards(5, &mut states, |r, s| {
+            *s += 1;
+            Ok((r, *s))
+        })
+        .unwrap();
+        assert_eq!(out, vec![(0..2, 11), (2..3, 21), (3..4, 31), (4..5, 41)]);
+        // Fewer rows than states: the extra states are not touched.
+        let out = map_shards(2, &mut states, |r, s| Ok((r, *s))).unwrap();
+        assert_eq!(out, vec![(0..1, 11), (1..2, 21)]);
+        assert_eq!(states, vec![11, 21, 31, 41]);
+        let none: &mut [u8] = &mut [];
+        assert!(map_shards(3, none, |_, _| Ok(())).is_err());
     }
 }

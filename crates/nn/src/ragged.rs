@@ -297,6 +297,16 @@ impl<F: Float> Batch<F> {
     }
 }
 
+/// What the loss of the rows `rows` is a mean over, and so the weight of its gradient when the
+/// pieces of a batch (micro-batches, shards) are combined: the rows' count of valid steps with
+/// per-step targets on padded data (the sum of [`Batch::select`]'s mask), else their count.
+pub(crate) fn loss_weight(lengths: Option<&[usize]>, rows: &[usize], sequences: bool) -> f64 {
+    match lengths {
+        Some(l) if sequences => rows.iter().map(|&r| l[r]).sum::<usize>() as f64,
+        _ => rows.len() as f64,
+    }
+}
+
 /// The rows `rows` of `a` (`[N, T, …]`), their first `t` steps.
 fn cut<F: Float>(a: &ArrayD<F>, rows: &[usize], t: usize) -> ArrayD<F> {
     let mut shape = a.shape().to_vec();

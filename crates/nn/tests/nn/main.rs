@@ -10,6 +10,7 @@ mod custom_cells;
 mod data;
 mod derive;
 mod fit;
+mod fit_shards;
 mod interop;
 mod linear_scan;
 mod loss;
