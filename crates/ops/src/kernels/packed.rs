@@ -3,9 +3,9 @@
 //! A recurrent layer multiplies the same `W_hh` by a new `[B, H]` state at every step, forward
 //! and backward. matrixmultiply packs both operands on every call: at W4's size that is a
 //! 16 MiB weight copied twice per step. Here the weight is packed once per sequence into
-//! column panels, and a tile kernel streams the panels past `MR × NR` blocks of the state: an
-//! AVX-512 tile (`MR × NR` in 16 registers of 16 lanes) or an AVX2+FMA tile (the same block as
-//! four `4 × 16` sub-tiles of 8 registers of 8 lanes), as [`super::level`] says. At the portable
+//! column panels, and a tile kernel streams the panels past blocks of rows of the state: an
+//! AVX-512 tile (`8 × NR` in 16 registers of 16 lanes) or an AVX2+FMA tile (`6 × NR` as two
+//! `6 × 16` sub-tiles of 12 registers of 8 lanes), as [`super::level`] says. At the portable
 //! level, or for `f64`, the products go through [`super::gemm::gemm`] on the unpacked weight.
 
 use super::Level;
@@ -14,8 +14,12 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use std::any::TypeId;
 use std::ops::Range;
 
-/// Rows of the state per block.
-const MR: usize = 8;
+/// Rows of the state per block at the AVX-512 level: `8 × NR` in 16 accumulators.
+const MR_AVX512: usize = 8;
+/// Rows of the state per block at the AVX2 level: each `6 × 16` half of the block takes 12 of
+/// the 16 registers as accumulators, enough independent FMAs to cover their latency on two FMA
+/// ports (a `4 × 16` sub-tile's 8 are not: measured on Zen 3, see docs/performance.md).
+const MR_AVX2: usize = 6;
 /// Columns of the weight per panel: two 512-bit registers of f32.
 const NR: usize = 32;
 /// Bytes of `a` taken at a time by a product with many rows (measured best at W2's and W4's
@@ -26,10 +30,18 @@ const A_WHOLE: usize = 512 << 10;
 /// Rows of a panel multiplied at a time: `KC·NR` f32 (16 KiB) stay in a 32 KiB L1 while the
 /// blocks of `a` pass them.
 const KC: usize = 128;
-/// Blocks of rows at the most in one pass of the panels (`C_BLOCKS·MR·NR` f32 of `c`, 32 KiB).
-const C_BLOCKS: usize = 32;
+/// Rows of `c` at the most in one pass of the panels (`C_ROWS·NR` f32, 32 KiB).
+const C_ROWS: usize = 256;
 /// A `b` of up to this many bytes stays in cache while `a` streams past it.
 pub(crate) const SMALL_B: usize = 1 << 20;
+
+/// Rows of the state per block of the tile at `level` (AVX2 or AVX-512).
+fn block_rows(level: Level) -> usize {
+    match level {
+        Level::Avx512 => MR_AVX512,
+        _ => MR_AVX2,
+    }
+}
 
 /// `B` (`[K, N]`) ready for `c = a·B` with many `a`: packed in `f32` column panels of `NR`
 /// (panel `p` holds columns `p·NR ..` as `K` consecutive rows of `NR`, the last one
@@ -155,7 +167,7 @@ impl<F: Float> PackedMatrix<F> {
 }
 
 /// `c (+)= a·B` with `B` in panels: for each panel, `KC` of its rows at a time (in L1), every
-/// block of `MR` rows of `a`, read where it is (row-major, `k` apart; a ragged last block from
+/// block of [`block_rows`] rows of `a`, read where it is (row-major, `k` apart; a ragged last block from
 /// a zero-padded copy). A product of at least 2²² multiply-adds splits its panels across the current rayon
 /// pool's threads.
 fn mul_panels(
@@ -175,8 +187,9 @@ fn mul_panels(
         }
         return;
     }
-    let full = m / MR * MR;
-    let mut tail = vec![0f32; if full < m { MR * k } else { 0 }];
+    let mr = block_rows(level);
+    let full = m / mr * mr;
+    let mut tail = vec![0f32; if full < m { mr * k } else { 0 }];
     tail[..(m - full) * k].copy_from_slice(&a[full * k..]);
     let out = Output {
         ptr: c.as_mut_ptr(),
@@ -189,9 +202,10 @@ fn mul_panels(
         tail: &tail,
         out: &out,
         dims: (m, k, n),
+        mr,
         accumulate,
     };
-    let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(MR));
+    let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(mr));
     let threads = rayon::current_num_threads();
     if threads >= 2 && m * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT {
         job.run_split(panels, blocks, threads);
@@ -217,10 +231,12 @@ struct Job<'a> {
     panels: &'a [f32],
     /// `a`, row-major `[m, k]`.
     a: &'a [f32],
-    /// The last `m mod MR` rows of `a`, zero-padded to `MR` rows (empty if there are none).
+    /// The last `m mod mr` rows of `a`, zero-padded to `mr` rows (empty if there are none).
     tail: &'a [f32],
     out: &'a Output,
     dims: (usize, usize, usize),
+    /// Rows per block ([`block_rows`] of `level`).
+    mr: usize,
     accumulate: bool,
 }
 
@@ -252,22 +268,22 @@ impl Job<'_> {
     /// The blocks of rows in `rows` times the panels in `range`, `KC` rows of a panel at a
     /// time.
     fn run(&self, range: Range<usize>, rows: Range<usize>) {
-        let (m, k, n) = self.dims;
+        let ((m, k, n), mr) = (self.dims, self.mr);
         let first = rows.start;
         let blocks: Vec<&[f32]> = self
             .a
-            .chunks_exact(k * MR)
-            .chain(self.tail.chunks_exact(k * MR))
+            .chunks_exact(k * mr)
+            .chain(self.tail.chunks_exact(k * mr))
             .skip(first)
             .take(rows.len())
             .collect();
         // A large `a` times a `b` that fits in cache: `a` in chunks of about `A_CHUNK` bytes,
         // each one in cache while every panel passes it. Otherwise `a` stays whole, so that the
-        // panels stream past once (W4's 16 MiB `W_hh` past a step's state), up to `C_BLOCKS`
-        // blocks: their tiles of `c` stay in cache while the `KC` slices of a panel pass them.
+        // panels stream past once (W4's 16 MiB `W_hh` past a step's state), up to `C_ROWS`
+        // rows: their tiles of `c` stay in cache while the `KC` slices of a panel pass them.
         let per_chunk = match 4 * m * k > A_WHOLE && 4 * k * n <= SMALL_B {
-            true => (A_CHUNK / (4 * k * MR)).max(1),
-            false => blocks.len().clamp(1, C_BLOCKS),
+            true => (A_CHUNK / (4 * k * mr)).max(1),
+            false => blocks.len().clamp(1, C_ROWS / mr),
         };
         for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
             for p in range.clone() {
@@ -279,13 +295,13 @@ impl Job<'_> {
                     let accumulate = self.accumulate || k0 > 0;
                     for (i, block) in chunk.iter().enumerate() {
                         let bi = first + ci * per_chunk + i;
-                        let rows = MR.min(m - bi * MR);
-                        let start = bi * MR * n + c0;
+                        let rows = mr.min(m - bi * mr);
+                        let start = bi * mr * n + c0;
                         let len = (rows - 1) * n + cols;
                         assert!(start + len <= self.out.len, "the block lies inside c");
                         // SAFETY: the panels exist only at the AVX2 or AVX-512 level, which the
-                        // CPU has (`PackedMatrix::new`, `super::level`); `block` (`MR` rows of
-                        // `a` `k` apart, or the padded tail) from `k0` holds `(MR − 1)·k + kc`
+                        // CPU has (`PackedMatrix::new`, `super::level`); `block` (`mr` rows of
+                        // `a` `k` apart, or the padded tail) from `k0` holds `(mr − 1)·k + kc`
                         // elements and `panel` from row `k0` holds `kc·NR`; `c` from `start`
                         // holds `len` (checked above). The tile reads and writes only columns
                         // c0 .. c0 + cols of its rows, a tile no other task touches (tasks split
@@ -305,7 +321,7 @@ impl Job<'_> {
 
 #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 mod avx512 {
-    use super::{MR, NR};
+    use super::{MR_AVX512 as MR, NR};
     use std::arch::x86_64::*;
 
     /// One `MR × NR` block over `k` rows of the panel: `c[r, j] (+)= Σ_kk a[r, kk] · b[kk, j]`
@@ -374,7 +390,7 @@ mod avx512 {
     }
 }
 
-/// One `MR × NR` tile at `level`.
+/// One block of [`block_rows`]`(level)` rows by `NR` columns at `level`.
 ///
 /// # Safety
 /// As [`avx512::tile`]; `level` must be AVX2 or AVX-512 and supported by the CPU.
@@ -408,16 +424,18 @@ unsafe fn tile(
 
 #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 mod avx2 {
-    use super::{MR, NR};
+    use super::{MR_AVX2 as MR, NR};
     use std::arch::x86_64::*;
 
-    /// One `MR × NR` block (see [`super::avx512::tile`], same contract, with AVX2 and FMA
-    /// instead of AVX-512F) as `4 × 16` sub-tiles: 8 accumulators of 8 lanes, two loads of the
-    /// panel and four broadcasts of `a` per 8 multiply-adds. Sub-tiles wholly below `rows` or
-    /// right of `cols` are skipped; partial ones compute on the zero padding and store masked.
+    /// One `MR × NR` block (see [`super::avx512::tile`], same contract with `MR` = 6, with AVX2
+    /// and FMA instead of AVX-512F) as two `6 × 16` sub-tiles: 12 accumulators of 8 lanes, two
+    /// loads of the panel and six broadcasts of `a` per 12 multiply-adds. A sub-tile wholly
+    /// right of `cols` is skipped, a ragged block of rows runs a sub-tile of 4 or 2 rows (the
+    /// odd row computes on the zero padding and is not stored), and a partial sub-tile stores
+    /// masked.
     ///
     /// # Safety
-    /// As [`super::avx512::tile`], with AVX2 and FMA available.
+    /// As [`super::avx512::tile`], with AVX2 and FMA available and `MR` = 6.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
@@ -431,32 +449,34 @@ mod avx2 {
         accumulate: bool,
     ) {
         debug_assert!(a.len() >= (MR - 1) * lda + k && b.len() >= k * NR && rows <= MR && cols <= NR);
-        for r0 in (0..rows).step_by(4) {
-            for c0 in (0..cols).step_by(16) {
-                // SAFETY: rows r0..r0 + 4 of the block and columns c0..c0 + 16 of the panel lie
-                // inside `a` and `b` (MR and NR are multiples of 4 and 16); `c` at row r0,
-                // column c0 is inside the caller's tile.
-                unsafe {
-                    sub_tile(
-                        (k, lda),
-                        a.as_ptr().add(r0 * lda),
-                        b.as_ptr().add(c0),
-                        c.add(r0 * ldc + c0),
-                        ldc,
-                        (rows - r0).min(4),
-                        (cols - c0).min(16),
-                        accumulate,
-                    )
+        for c0 in (0..cols).step_by(16) {
+            // SAFETY: the block's `MR` rows lie inside `a`, columns c0..c0 + 16 of the panel
+            // inside `b` (NR is a multiple of 16), and `c` at column c0 inside the caller's
+            // tile.
+            unsafe {
+                let (b, c, cols) = (b.as_ptr().add(c0), c.add(c0), (cols - c0).min(16));
+                // A ragged last block computes only the rows it has, in the fewest of 2, 4
+                // or 6 (W5's and W1's batch of 32 is five blocks of 6 and one of 2).
+                match rows {
+                    5.. => sub_tile::<6>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
+                    3 | 4 => sub_tile::<4>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
+                    _ => sub_tile::<2>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
                 }
             }
         }
     }
 
-    /// `4 × 16` of the block: `a` at its first row (rows `lda` apart), `b` at its first column
-    /// (rows `NR` apart).
-    #[inline(always)]
+    /// `R × 16` of the block (`rows ≤ R ≤ MR`): `a` at its first row (rows `lda` apart), `b`
+    /// at its first column (rows `NR` apart). Compiled for AVX2 and FMA itself (and so is its
+    /// `step` closure): as a plain `#[inline(always)]` function its three instances were not
+    /// all inlined into `tile`, and the intrinsics then became calls (W1 18× slower).
+    ///
+    /// # Safety
+    /// As [`tile`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn sub_tile(
+    unsafe fn sub_tile<const R: usize>(
         (k, lda): (usize, usize),
         ap: *const f32,
         bp: *const f32,
@@ -468,9 +488,9 @@ mod avx2 {
     ) {
         // SAFETY (whole body): the caller's bounds (`tile`), with AVX2 and FMA available.
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-            // One step of k: two loads of the panel, four broadcasts of a, eight FMAs.
-            let step = |acc: &mut [[__m256; 2]; 4], kk: usize| {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            // One step of k: two loads of the panel, `R` broadcasts of a, `2R` FMAs.
+            let step = |acc: &mut [[__m256; 2]; R], kk: usize| {
                 let b0 = _mm256_loadu_ps(bp.add(kk * NR));
                 let b1 = _mm256_loadu_ps(bp.add(kk * NR + 8));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -552,7 +572,7 @@ mod tests {
             (5, 3, 15),
             (64, 20, 7),
             (3, 0, 4),
-            // more than `KC` rows of a panel (ragged last slice), more than `C_BLOCKS` blocks
+            // more than `KC` rows of a panel (ragged last slice), more than `C_ROWS` rows
             // with `a` whole, `a` in `A_CHUNK` chunks, and rows of `a` 4 KiB apart
             (300, 300, 70),
             (1003, 200, 40),
