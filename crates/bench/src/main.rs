@@ -25,6 +25,56 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The allocator settings of this application (docs/performance.md, "Allocation"): mimalloc
+/// keeps the memory freed between steps committed for the next step's buffers instead of
+/// returning it to the OS (`purge_delay = -1`, arenas committed eagerly), so that a step's
+/// large outputs (W8's 134 MB projection and its gradient) do not come back as page faults
+/// the kernel zeroes. As `MIMALLOC_PURGE_DELAY=-1 MIMALLOC_ARENA_EAGER_COMMIT=1`; an option
+/// set in the environment is left as it is.
+#[cfg(feature = "mimalloc")]
+mod allocator {
+    use std::ffi::{c_int, c_long};
+
+    // Option numbers of `mi_option_t` in mimalloc's `mimalloc.h` (the same in the v2 and v3
+    // sources of libmimalloc-sys 0.1.49): the crate binds `mi_option_set` only behind its
+    // `extended` feature, and names neither option.
+    const ARENA_EAGER_COMMIT: c_int = 4;
+    const PURGE_DELAY: c_int = 15;
+
+    extern "C" {
+        fn mi_option_set(option: c_int, value: c_long);
+        #[cfg(test)]
+        fn mi_option_get(option: c_int) -> c_long;
+    }
+
+    pub fn keep_freed_memory() {
+        for (option, name, value) in [
+            (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", -1),
+            (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 1),
+        ] {
+            if std::env::var_os(name).is_none() {
+                // SAFETY: a plain setter of mimalloc's (linked by the `mimalloc` crate) with a
+                // valid option number; options may be set at any time.
+                unsafe { mi_option_set(option, value) };
+            }
+        }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn the_option_numbers_name_the_options_and_are_set() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY (both): a plain getter with a valid option number.
+        // Option 15 has purge_delay's default (1000 ms in mimalloc's `options.c`), not a
+        // neighbour's (0 or 1).
+        assert_eq!(unsafe { mi_option_get(PURGE_DELAY) }, 1000);
+        keep_freed_memory();
+        assert_eq!(unsafe { mi_option_get(PURGE_DELAY) }, -1);
+    }
+}
+
 mod custom_cell;
 mod fma;
 mod gemm;
@@ -103,6 +153,8 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    allocator::keep_freed_memory();
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(&raw) {
         Ok(a) => a,

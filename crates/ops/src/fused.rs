@@ -4,6 +4,7 @@
 //! is not recorded, and a recorded rule written with differentiable ops that gives the same
 //! gradients, so `create_graph` (gradients of gradients) works through them too.
 
+use crate::kernels::fresh::{product_vec, written_by};
 use crate::kernels::gates::{
     add_row, column_sums, gru_row_backward, gru_row_forward, lstm_row_backward, lstm_row_forward,
 };
@@ -85,29 +86,42 @@ impl Linear {
         let (x, w) = (inputs[0], inputs[1]);
         let (k, n) = (w.shape()[1], w.shape()[0]);
         let rows = x.shape()[..x.ndim() - 1].iter().product();
-        // y starts as add + b (or b alone, copied row by row, with nothing zeroed first), then
-        // the GEMM accumulates onto it.
-        let mut out = match (self.add, self.bias) {
-            (true, _) => flat(inputs[inputs.len() - 1]).into_owned(),
-            (false, true) => flat(inputs[2]).repeat(rows),
-            (false, false) => vec![F::zero(); rows * n],
-        };
-        if self.add && self.bias {
-            let b = flat(inputs[2]);
-            for row in out.chunks_exact_mut(n.max(1)) {
-                add_row(row, &b);
-            }
-        }
         let xs = flat(x);
-        match wt {
-            Some(wt) => wt.mul_into(&xs, &mut out, true),
+        let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
+        // `y = x·wᵀ` into `y` (`accumulate`: onto what it holds).
+        let product = |y: &mut [F], accumulate: bool| match wt {
+            Some(wt) => wt.mul_into(&xs, y, accumulate),
             None => {
                 let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
-                let w2 = w.view().into_dimensionality::<Ix2>().expect("2-D");
-                let mut y2 = ArrayViewMut2::from_shape((rows, n), &mut out).expect("y is [rows, N]");
-                crate::kernels::gemm::gemm_unchecked(F::one(), &x2, &w2.t(), F::one(), &mut y2);
+                let mut y2 = ArrayViewMut2::from_shape((rows, n), y).expect("y is [rows, N]");
+                let beta = if accumulate { F::one() } else { F::zero() };
+                crate::kernels::gemm::gemm_unchecked(F::one(), &x2, &w2.t(), beta, &mut y2);
             }
-        }
+        };
+        // y starts as add + b (or b alone, copied row by row), then the GEMM accumulates onto
+        // it; with neither, the GEMM writes a fresh y, never zeroed.
+        let out = match (self.add, self.bias) {
+            (false, false) => {
+                // SAFETY: the product without `accumulate` writes every element of `y` and
+                // reads none first (`gemm` with `β = 0`, or the packed kernel's first `KC`
+                // slice; see `kernels::fresh`).
+                unsafe { written_by(rows * n, |y| product(y, false)) }
+            }
+            (add, bias) => {
+                let mut out = match add {
+                    true => flat(inputs[inputs.len() - 1]).into_owned(),
+                    false => flat(inputs[2]).repeat(rows),
+                };
+                if add && bias {
+                    let b = flat(inputs[2]);
+                    for row in out.chunks_exact_mut(n.max(1)) {
+                        add_row(row, &b);
+                    }
+                }
+                product(&mut out, true);
+                out
+            }
+        };
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("x has an axis") = n;
         shaped(out, &shape)
@@ -150,21 +164,17 @@ impl Linear {
             let g2 = ArrayView2::from_shape((rows, n), &gs).expect("g is [rows, N]");
             let w2 = w.value().view().into_dimensionality::<Ix2>().expect("2-D");
             let dx = need_x.then(|| {
-                let mut dx = vec![F::zero(); rows * k];
-                match w_packed {
-                    Some(w) => w.mul_into(&gs, &mut dx, false),
-                    None => {
-                        let mut d2 = ArrayViewMut2::from_shape((rows, k), &mut dx).expect("[rows, K]");
-                        crate::kernels::gemm::gemm_unchecked(F::one(), &g2, &w2, F::zero(), &mut d2);
-                    }
-                }
+                let dx = match w_packed {
+                    // SAFETY: `mul_into` without `accumulate` writes every element of `dx` and
+                    // reads none first (see `PackedMatrix::product`).
+                    Some(w) => unsafe { written_by(rows * k, |dx| w.mul_into(&gs, dx, false)) },
+                    None => product_vec(&g2, &w2),
+                };
                 t.constant(shaped(dx, x.shape()))
             });
             let dw = need_w.then(|| {
                 let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
-                let mut dw = ndarray::Array2::zeros((n, k));
-                crate::kernels::gemm::gemm_unchecked(F::one(), &g2.t(), &x2, F::zero(), &mut dw.view_mut());
-                t.constant(dw.into_dyn())
+                t.constant(shaped(product_vec(&g2.t(), &x2), &[n, k]))
             });
             let db = need_b.then(|| t.constant(shaped(column_sums(&gs, n), &[n])));
             (dx, dw, db)

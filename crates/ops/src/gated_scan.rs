@@ -3,6 +3,7 @@
 //! are in [`crate::kernels::gated_scan`]; see `docs/linear-recurrences.md`.
 
 use crate::fused::{flat, shaped};
+use crate::kernels::fresh::written_by;
 use crate::kernels::gated_scan::{gated_scan as scan_kernel, gated_scan_backward, GatedDims};
 use crate::{concat, Scan, ScanForm, VarExt};
 use eddy_tape::{Error, Float, Op, Result, Var};
@@ -63,8 +64,13 @@ impl<F: Float> Op<F> for GatedScan {
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let (kc, first) = (flat(inputs[0]), flat(inputs[1]));
         let dims = dims(inputs[0].shape());
-        let mut out = vec![F::zero(); first.len() * dims.steps];
-        scan_kernel(&kc, &first, &mut out, dims, self.reverse);
+        // SAFETY: the scan writes every state (each step, every lane of `B·H`) and reads a step's
+        // states only after writing them (as the next step's previous state).
+        let out = unsafe {
+            written_by(first.len() * dims.steps, |out| {
+                scan_kernel(&kc, &first, out, dims, self.reverse)
+            })
+        };
         Ok(shaped(out, &[dims.steps, dims.batch, dims.hidden]))
     }
 

@@ -1,6 +1,7 @@
 //! Matrix products through matrixmultiply (via ndarray's `general_mat_mul`), with transposed
 //! operands passed as strided views: no transposed copies, in the forward or the backward.
 
+use crate::kernels::fresh::{product_vec, written_by};
 use eddy_tape::{Error, Float, Op, Result, Var};
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn};
 
@@ -88,20 +89,24 @@ impl<F: Float> Op<F> for MatMul {
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = <Self as Op<F>>::shape(self, &[a.shape(), b.shape()])?;
-        let mut c = ArrayD::zeros(IxDyn(&shape));
-        if shape.len() == 2 {
-            let mut cv = c.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-            gemm(&view2(a, None, self.ta), &view2(b, None, self.tb), &mut cv);
-        } else {
-            for i in 0..shape[0] {
-                let mut cv = c
-                    .index_axis_mut(Axis(0), i)
-                    .into_dimensionality::<Ix2>()
-                    .expect("2-D");
-                gemm(&view2(a, Some(i), self.ta), &view2(b, Some(i), self.tb), &mut cv);
+        let c = match shape.len() {
+            2 => product_vec(&view2(a, None, self.ta), &view2(b, None, self.tb)),
+            _ => {
+                let (m, n) = (shape[1], shape[2]);
+                // SAFETY: each batch's `gemm` with `β = 0` writes every element of its own
+                // `[m, n]` block and reads none first (see `kernels::fresh::product_vec`), and
+                // the blocks of `0..batches` tile the whole buffer.
+                unsafe {
+                    written_by(shape.iter().product(), |c| {
+                        for (i, block) in c.chunks_exact_mut((m * n).max(1)).enumerate() {
+                            let mut cv = ArrayViewMut2::from_shape((m, n), block).expect("[m, n]");
+                            gemm(&view2(a, Some(i), self.ta), &view2(b, Some(i), self.tb), &mut cv);
+                        }
+                    })
+                }
             }
-        }
-        Ok(c)
+        };
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), c).expect("the shape rule's shape"))
     }
 
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {

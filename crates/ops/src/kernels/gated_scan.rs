@@ -20,6 +20,7 @@
 //! general scan's case).
 
 use super::activations::sigmoid;
+use super::fresh::written_by;
 use super::scan::{MIN_LANES, PAR_MIN};
 use super::shared::Shared;
 use super::steps::{prev_of, step_at};
@@ -160,48 +161,54 @@ pub fn gated_scan_backward<F: Float>(
         kc.len() == 2 * steps * n && first.len() == n && out.len() == steps * n && g.len() == out.len(),
         "gated_scan_backward: kc must be [T, B, 2H], first [B, H], out and g [T, B, H]"
     );
-    let mut dkc = vec![F::zero(); kc.len()];
     if n == 0 {
-        return (dkc, Vec::new());
+        return (vec![F::zero(); kc.len()], Vec::new());
     }
     let parts = parts(dims, rayon::current_num_threads());
-    let shared = Shared::new(&mut dkc);
-    let run = |p: usize| -> Vec<F> {
-        let (l0, l1) = (n * p / parts, n * (p + 1) / parts);
-        let mut carry = vec![F::zero(); l1 - l0];
-        for i in (0..steps).rev() {
-            let t = step_at(i, steps, reverse);
-            for (b, j0, j1) in segments(l0, l1, hidden) {
-                let (row, lane, len) = ((t * batch + b) * 2 * hidden, b * hidden + j0, j1 - j0);
-                let prev = match prev_of(t, steps, reverse) {
-                    None => &first[lane..lane + len],
-                    Some(q) => &out[q * n + lane..q * n + lane + len],
-                };
-                // SAFETY: this task alone writes its lanes' `dk` and `dc` (units `j0..j1` of
-                // each half of row `(t, b)`); the two ranges do not overlap (`j1 ≤ H`).
-                let (dk, dc) = unsafe {
-                    (
-                        shared.slice_mut(row + j0, len),
-                        shared.slice_mut(row + hidden + j0, len),
-                    )
-                };
-                gated_back_row(
-                    &kc[row + j0..row + j1],
-                    &kc[row + hidden + j0..row + hidden + j1],
-                    prev,
-                    &g[t * n + lane..t * n + lane + len],
-                    &mut carry[lane - l0..lane - l0 + len],
-                    dk,
-                    dc,
-                );
+    let mut dfirst = Vec::new();
+    let write = |dkc: &mut [F]| {
+        let shared = Shared::new(dkc);
+        let run = |p: usize| -> Vec<F> {
+            let (l0, l1) = (n * p / parts, n * (p + 1) / parts);
+            let mut carry = vec![F::zero(); l1 - l0];
+            for i in (0..steps).rev() {
+                let t = step_at(i, steps, reverse);
+                for (b, j0, j1) in segments(l0, l1, hidden) {
+                    let (row, lane, len) = ((t * batch + b) * 2 * hidden, b * hidden + j0, j1 - j0);
+                    let prev = match prev_of(t, steps, reverse) {
+                        None => &first[lane..lane + len],
+                        Some(q) => &out[q * n + lane..q * n + lane + len],
+                    };
+                    // SAFETY: this task alone writes its lanes' `dk` and `dc` (units `j0..j1` of
+                    // each half of row `(t, b)`); the two ranges do not overlap (`j1 ≤ H`).
+                    let (dk, dc) = unsafe {
+                        (
+                            shared.slice_mut(row + j0, len),
+                            shared.slice_mut(row + hidden + j0, len),
+                        )
+                    };
+                    gated_back_row(
+                        &kc[row + j0..row + j1],
+                        &kc[row + hidden + j0..row + hidden + j1],
+                        prev,
+                        &g[t * n + lane..t * n + lane + len],
+                        &mut carry[lane - l0..lane - l0 + len],
+                        dk,
+                        dc,
+                    );
+                }
             }
-        }
-        carry
+            carry
+        };
+        dfirst = match parts {
+            1 => run(0),
+            _ => (0..parts).into_par_iter().map(run).collect::<Vec<_>>().concat(),
+        };
     };
-    let dfirst = match parts {
-        1 => run(0),
-        _ => (0..parts).into_par_iter().map(run).collect::<Vec<_>>().concat(),
-    };
+    // SAFETY: `write` writes `dk` and `dc` (both halves of each row) of every step and every
+    // lane, the lanes of the tasks together covering `0..B·H` once (`segments`), and never
+    // reads them.
+    let dkc = unsafe { written_by(kc.len(), write) };
     (dkc, dfirst)
 }
 

@@ -36,6 +36,7 @@
 //! counts they differ only by the order of floating-point sums.
 
 pub mod activations;
+pub(crate) mod fresh;
 pub mod gated_scan;
 pub mod gates;
 pub mod gemm;

@@ -127,8 +127,11 @@ impl<F: Float> PackedMatrix<F> {
     pub fn product(&self, a: &ndarray::ArrayD<F>) -> ndarray::ArrayD<F> {
         let a = a.as_standard_layout();
         let (m, n) = (a.shape()[0], self.n);
-        let mut out = vec![F::zero(); m * n];
-        self.mul_into(a.as_slice().expect("standard layout"), &mut out, false);
+        let a = a.as_slice().expect("standard layout");
+        // SAFETY: `mul_into` without `accumulate` writes every element of `c` and reads none
+        // first: the plain form is `gemm` with `β = 0` (see `fresh::product_vec`); the panels
+        // store each tile's first `KC` slice without loading `c`, and clear `c` when `K = 0`.
+        let out = unsafe { super::fresh::written_by(m * n, |c| self.mul_into(a, c, false)) };
         ndarray::ArrayD::from_shape_vec(vec![m, n], out).expect("[m, n]")
     }
 

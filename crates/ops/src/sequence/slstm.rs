@@ -1,6 +1,7 @@
 //! The sLSTM recurrence (xLSTM's scalar-memory cell) over a whole sequence.
 
 use super::*;
+use crate::kernels::fresh::{written_all, written_by};
 use crate::kernels::gates::{slstm_row_backward, slstm_row_forward, SLSTM_SAVED};
 use crate::{matmul_t, where_, VarExt};
 use eddy_tape::{MultiOp, Var};
@@ -133,62 +134,65 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
         let first: Vec<_> = inputs[2..6].iter().map(|a| flat(a)).collect();
         let blocks = blocks(inputs[1]);
         let weights: Vec<Recurrent<F>> = blocks.iter().map(|w| Recurrent::forward(w, batch)).collect();
-        let mut outs: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); steps * bh]).collect();
         let keep = self.keep_activations;
         let row_saved = SLSTM_SAVED * h;
-        let mut saved = vec![
-            F::zero();
-            if keep {
-                steps * batch * row_saved
-            } else {
-                row_saved
-            }
-        ];
+        // Without `keep`, one row's scratch (written, then read, by each row in turn).
+        let mut scratch = vec![F::zero(); if keep { 0 } else { row_saved }];
+        let kept = if keep { steps * batch * row_saved } else { 0 };
         let mut gates = vec![F::zero(); batch * gw];
         let (mut h_head, mut g_head) = (vec![F::zero(); batch * dh], vec![F::zero(); batch * 4 * dh]);
-        for i in 0..steps {
-            let t = step_at(i, steps, reverse);
-            gates.copy_from_slice(&xp[t * batch * gw..(t + 1) * batch * gw]);
-            // The block-diagonal product, head by head.
-            let h_prev = state_before(&outs[0], &first[0], t, steps, reverse, bh);
-            for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
-                gather(h_prev, h, j * dh, dh, &mut h_head);
-                g_head.iter_mut().for_each(|v| *v = F::zero());
-                w.accumulate(&h_head, &mut g_head);
-                scatter(&g_head, h, j * dh, dh, &mut gates, true);
+        let write = |[hs, cs, ns, ms, saved]: [&mut [F]; 5]| {
+            for i in 0..steps {
+                let t = step_at(i, steps, reverse);
+                gates.copy_from_slice(&xp[t * batch * gw..(t + 1) * batch * gw]);
+                // The block-diagonal product, head by head.
+                let h_prev = state_before(hs, &first[0], t, steps, reverse, bh);
+                for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
+                    gather(h_prev, h, j * dh, dh, &mut h_head);
+                    g_head.iter_mut().for_each(|v| *v = F::zero());
+                    w.accumulate(&h_head, &mut g_head);
+                    scatter(&g_head, h, j * dh, dh, &mut gates, true);
+                }
+                let (c_t, c_prev) = block_and_state(cs, &first[1], t, steps, reverse, bh);
+                let (n_t, n_prev) = block_and_state(ns, &first[2], t, steps, reverse, bh);
+                let (m_t, m_prev) = block_and_state(ms, &first[3], t, steps, reverse, bh);
+                let h_t = &mut hs[t * bh..(t + 1) * bh];
+                for r in 0..batch {
+                    let g = &gates[r * gw..(r + 1) * gw];
+                    let s = match keep {
+                        true => &mut saved[(t * batch + r) * row_saved..(t * batch + r + 1) * row_saved],
+                        false => &mut scratch[..],
+                    };
+                    let rows = r * h..(r + 1) * h;
+                    slstm_row_forward(
+                        [&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]],
+                        [
+                            &c_prev[rows.clone()],
+                            &n_prev[rows.clone()],
+                            &m_prev[rows.clone()],
+                        ],
+                        s,
+                        [
+                            &mut h_t[rows.clone()],
+                            &mut c_t[rows.clone()],
+                            &mut n_t[rows.clone()],
+                            &mut m_t[rows],
+                        ],
+                    );
+                }
             }
-            let [hs, cs, ns, ms] = &mut outs[..] else {
-                unreachable!("four outputs")
-            };
-            let (c_t, c_prev) = block_and_state(cs, &first[1], t, steps, reverse, bh);
-            let (n_t, n_prev) = block_and_state(ns, &first[2], t, steps, reverse, bh);
-            let (m_t, m_prev) = block_and_state(ms, &first[3], t, steps, reverse, bh);
-            let h_t = &mut hs[t * bh..(t + 1) * bh];
-            for r in 0..batch {
-                let g = &gates[r * gw..(r + 1) * gw];
-                let s = match keep {
-                    true => &mut saved[(t * batch + r) * row_saved..(t * batch + r + 1) * row_saved],
-                    false => &mut saved[..],
-                };
-                let rows = r * h..(r + 1) * h;
-                slstm_row_forward(
-                    [&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]],
-                    [
-                        &c_prev[rows.clone()],
-                        &n_prev[rows.clone()],
-                        &m_prev[rows.clone()],
-                    ],
-                    s,
-                    [
-                        &mut h_t[rows.clone()],
-                        &mut c_t[rows.clone()],
-                        &mut n_t[rows.clone()],
-                        &mut m_t[rows],
-                    ],
-                );
-            }
-        }
-        let mut result: Vec<ArrayD<F>> = outs.into_iter().map(|o| shaped(o, &[steps, batch, h])).collect();
+        };
+        // SAFETY: step `t` writes block `t` of `h`, `c`, `n`, `m` (every row `r < B`, each `H`
+        // long, by `slstm_row_forward`) and, with `keep`, row `(t, r)` of `saved` (all
+        // `SLSTM_SAVED·H` of it), so the steps `0..T` write every element; the only reads of
+        // these buffers are of the state block of the step before (`prev_of(t)`), written
+        // already, and of `saved`'s row after the kernel wrote it.
+        let lens = [steps * bh, steps * bh, steps * bh, steps * bh, kept];
+        let [hs, cs, ns, ms, saved] = unsafe { written_all(lens, write) };
+        let mut result: Vec<ArrayD<F>> = [hs, cs, ns, ms]
+            .into_iter()
+            .map(|o| shaped(o, &[steps, batch, h]))
+            .collect();
         result.push(match keep {
             true => shaped(saved, &[steps, batch, row_saved]),
             false => shaped(Vec::new(), &[0]),
@@ -220,59 +224,64 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
             .iter()
             .map(|g| g.as_ref().map(|g| flat(g.value())))
             .collect();
-        let mut dg = vec![F::zero(); steps * batch * gw];
         // One head's gate gradients of a step, `[B, 4·dh]`, for its part of `dhₜ₋₁`.
         let mut dg_head = vec![F::zero(); batch * hw];
         let mut carry: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); bh]).collect();
         let mut d: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); bh]).collect();
         let mut dh_head = vec![F::zero(); batch * dh];
-        for i in (0..steps).rev() {
-            let t = step_at(i, steps, reverse);
-            let block = t * bh..(t + 1) * bh;
-            for k in 0..4 {
-                let from_output = incoming_grads[k].as_ref().map(|g| &g[block.clone()]);
-                incoming(&mut d[k], from_output, &carry[k]);
+        let write = |dg: &mut [F]| {
+            for i in (0..steps).rev() {
+                let t = step_at(i, steps, reverse);
+                let block = t * bh..(t + 1) * bh;
+                for k in 0..4 {
+                    let from_output = incoming_grads[k].as_ref().map(|g| &g[block.clone()]);
+                    incoming(&mut d[k], from_output, &carry[k]);
+                }
+                let c_prev = state_before(&all[1], &first[1], t, steps, reverse, bh);
+                let n_prev = state_before(&all[2], &first[2], t, steps, reverse, bh);
+                let dg_t = &mut dg[t * batch * gw..(t + 1) * batch * gw];
+                let [_, dc_carry, dn_carry, dm_carry] = &mut carry[..] else {
+                    unreachable!("four state parts")
+                };
+                for r in 0..batch {
+                    let rows = r * h..(r + 1) * h;
+                    let dgr = &mut dg_t[r * gw..(r + 1) * gw];
+                    let (di, rest) = dgr.split_at_mut(h);
+                    let (df, rest) = rest.split_at_mut(h);
+                    let (dz, d_o) = rest.split_at_mut(h);
+                    slstm_row_backward(
+                        saved_row(&saved, t * batch + r, h),
+                        [&c_prev[rows.clone()], &n_prev[rows.clone()]],
+                        [
+                            &all[1][block.clone()][rows.clone()],
+                            &all[2][block.clone()][rows.clone()],
+                        ],
+                        [
+                            &d[0][rows.clone()],
+                            &d[1][rows.clone()],
+                            &d[2][rows.clone()],
+                            &d[3][rows.clone()],
+                        ],
+                        [di, df, dz, d_o],
+                        [
+                            &mut dc_carry[rows.clone()],
+                            &mut dn_carry[rows.clone()],
+                            &mut dm_carry[rows],
+                        ],
+                    );
+                }
+                // dhₜ₋₁ = dgatesₜ·R, head by head.
+                for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
+                    gather(dg_t, h, j * dh, dh, &mut dg_head);
+                    w.back(&dg_head, &mut dh_head);
+                    scatter(&dh_head, h, j * dh, dh, &mut carry[0], false);
+                }
             }
-            let c_prev = state_before(&all[1], &first[1], t, steps, reverse, bh);
-            let n_prev = state_before(&all[2], &first[2], t, steps, reverse, bh);
-            let dg_t = &mut dg[t * batch * gw..(t + 1) * batch * gw];
-            let [_, dc_carry, dn_carry, dm_carry] = &mut carry[..] else {
-                unreachable!("four state parts")
-            };
-            for r in 0..batch {
-                let rows = r * h..(r + 1) * h;
-                let dgr = &mut dg_t[r * gw..(r + 1) * gw];
-                let (di, rest) = dgr.split_at_mut(h);
-                let (df, rest) = rest.split_at_mut(h);
-                let (dz, d_o) = rest.split_at_mut(h);
-                slstm_row_backward(
-                    saved_row(&saved, t * batch + r, h),
-                    [&c_prev[rows.clone()], &n_prev[rows.clone()]],
-                    [
-                        &all[1][block.clone()][rows.clone()],
-                        &all[2][block.clone()][rows.clone()],
-                    ],
-                    [
-                        &d[0][rows.clone()],
-                        &d[1][rows.clone()],
-                        &d[2][rows.clone()],
-                        &d[3][rows.clone()],
-                    ],
-                    [di, df, dz, d_o],
-                    [
-                        &mut dc_carry[rows.clone()],
-                        &mut dn_carry[rows.clone()],
-                        &mut dm_carry[rows],
-                    ],
-                );
-            }
-            // dhₜ₋₁ = dgatesₜ·R, head by head.
-            for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
-                gather(dg_t, h, j * dh, dh, &mut dg_head);
-                w.back(&dg_head, &mut dh_head);
-                scatter(&dh_head, h, j * dh, dh, &mut carry[0], false);
-            }
-        }
+        };
+        // SAFETY: step `t` writes block `t` of `dg` (rows `r < B`, each `4H` long: `dĩ`, `df̃`,
+        // `dz̃`, `dõ` by `slstm_row_backward`), so the steps `0..T` write it whole, and read it
+        // (the heads' `dhₜ₋₁`) only after.
+        let dg = unsafe { written_by(steps * batch * gw, write) };
         let need = |k: usize| inputs[k].requires_grad();
         let dw = need(1).then(|| {
             let dw = head_weight_grads(&dg, (&all[0], &first[0]), (steps, batch, heads, dh), reverse);
