@@ -1,5 +1,6 @@
 //! The [`Tape`]: a Wengert list of the ops run in one step, in creation order.
 
+use crate::deferred::Term;
 use crate::op::Single;
 use crate::{Error, Float, MultiOp, Op, Param, ParamId, Result, Var};
 use ndarray::ArrayD;
@@ -66,6 +67,9 @@ pub(crate) struct Inner<F: Float> {
     /// parameters and values derived from them alone. Holding the `Arc` keeps the address from
     /// being reused while the tape lives.
     weights: RefCell<HashMap<usize, Weight<F>>>,
+    /// The gradient terms handed to the running reverse pass ([`Tape::defer_outer`]): `Some`
+    /// while a pass that takes them runs, each with the slot it sums into.
+    pub(crate) deferred: RefCell<Option<Vec<(usize, Term<F>)>>>,
 }
 
 /// What a [`Tape::memo`] value is filed under: the parameter and a name.
@@ -102,6 +106,17 @@ pub(crate) enum NodeKind<F: Float> {
     },
     /// An op whose saved values a reverse pass has freed.
     Freed { name: String, outputs: usize },
+}
+
+impl<F: Float> NodeKind<F> {
+    /// How many value slots the node holds.
+    pub(crate) fn slots(&self) -> usize {
+        match self {
+            NodeKind::Input | NodeKind::Param(_) => 1,
+            NodeKind::Op { outputs, .. } => outputs.len(),
+            NodeKind::Freed { outputs, .. } => *outputs,
+        }
+    }
 }
 
 impl<F: Float> Clone for Tape<F> {
@@ -157,6 +172,7 @@ impl<F: Float> Tape<F> {
                 params: RefCell::new(HashMap::new()),
                 memo: RefCell::new(HashMap::new()),
                 weights: RefCell::new(HashMap::new()),
+                deferred: RefCell::new(None),
             }),
         }
     }
