@@ -339,10 +339,10 @@ impl<F: Float> Tape<F> {
                     let nodes = self.inner.nodes.borrow();
                     (nodes[i].first_slot, nodes[i].kind.slots())
                 };
-                for s in first..(first + n).min(top + 1) {
+                let end = (first + n).min(top + 1);
+                for (s, slot) in grads.iter_mut().enumerate().take(end).skip(first) {
                     if let Some(g) = pending.take(s) {
-                        let g = Var::new(self.clone(), None, Arc::new(g));
-                        accumulate(&mut grads[s], g, false)?;
+                        accumulate(slot, Var::new(self.clone(), None, Arc::new(g)), false)?;
                     }
                 }
                 let (first, op, inputs, outputs) = {

@@ -69,7 +69,7 @@ pub(crate) struct Inner<F: Float> {
     weights: RefCell<HashMap<usize, Weight<F>>>,
     /// The gradient terms handed to the running reverse pass ([`Tape::defer_outer`]): `Some`
     /// while a pass that takes them runs, each with the slot it sums into.
-    pub(crate) deferred: RefCell<Option<Vec<(usize, Term<F>)>>>,
+    pub(crate) deferred: RefCell<Option<Vec<SlotTerm<F>>>>,
 }
 
 /// What a [`Tape::memo`] value is filed under: the parameter and a name.
@@ -77,6 +77,9 @@ type MemoKey = (ParamId, &'static str);
 
 /// A weight filed by its value's address: the parameter it comes from and the value itself.
 type Weight<F> = (ParamId, Arc<ArrayD<F>>);
+
+/// A deferred gradient term and the slot it sums into.
+pub(crate) type SlotTerm<F> = (usize, Term<F>);
 
 /// A bound parameter: its slot on the tape and its shared value.
 type Bound<F> = (Option<usize>, Arc<ArrayD<F>>);
