@@ -55,6 +55,29 @@ fn gemm<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>, c: &mut ArrayViewMut2<F>
     crate::kernels::gemm::gemm_unchecked(F::one(), a, b, F::zero(), c);
 }
 
+/// `lhsᵀ · rhs` of 2-D views (`[r, m]ᵀ · [r, n]`): a weight's gradient over the rows of a
+/// product, computed as `MatMul { ta: true, tb: false }` computes it.
+pub(crate) fn outer<F: Float>(lhs: ArrayView2<'_, F>, rhs: ArrayView2<'_, F>) -> ArrayD<F> {
+    let mut c = ArrayD::zeros(IxDyn(&[lhs.ncols(), rhs.ncols()]));
+    let mut cv = c.view_mut().into_dimensionality::<Ix2>().expect("2-D");
+    gemm(&lhs.reversed_axes(), &rhs, &mut cv);
+    c
+}
+
+/// The gradient of the weight `w` of `a · op(w)` (`a` and `w` 2-D, `g` the output's
+/// gradient): `aᵀ · g`, or `gᵀ · a` for `a · wᵀ`. When `w` is a weight of the tape the
+/// reverse pass takes it as a deferred term ([`Tape::defer_outer`](eddy_tape::Tape::defer_outer)),
+/// so a weight used at every step of a recurrence gets one product over all the steps' rows
+/// instead of one per step; `None` then, as the pass supplies the gradient.
+pub(crate) fn weight_grad<F: Float>(a: &Var<F>, w: &Var<F>, g: &Var<F>, tb: bool) -> Result<Option<Var<F>>> {
+    let (lhs, rhs) = if tb { (g, a) } else { (a, g) };
+    let tape = g.tape();
+    if tape.weight_of(w).is_some() && tape.defer_outer(w, lhs, rhs, outer) {
+        return Ok(None);
+    }
+    matmul_t(lhs, rhs, true, false).map(Some)
+}
+
 impl<F: Float> Op<F> for MatMul {
     fn name(&self) -> &str {
         "matmul"
@@ -120,6 +143,9 @@ impl<F: Float> Op<F> for MatMul {
         };
         let db = if !b.requires_grad() {
             None
+        } else if !self.ta && a.ndim() == 2 && b.ndim() == 2 {
+            // `x · op(W)`: the weight's gradient, deferred across uses where it can be.
+            weight_grad(a, b, g, self.tb)?
         } else if !self.tb {
             Some(matmul_t(a, g, !self.ta, false)?)
         } else {

@@ -79,13 +79,10 @@ impl<F: Float> Op<F> for PackedMatMul<F> {
         };
         // da = g · op(w)ᵀ: `w` itself when op(w) = wᵀ, else `wᵀ`.
         let da = tape.constant(packed_weight(w, id, !self.tb).product(grad.value()));
-        let dw = w
-            .requires_grad()
-            .then(|| match self.tb {
-                true => crate::matmul::matmul_t(grad, a, true, false),
-                false => crate::matmul::matmul_t(a, grad, true, false),
-            })
-            .transpose()?;
+        let dw = match w.requires_grad() {
+            true => crate::matmul::weight_grad(a, w, grad, self.tb)?,
+            false => None,
+        };
         Ok(vec![Some(da), dw])
     }
 }

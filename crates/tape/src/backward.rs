@@ -1,5 +1,6 @@
 //! The reverse pass: [`Var::backward`], [`Tape::grad`], [`Tape::jvp`] and [`Grads`].
 
+use crate::deferred::Pending;
 use crate::tape::{NodeKind, Saved};
 use crate::{Error, Float, Param, ParamId, Result, Tape, Var};
 use ndarray::ArrayD;
@@ -324,9 +325,26 @@ impl<F: Float> Tape<F> {
         }
         let was_recording = self.inner.recording.get();
         self.inner.recording.set(was_recording && options.create_graph);
+        // A recorded pass needs every gradient as a recorded value: it takes no deferred terms.
+        let outer_pass = self
+            .inner
+            .deferred
+            .replace((!options.create_graph).then(Vec::new));
+        let mut pending = Pending::new();
         let result = (|| {
             let count = self.inner.nodes.borrow().len();
             for i in (0..count).rev() {
+                // The deferred terms of this node's slots are all in: every use came later.
+                let (first, n) = {
+                    let nodes = self.inner.nodes.borrow();
+                    (nodes[i].first_slot, nodes[i].kind.slots())
+                };
+                let end = (first + n).min(top + 1);
+                for (s, slot) in grads.iter_mut().enumerate().take(end).skip(first) {
+                    if let Some(g) = pending.take(s) {
+                        accumulate(slot, Var::new(self.clone(), None, Arc::new(g)), false)?;
+                    }
+                }
                 let (first, op, inputs, outputs) = {
                     let mut nodes = self.inner.nodes.borrow_mut();
                     let node = &mut nodes[i];
@@ -417,6 +435,7 @@ impl<F: Float> Tape<F> {
                     },
                     e => e,
                 })?;
+                pending.collect(self);
                 if gi.len() != inputs.len() {
                     return Err(Error::BadGradient {
                         op: op.name().to_string(),
@@ -450,6 +469,7 @@ impl<F: Float> Tape<F> {
             Ok(())
         })();
         self.inner.recording.set(was_recording);
+        self.inner.deferred.replace(outer_pass);
         result
     }
 }

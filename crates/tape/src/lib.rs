@@ -14,6 +14,7 @@
 
 mod arith;
 mod backward;
+mod deferred;
 mod error;
 mod float;
 mod gradcheck;
@@ -27,6 +28,7 @@ mod var;
 
 pub use arith::{broadcast_shapes, checked_len, sum_to_shape};
 pub use backward::{GradOptions, Grads};
+pub use deferred::OuterProduct;
 pub use error::{Error, Result, ResultExt};
 pub use float::Float;
 pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions};

@@ -1,5 +1,6 @@
 //! The [`Tape`]: a Wengert list of the ops run in one step, in creation order.
 
+use crate::deferred::Term;
 use crate::op::Single;
 use crate::{Error, Float, MultiOp, Op, Param, ParamId, Result, Var};
 use ndarray::ArrayD;
@@ -66,6 +67,9 @@ pub(crate) struct Inner<F: Float> {
     /// parameters and values derived from them alone. Holding the `Arc` keeps the address from
     /// being reused while the tape lives.
     weights: RefCell<HashMap<usize, Weight<F>>>,
+    /// The gradient terms handed to the running reverse pass ([`Tape::defer_outer`]): `Some`
+    /// while a pass that takes them runs, each with the slot it sums into.
+    pub(crate) deferred: RefCell<Option<Vec<SlotTerm<F>>>>,
 }
 
 /// What a [`Tape::memo`] value is filed under: the parameter and a name.
@@ -73,6 +77,9 @@ type MemoKey = (ParamId, &'static str);
 
 /// A weight filed by its value's address: the parameter it comes from and the value itself.
 type Weight<F> = (ParamId, Arc<ArrayD<F>>);
+
+/// A deferred gradient term and the slot it sums into.
+pub(crate) type SlotTerm<F> = (usize, Term<F>);
 
 /// A bound parameter: its slot on the tape and its shared value.
 type Bound<F> = (Option<usize>, Arc<ArrayD<F>>);
@@ -102,6 +109,17 @@ pub(crate) enum NodeKind<F: Float> {
     },
     /// An op whose saved values a reverse pass has freed.
     Freed { name: String, outputs: usize },
+}
+
+impl<F: Float> NodeKind<F> {
+    /// How many value slots the node holds.
+    pub(crate) fn slots(&self) -> usize {
+        match self {
+            NodeKind::Input | NodeKind::Param(_) => 1,
+            NodeKind::Op { outputs, .. } => outputs.len(),
+            NodeKind::Freed { outputs, .. } => *outputs,
+        }
+    }
 }
 
 impl<F: Float> Clone for Tape<F> {
@@ -157,6 +175,7 @@ impl<F: Float> Tape<F> {
                 params: RefCell::new(HashMap::new()),
                 memo: RefCell::new(HashMap::new()),
                 weights: RefCell::new(HashMap::new()),
+                deferred: RefCell::new(None),
             }),
         }
     }

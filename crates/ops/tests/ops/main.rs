@@ -4,6 +4,7 @@
 //! `cargo test --release -p eddy-ops --test ops gradcheck_scan::`.
 
 mod common;
+mod deferred_weight_grad;
 mod engine;
 mod errors;
 mod gradcheck_binary;
