@@ -35,10 +35,15 @@ const C_ROWS: usize = 256;
 /// A `b` of up to this many bytes stays in cache while `a` streams past it.
 pub(crate) const SMALL_B: usize = 1 << 20;
 
-/// Rows of the state per block of the tile at `level` (AVX2 or AVX-512).
-fn block_rows(level: Level) -> usize {
+/// Rows of the state per block of the tile at `level` (AVX2 or AVX-512) for a product of `m`
+/// rows. At AVX2, a small product whose last block would hold 1 or 2 rows (a batch of 32 is
+/// five blocks of 6 and one of 2) takes blocks of 4 instead: a 1- or 2-row sub-tile has too
+/// few accumulators to cover the FMA latency, and with 4-row blocks every one has 8 (W1's and
+/// W5's step products ran 6% slower on 6-row blocks).
+fn block_rows(level: Level, m: usize) -> usize {
     match level {
         Level::Avx512 => MR_AVX512,
+        _ if m < 8 * MR_AVX2 && matches!(m % MR_AVX2, 1 | 2) => 4,
         _ => MR_AVX2,
     }
 }
@@ -190,7 +195,7 @@ fn mul_panels(
         }
         return;
     }
-    let mr = block_rows(level);
+    let mr = block_rows(level, m);
     let full = m / mr * mr;
     let mut tail = vec![0f32; if full < m { mr * k } else { 0 }];
     tail[..(m - full) * k].copy_from_slice(&a[full * k..]);
@@ -238,7 +243,7 @@ struct Job<'a> {
     tail: &'a [f32],
     out: &'a Output,
     dims: (usize, usize, usize),
-    /// Rows per block ([`block_rows`] of `level`).
+    /// Rows per block ([`block_rows`] of `level` and `m`).
     mr: usize,
     accumulate: bool,
 }
@@ -393,7 +398,7 @@ mod avx512 {
     }
 }
 
-/// One block of [`block_rows`]`(level)` rows by `NR` columns at `level`.
+/// One block of up to [`block_rows`] rows by `NR` columns at `level`.
 ///
 /// # Safety
 /// As [`avx512::tile`]; `level` must be AVX2 or AVX-512 and supported by the CPU.
@@ -430,15 +435,16 @@ mod avx2 {
     use super::{MR_AVX2 as MR, NR};
     use std::arch::x86_64::*;
 
-    /// One `MR × NR` block (see [`super::avx512::tile`], same contract with `MR` = 6, with AVX2
-    /// and FMA instead of AVX-512F) as two `6 × 16` sub-tiles: 12 accumulators of 8 lanes, two
-    /// loads of the panel and six broadcasts of `a` per 12 multiply-adds. A sub-tile wholly
-    /// right of `cols` is skipped, a ragged block of rows runs a sub-tile of 4 or 2 rows (the
-    /// odd row computes on the zero padding and is not stored), and a partial sub-tile stores
-    /// masked.
+    /// A block of up to `MR` (6) rows by `NR` (see [`super::avx512::tile`], with AVX2 and FMA
+    /// instead of AVX-512F) as two `6 × 16` sub-tiles: 12 accumulators of 8 lanes, two loads
+    /// of the panel and six broadcasts of `a` per 12 multiply-adds. A block of fewer rows (4-row
+    /// blocks, a ragged last one) runs sub-tiles of 4 or 2 rows (an odd row computes on the
+    /// zero padding and is not stored). A sub-tile wholly right of `cols` is skipped, and a
+    /// partial one stores masked.
     ///
     /// # Safety
-    /// As [`super::avx512::tile`], with AVX2 and FMA available and `MR` = 6.
+    /// As [`super::avx512::tile`], with AVX2 and FMA available, except that `a` must hold
+    /// `(R − 1)·lda + k` elements for `R` = `rows` rounded up to even (2, 4 or 6).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
@@ -451,15 +457,16 @@ mod avx2 {
         cols: usize,
         accumulate: bool,
     ) {
-        debug_assert!(a.len() >= (MR - 1) * lda + k && b.len() >= k * NR && rows <= MR && cols <= NR);
+        let even = rows.next_multiple_of(2);
+        debug_assert!(a.len() >= (even - 1) * lda + k && b.len() >= k * NR && rows <= MR && cols <= NR);
         for c0 in (0..cols).step_by(16) {
-            // SAFETY: the block's `MR` rows lie inside `a`, columns c0..c0 + 16 of the panel
+            // SAFETY: the sub-tile's `R` rows (`rows` rounded up to even) lie inside `a`,
+            // columns c0..c0 + 16 of the panel
             // inside `b` (NR is a multiple of 16), and `c` at column c0 inside the caller's
             // tile.
             unsafe {
                 let (b, c, cols) = (b.as_ptr().add(c0), c.add(c0), (cols - c0).min(16));
-                // A ragged last block computes only the rows it has, in the fewest of 2, 4
-                // or 6 (W5's and W1's batch of 32 is five blocks of 6 and one of 2).
+                // A block computes only the rows it has, in the fewest of 2, 4 or 6.
                 match rows {
                     5.. => sub_tile::<6>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
                     3 | 4 => sub_tile::<4>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
