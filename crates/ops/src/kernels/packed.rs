@@ -18,7 +18,8 @@ use std::ops::Range;
 const MR_AVX512: usize = 8;
 /// Rows of the state per block at the AVX2 level: each `6 × 16` half of the block takes 12 of
 /// the 16 registers as accumulators, enough independent FMAs to cover their latency on two FMA
-/// ports (a `4 × 16` sub-tile's 8 are not: measured on Zen 3, see docs/performance.md).
+/// ports with slack (a `4 × 16` sub-tile's 8 only just do: its best rates were up to 22% lower
+/// on Zen 3, docs/performance.md).
 const MR_AVX2: usize = 6;
 /// Columns of the weight per panel: two 512-bit registers of f32.
 const NR: usize = 32;
