@@ -89,6 +89,16 @@ pub const GEMM_CASES: &[GemmCase] = &[
     case(64, 1024, 4096, false, true, "W4 step: h·W_hhᵀ"),
     case(3200, 512, 4096, false, true, "W4 input projection x·W_ihᵀ, all T"),
     case(32, 128, 128, false, true, "W5 step: h·W_hhᵀ"),
+    case(
+        1024,
+        6336,
+        256,
+        true,
+        false,
+        "W2 backward: dW_hh = Σₜ dGₜᵀ·hₜ₋₁, one product over the steps",
+    ),
+    case(1024, 6400, 128, true, false, "W2 backward: dW_ih = dGᵀ·x, all T"),
+    case(4096, 3136, 1024, true, false, "W4 backward: dW_hh over the steps"),
 ];
 
 /// Times one case: enough products per sample for it to last about a millisecond; returns the
