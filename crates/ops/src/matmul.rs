@@ -58,10 +58,9 @@ fn gemm<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>, c: &mut ArrayViewMut2<F>
 /// `lhsᵀ · rhs` of 2-D views (`[r, m]ᵀ · [r, n]`): a weight's gradient over the rows of a
 /// product, computed as `MatMul { ta: true, tb: false }` computes it.
 pub(crate) fn outer<F: Float>(lhs: ArrayView2<'_, F>, rhs: ArrayView2<'_, F>) -> ArrayD<F> {
-    let mut c = ArrayD::zeros(IxDyn(&[lhs.ncols(), rhs.ncols()]));
-    let mut cv = c.view_mut().into_dimensionality::<Ix2>().expect("2-D");
-    gemm(&lhs.reversed_axes(), &rhs, &mut cv);
-    c
+    let shape = [lhs.ncols(), rhs.ncols()];
+    let c = product_vec(&lhs.reversed_axes(), &rhs);
+    ArrayD::from_shape_vec(IxDyn(&shape), c).expect("[m, n]")
 }
 
 /// The gradient of the weight `w` of `a · op(w)` (`a` and `w` 2-D, `g` the output's

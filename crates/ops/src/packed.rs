@@ -182,13 +182,7 @@ pub(crate) fn packed_weight<F: Float>(w: &Var<F>, id: ParamId, transposed: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array2;
-
-    fn m<F: Float>(r: usize, c: usize, seed: f64) -> Array2<F> {
-        Array2::from_shape_fn((r, c), |(i, j)| {
-            F::of(((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
-        })
-    }
+    use crate::kernels::test_matrix as m;
 
     #[test]
     fn matmul_t_by_a_bound_parameter_packs_it_once_per_tape_forward_and_backward_and_matches_matmul() {

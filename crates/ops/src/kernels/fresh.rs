@@ -80,13 +80,8 @@ pub(crate) fn product_vec<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_matrix as m;
     use ndarray::Array2;
-
-    fn m<F: Float>(r: usize, c: usize, seed: f64) -> Array2<F> {
-        Array2::from_shape_fn((r, c), |(i, j)| {
-            F::from((i * 7 + j * 3) as f64 * 0.37 + seed).unwrap().sin()
-        })
-    }
 
     /// Every path of the GEMM (row kernels, one column, packed, matrixmultiply, `K = 0`, empty)
     /// writes every element of a fresh (NaN in tests) output: the product equals one into zeros.

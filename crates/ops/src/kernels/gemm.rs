@@ -188,14 +188,16 @@ fn gemm_par<F: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_matrix;
     use ndarray::Array2;
+
+    /// The shared test matrix in `f64`, the type of most tests here.
+    fn m(r: usize, c: usize, seed: f64) -> Array2<f64> {
+        test_matrix(r, c, seed)
+    }
 
     fn gemm<F: Float>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
         super::gemm(alpha, a, b, beta, c).unwrap()
-    }
-
-    fn m(r: usize, c: usize, seed: f64) -> Array2<f64> {
-        Array2::from_shape_fn((r, c), |(i, j)| ((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
     }
 
     #[test]
@@ -242,7 +244,7 @@ mod tests {
 
     #[test]
     fn f32_products_with_many_rows_match_matrixmultiply_in_every_layout() {
-        let f = |r: usize, c: usize, seed: f64| m(r, c, seed).mapv(|v| v as f32);
+        let f = test_matrix::<f32>;
         // Through the packed kernel where it runs (rows ≥ PACKED_MIN_ROWS, ragged panels and
         // row blocks, more rows than one chunk of `a`), else through matrixmultiply.
         for (rows, k, n) in [(PACKED_MIN_ROWS, 50, 200), (1003, 70, 33), (300, 257, 17)] {

@@ -235,6 +235,15 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// A `[rows, cols]` test matrix of smooth values in `[-1, 1]` (a sine of the index), different
+/// for each `seed`; the operands of the crate's product tests.
+#[cfg(test)]
+pub(crate) fn test_matrix<F: eddy_tape::Float>(rows: usize, cols: usize, seed: f64) -> ndarray::Array2<F> {
+    ndarray::Array2::from_shape_fn((rows, cols), |(i, j)| {
+        F::of(((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

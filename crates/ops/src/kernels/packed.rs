@@ -566,13 +566,8 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_matrix as m;
     use ndarray::linalg::general_mat_mul;
-
-    fn m<F: Float>(r: usize, c: usize, seed: f64) -> Array2<F> {
-        Array2::from_shape_fn((r, c), |(i, j)| {
-            F::of(((i * 7 + j * 3) as f64 * 0.37 + seed).sin())
-        })
-    }
 
     fn check<F: Float>(level: Level, tol: f64) {
         let shapes = [

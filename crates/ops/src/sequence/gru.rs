@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fused::GruPointwise;
+use crate::kernels::fresh::written_all;
 use crate::kernels::gates::{gru_row_backward, gru_row_forward};
 use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Op, Var};
@@ -62,33 +63,43 @@ impl<F: Float> MultiOp<F> for GruSequence {
         let w = Recurrent::forward(inputs[1], batch);
         let h0 = flat(inputs[2]);
         let bias = self.bias.then(|| flat(inputs[3]));
-        let mut hs = vec![F::zero(); steps * bh];
         let keep = self.keep_activations;
-        let mut hw = vec![F::zero(); if keep { steps * batch * gw } else { batch * gw }];
-        for i in 0..steps {
-            let t = step_at(i, steps, self.reverse);
-            let hw_t = match keep {
-                true => &mut hw[t * batch * gw..(t + 1) * batch * gw],
-                false => &mut hw[..],
-            };
-            match &bias {
-                Some(b) => hw_t.chunks_exact_mut(gw).for_each(|row| row.copy_from_slice(b)),
-                None => hw_t.fill(F::zero()),
+        // Without `keep`, one step's recurrent projection (written, then read, by each step).
+        let mut scratch = vec![F::zero(); if keep { 0 } else { batch * gw }];
+        let kept = if keep { steps * batch * gw } else { 0 };
+        let write = |[hs, hw]: [&mut [F]; 2]| {
+            for i in 0..steps {
+                let t = step_at(i, steps, self.reverse);
+                let hw_t = match keep {
+                    true => &mut hw[t * batch * gw..(t + 1) * batch * gw],
+                    false => &mut scratch[..],
+                };
+                let (h_t, h_prev) = block_and_state(hs, &h0, t, steps, self.reverse, bh);
+                // `hw_t = h_prev·Wᵀ (+ b)`: with the bias, the bias rows then the product added.
+                if let Some(b) = &bias {
+                    hw_t.chunks_exact_mut(gw).for_each(|row| row.copy_from_slice(b));
+                }
+                w.mul_into(h_prev, hw_t, bias.is_some());
+                let x_t = &xp[t * batch * gw..(t + 1) * batch * gw];
+                for r in 0..batch {
+                    let (x, y) = (&x_t[r * gw..(r + 1) * gw], &hw_t[r * gw..(r + 1) * gw]);
+                    let rows = r * h..(r + 1) * h;
+                    gru_row_forward(
+                        [&x[..h], &x[h..2 * h], &x[2 * h..]],
+                        [&y[..h], &y[h..2 * h], &y[2 * h..]],
+                        &h_prev[rows.clone()],
+                        &mut h_t[rows],
+                    );
+                }
             }
-            let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
-            w.accumulate(h_prev, hw_t);
-            let x_t = &xp[t * batch * gw..(t + 1) * batch * gw];
-            for r in 0..batch {
-                let (x, y) = (&x_t[r * gw..(r + 1) * gw], &hw_t[r * gw..(r + 1) * gw]);
-                let rows = r * h..(r + 1) * h;
-                gru_row_forward(
-                    [&x[..h], &x[h..2 * h], &x[2 * h..]],
-                    [&y[..h], &y[h..2 * h], &y[2 * h..]],
-                    &h_prev[rows.clone()],
-                    &mut h_t[rows],
-                );
-            }
-        }
+        };
+        // SAFETY: step `t` writes block `t` of `hs` (every row `r < B`, each `H` long, by
+        // `gru_row_forward`) and, with `keep`, block `t` of `hw` (`[B, 3H]`: the bias rows then
+        // the product added, or the product with `β = 0` alone, which writes every element and
+        // reads none first: see `Recurrent::mul_into`), so the steps `0..T` write every element;
+        // the only reads are of the state block of the step before (`prev_of(t)`), written
+        // already, and of `hw`'s block `t` after it was written.
+        let [hs, hw] = unsafe { written_all([steps * bh, kept], write) };
         let hw = match keep {
             true => shaped(hw, &[steps, batch, gw]),
             false => shaped(Vec::new(), &[0]),
@@ -114,34 +125,39 @@ impl<F: Float> MultiOp<F> for GruSequence {
         let h0 = flat(inputs[2].value());
         let (hs, hw) = (flat(outputs[0].value()), flat(outputs[1].value()));
         let dhs = grads[0].as_ref().map(|g| flat(g.value()));
-        let (mut dxp, mut dhw) = (
-            vec![F::zero(); steps * batch * gw],
-            vec![F::zero(); steps * batch * gw],
-        );
+        // The gradient carried to the step before starts at zero (the first step of the reverse
+        // loop adds it to its incoming one).
         let (mut carry, mut g, mut direct) = (vec![F::zero(); bh], vec![F::zero(); bh], vec![F::zero(); bh]);
-        for i in (0..steps).rev() {
-            let t = step_at(i, steps, self.reverse);
-            let block = t * bh..(t + 1) * bh;
-            incoming(&mut g, dhs.as_ref().map(|d| &d[block]), &carry);
-            let h_prev = state_before(&hs, &h0, t, steps, self.reverse, bh);
-            let wide = t * batch * gw..(t + 1) * batch * gw;
-            let (x_t, y_t) = (&xp[wide.clone()], &hw[wide.clone()]);
-            let (dx_t, dy_t) = (&mut dxp[wide.clone()], &mut dhw[wide]);
-            for r in 0..batch {
-                let (row, rows) = (r * gw..(r + 1) * gw, r * h..(r + 1) * h);
-                gru_row_backward(
-                    &x_t[row.clone()],
-                    &y_t[row.clone()],
-                    &h_prev[rows.clone()],
-                    &g[rows.clone()],
-                    &mut dx_t[row.clone()],
-                    &mut dy_t[row],
-                    &mut direct[rows],
-                );
+        let write = |[dxp, dhw]: [&mut [F]; 2]| {
+            for i in (0..steps).rev() {
+                let t = step_at(i, steps, self.reverse);
+                let block = t * bh..(t + 1) * bh;
+                incoming(&mut g, dhs.as_ref().map(|d| &d[block]), &carry);
+                let h_prev = state_before(&hs, &h0, t, steps, self.reverse, bh);
+                let wide = t * batch * gw..(t + 1) * batch * gw;
+                let (x_t, y_t) = (&xp[wide.clone()], &hw[wide.clone()]);
+                let (dx_t, dy_t) = (&mut dxp[wide.clone()], &mut dhw[wide]);
+                for r in 0..batch {
+                    let (row, rows) = (r * gw..(r + 1) * gw, r * h..(r + 1) * h);
+                    gru_row_backward(
+                        &x_t[row.clone()],
+                        &y_t[row.clone()],
+                        &h_prev[rows.clone()],
+                        &g[rows.clone()],
+                        &mut dx_t[row.clone()],
+                        &mut dy_t[row],
+                        &mut direct[rows],
+                    );
+                }
+                w.back(dy_t, &mut carry);
+                add_row(&mut carry, &direct);
             }
-            w.back(dy_t, &mut carry);
-            add_row(&mut carry, &direct);
-        }
+        };
+        // SAFETY: step `t` writes block `t` of `dxp` and `dhw` (rows `r < B`, each `3H` long, by
+        // `gru_row_backward`), so the steps `0..T` write both whole, and read `dhw`'s block (for
+        // `dhₜ₋₁`) only after.
+        let len = steps * batch * gw;
+        let [dxp, dhw] = unsafe { written_all([len, len], write) };
         Ok(fast_gradients(
             inputs,
             dxp,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fused::LstmPointwise;
+use crate::kernels::fresh::{written_all, written_by};
 use crate::kernels::gates::{lstm_row_backward, lstm_row_forward};
 use crate::kernels::split;
 use crate::{linear_add, VarExt};
@@ -68,8 +69,8 @@ impl<F: Float> MultiOp<F> for LstmSequence {
         let xp = flat(inputs[0]);
         let (h0, c0) = (flat(inputs[2]), flat(inputs[3]));
         let bias = self.bias.then(|| flat(inputs[4]));
-        let (mut hs, mut cs) = (vec![F::zero(); steps * bh], vec![F::zero(); steps * bh]);
-        if !self.keep_activations && split::worth_it(batch, h, rayon::current_num_threads()) {
+        let keep = self.keep_activations;
+        if !keep && split::worth_it(batch, h, rayon::current_num_threads()) {
             let w = flat(inputs[1]);
             let inputs = split::LstmInputs {
                 xp: &xp,
@@ -80,50 +81,57 @@ impl<F: Float> MultiOp<F> for LstmSequence {
                 dims: (steps, batch, h),
                 reverse: self.reverse,
             };
-            split::lstm_forward(&inputs, &mut hs, &mut cs);
+            // SAFETY: `split::lstm_forward` runs every task `(step, part)`, and the parts of a
+            // step tile the units `0..H` of every row, so it writes every element of `hs` and
+            // `cs`; it reads a step's block only once that step's tasks are done.
+            let [hs, cs] =
+                unsafe { written_all([steps * bh; 2], |[hs, cs]| split::lstm_forward(&inputs, hs, cs)) };
             let (hs, cs) = (shaped(hs, &[steps, batch, h]), shaped(cs, &[steps, batch, h]));
             return Ok(vec![hs, cs, shaped(Vec::new(), &[0])]);
         }
         let w = Recurrent::forward(inputs[1], batch);
-        let mut acts = vec![
-            F::zero();
-            if self.keep_activations {
-                steps * batch * 5 * h
-            } else {
-                5 * h
-            }
-        ];
+        // Without `keep`, one row's activations (written, then read, by each row in turn).
+        let mut scratch = vec![F::zero(); if keep { 0 } else { 5 * h }];
+        let kept = if keep { steps * batch * 5 * h } else { 0 };
         let mut gates = vec![F::zero(); batch * gw];
-        for i in 0..steps {
-            let t = step_at(i, steps, self.reverse);
-            gates.copy_from_slice(&xp[t * batch * gw..(t + 1) * batch * gw]);
-            if let Some(b) = &bias {
-                gates.chunks_exact_mut(gw).for_each(|row| add_row(row, b));
+        let write = |[hs, cs, acts]: [&mut [F]; 3]| {
+            for i in 0..steps {
+                let t = step_at(i, steps, self.reverse);
+                gates.copy_from_slice(&xp[t * batch * gw..(t + 1) * batch * gw]);
+                if let Some(b) = &bias {
+                    gates.chunks_exact_mut(gw).for_each(|row| add_row(row, b));
+                }
+                let (h_t, h_prev) = block_and_state(hs, &h0, t, steps, self.reverse, bh);
+                w.mul_into(h_prev, &mut gates, true);
+                let (c_t, c_prev) = block_and_state(cs, &c0, t, steps, self.reverse, bh);
+                for r in 0..batch {
+                    let g = &gates[r * gw..(r + 1) * gw];
+                    let a = match keep {
+                        true => &mut acts[(t * batch + r) * 5 * h..(t * batch + r + 1) * 5 * h],
+                        false => &mut scratch[..],
+                    };
+                    let (si, rest) = a.split_at_mut(h);
+                    let (sf, rest) = rest.split_at_mut(h);
+                    let (tg, rest) = rest.split_at_mut(h);
+                    let (so, tc) = rest.split_at_mut(h);
+                    let rows = r * h..(r + 1) * h;
+                    lstm_row_forward(
+                        [&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]],
+                        &c_prev[rows.clone()],
+                        [si, sf, tg, so, tc],
+                        &mut c_t[rows.clone()],
+                        &mut h_t[rows],
+                    );
+                }
             }
-            let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
-            w.accumulate(h_prev, &mut gates);
-            let (c_t, c_prev) = block_and_state(&mut cs, &c0, t, steps, self.reverse, bh);
-            for r in 0..batch {
-                let g = &gates[r * gw..(r + 1) * gw];
-                let a = match self.keep_activations {
-                    true => &mut acts[(t * batch + r) * 5 * h..(t * batch + r + 1) * 5 * h],
-                    false => &mut acts[..],
-                };
-                let (si, rest) = a.split_at_mut(h);
-                let (sf, rest) = rest.split_at_mut(h);
-                let (tg, rest) = rest.split_at_mut(h);
-                let (so, tc) = rest.split_at_mut(h);
-                let rows = r * h..(r + 1) * h;
-                lstm_row_forward(
-                    [&g[..h], &g[h..2 * h], &g[2 * h..3 * h], &g[3 * h..]],
-                    &c_prev[rows.clone()],
-                    [si, sf, tg, so, tc],
-                    &mut c_t[rows.clone()],
-                    &mut h_t[rows],
-                );
-            }
-        }
-        let acts = match self.keep_activations {
+        };
+        // SAFETY: step `t` writes block `t` of `hs` and `cs` (every row `r < B`, each `H` long,
+        // by `lstm_row_forward`) and, with `keep`, row `(t, r)` of `acts` (all `5H` of it), so
+        // the steps `0..T` write every element; the only reads of these buffers are of the
+        // state blocks of the step before (`prev_of(t)`), written already, and of `acts`' row
+        // within the kernel after it wrote it.
+        let [hs, cs, acts] = unsafe { written_all([steps * bh, steps * bh, kept], write) };
+        let acts = match keep {
             true => shaped(acts, &[steps, batch, 5 * h]),
             false => shaped(Vec::new(), &[0]),
         };
@@ -158,40 +166,47 @@ impl<F: Float> MultiOp<F> for LstmSequence {
         );
         let dhs = grads[0].as_ref().map(|g| flat(g.value()));
         let dcs = grads[1].as_ref().map(|g| flat(g.value()));
-        let mut dg = vec![F::zero(); steps * batch * gw];
+        // The gradients carried to the step before start at zero: the first step of the reverse
+        // loop adds them to its incoming ones.
         let (mut dh_carry, mut dc_carry) = (vec![F::zero(); bh], vec![F::zero(); bh]);
         let (mut dh, mut dc) = (vec![F::zero(); bh], vec![F::zero(); bh]);
-        for i in (0..steps).rev() {
-            let t = step_at(i, steps, self.reverse);
-            let block = t * bh..(t + 1) * bh;
-            incoming(&mut dh, dhs.as_ref().map(|d| &d[block.clone()]), &dh_carry);
-            incoming(&mut dc, dcs.as_ref().map(|d| &d[block]), &dc_carry);
-            let c_prev = state_before(&cs, &c0, t, steps, self.reverse, bh);
-            let dg_t = &mut dg[t * batch * gw..(t + 1) * batch * gw];
-            for r in 0..batch {
-                let a = &acts[(t * batch + r) * 5 * h..(t * batch + r + 1) * 5 * h];
-                let d = &mut dg_t[r * gw..(r + 1) * gw];
-                let (di, rest) = d.split_at_mut(h);
-                let (df, rest) = rest.split_at_mut(h);
-                let (dgg, d_o) = rest.split_at_mut(h);
-                let rows = r * h..(r + 1) * h;
-                lstm_row_backward(
-                    [
-                        &a[..h],
-                        &a[h..2 * h],
-                        &a[2 * h..3 * h],
-                        &a[3 * h..4 * h],
-                        &a[4 * h..],
-                    ],
-                    &c_prev[rows.clone()],
-                    &dh[rows.clone()],
-                    &dc[rows.clone()],
-                    [di, df, dgg, d_o],
-                    &mut dc_carry[rows],
-                );
+        let write = |dg: &mut [F]| {
+            for i in (0..steps).rev() {
+                let t = step_at(i, steps, self.reverse);
+                let block = t * bh..(t + 1) * bh;
+                incoming(&mut dh, dhs.as_ref().map(|d| &d[block.clone()]), &dh_carry);
+                incoming(&mut dc, dcs.as_ref().map(|d| &d[block]), &dc_carry);
+                let c_prev = state_before(&cs, &c0, t, steps, self.reverse, bh);
+                let dg_t = &mut dg[t * batch * gw..(t + 1) * batch * gw];
+                for r in 0..batch {
+                    let a = &acts[(t * batch + r) * 5 * h..(t * batch + r + 1) * 5 * h];
+                    let d = &mut dg_t[r * gw..(r + 1) * gw];
+                    let (di, rest) = d.split_at_mut(h);
+                    let (df, rest) = rest.split_at_mut(h);
+                    let (dgg, d_o) = rest.split_at_mut(h);
+                    let rows = r * h..(r + 1) * h;
+                    lstm_row_backward(
+                        [
+                            &a[..h],
+                            &a[h..2 * h],
+                            &a[2 * h..3 * h],
+                            &a[3 * h..4 * h],
+                            &a[4 * h..],
+                        ],
+                        &c_prev[rows.clone()],
+                        &dh[rows.clone()],
+                        &dc[rows.clone()],
+                        [di, df, dgg, d_o],
+                        &mut dc_carry[rows],
+                    );
+                }
+                w.back(dg_t, &mut dh_carry);
             }
-            w.back(dg_t, &mut dh_carry);
-        }
+        };
+        // SAFETY: step `t` writes block `t` of `dg` (rows `r < B`, each `4H` long: `di`, `df`,
+        // `dg`, `do` by `lstm_row_backward`), so the steps `0..T` write it whole, and read it
+        // (for `dhₜ₋₁`) only after.
+        let dg = unsafe { written_by(steps * batch * gw, write) };
         Ok(fast_gradients(
             inputs,
             dg,

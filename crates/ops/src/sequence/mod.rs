@@ -20,6 +20,8 @@ mod lstm;
 mod mlstm;
 mod rnn;
 mod slstm;
+#[cfg(test)]
+mod tests;
 
 pub use gru::GruSequence;
 pub use lstm::LstmSequence;
@@ -28,6 +30,7 @@ pub use rnn::{RnnActivation, RnnSequence};
 pub use slstm::SlstmSequence;
 
 use crate::fused::{flat, shaped};
+use crate::kernels::fresh::product_vec;
 use crate::kernels::gates::{add_row, column_sums, sum_into};
 use crate::kernels::gemm::{gemm_unchecked as gemm, SMALL_ROWS};
 use crate::kernels::packed::{packed_kernel_available, PackedMatrix};
@@ -164,11 +167,13 @@ impl<'a, F: Float> Recurrent<'a, F> {
         }
     }
 
-    /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`.
-    fn accumulate(&self, h: &[F], out: &mut [F]) {
+    /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`, or `out = h·Wᵀ` (every element
+    /// written, none read first) when not `accumulate`.
+    fn mul_into(&self, h: &[F], out: &mut [F], accumulate: bool) {
         if let Some(packed) = &self.packed {
-            return packed.mul_into(h, out, true);
+            return packed.mul_into(h, out, accumulate);
         }
+        let beta = if accumulate { F::one() } else { F::zero() };
         let (g, k) = self.w.dim();
         let rows = h.len() / k.max(1);
         if let (Some(w), true) = (self.w.as_slice(), g > 0 && rayon::current_num_threads() < 2) {
@@ -176,15 +181,15 @@ impl<'a, F: Float> Recurrent<'a, F> {
             for (x, out) in h.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(g)) {
                 let descending = self.descending.replace(!self.descending.get());
                 match descending {
-                    true => gemv_rows_descending(x, w, k, out, F::one(), F::one()),
-                    false => gemv_rows(x, w, k, out, F::one(), F::one()),
+                    true => gemv_rows_descending(x, w, k, out, F::one(), beta),
+                    false => gemv_rows(x, w, k, out, F::one(), beta),
                 }
             }
             return;
         }
         let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
         let mut c = ArrayViewMut2::from_shape((rows, g), out).expect("out is [B, G]");
-        gemm(F::one(), &a, &self.w.t(), F::one(), &mut c);
+        gemm(F::one(), &a, &self.w.t(), beta, &mut c);
     }
 
     /// `dh = dg·W` for `dg` `[B, G]` and `dh` `[B, H]` (overwritten).
@@ -217,17 +222,16 @@ fn weight_grad<F: Float>(
     reverse: bool,
 ) -> Array2<F> {
     let (steps, batch, h) = dims;
-    let mut dw = Array2::zeros((g, h));
     let n = (steps - 1) * batch;
-    if n > 0 && h > 0 {
-        let (dg_part, hs_part) = match reverse {
-            false => (&dg[batch * g..], &hs[..n * h]),
-            true => (&dg[..n * g], &hs[batch * h..]),
-        };
-        let a = ArrayView2::from_shape((n, g), dg_part).expect("[n, G]");
-        let b = ArrayView2::from_shape((n, h), hs_part).expect("[n, H]");
-        gemm(F::one(), &a.t(), &b, F::zero(), &mut dw.view_mut());
-    }
+    let (dg_part, hs_part) = match reverse {
+        false => (&dg[batch * g..], &hs[..n * h]),
+        true => (&dg[..n * g], &hs[batch * h..]),
+    };
+    let a = ArrayView2::from_shape((n, g), dg_part).expect("[n, G]");
+    let b = ArrayView2::from_shape((n, h), hs_part).expect("[n, H]");
+    // A fresh product: with one step (`n = 0`) it is the zero matrix.
+    let dw = product_vec(&a.t(), &b);
+    let mut dw = Array2::from_shape_vec((g, h), dw).expect("[G, H]");
     if batch > 0 && h0.iter().any(|v| *v != F::zero()) {
         let first = step_at(0, steps, reverse) * batch;
         let a = ArrayView2::from_shape((batch, g), &dg[first * g..(first + batch) * g]).expect("[B, G]");

@@ -1,6 +1,7 @@
 //! The Elman recurrence over a whole sequence.
 
 use super::*;
+use crate::kernels::fresh::written_by;
 use crate::{linear_add, VarExt};
 use eddy_tape::{MultiOp, Var};
 
@@ -50,17 +51,22 @@ impl<F: Float> MultiOp<F> for RnnSequence {
         let w = Recurrent::forward(inputs[1], batch);
         let h0 = flat(inputs[2]);
         let bias = self.bias.then(|| flat(inputs[3]));
-        let mut hs = vec![F::zero(); steps * bh];
-        for i in 0..steps {
-            let t = step_at(i, steps, self.reverse);
-            let (h_t, h_prev) = block_and_state(&mut hs, &h0, t, steps, self.reverse, bh);
-            h_t.copy_from_slice(&xp[t * bh..(t + 1) * bh]);
-            if let Some(b) = &bias {
-                h_t.chunks_exact_mut(h.max(1)).for_each(|row| add_row(row, b));
+        let write = |hs: &mut [F]| {
+            for i in 0..steps {
+                let t = step_at(i, steps, self.reverse);
+                let (h_t, h_prev) = block_and_state(hs, &h0, t, steps, self.reverse, bh);
+                h_t.copy_from_slice(&xp[t * bh..(t + 1) * bh]);
+                if let Some(b) = &bias {
+                    h_t.chunks_exact_mut(h.max(1)).for_each(|row| add_row(row, b));
+                }
+                w.mul_into(h_prev, h_t, true);
+                activate(self.activation, h_t);
             }
-            w.accumulate(h_prev, h_t);
-            activate(self.activation, h_t);
-        }
+        };
+        // SAFETY: step `t` writes block `t` of `hs` whole (a copy of `xpₜ`) before anything
+        // reads it, so the steps `0..T` write every element; the only other reads are of the
+        // state block of the step before (`prev_of(t)`), written already.
+        let hs = unsafe { written_by(steps * bh, write) };
         Ok(vec![shaped(hs, &[steps, batch, h])])
     }
 
@@ -81,16 +87,22 @@ impl<F: Float> MultiOp<F> for RnnSequence {
         let h0 = flat(inputs[2].value());
         let hs = flat(outputs[0].value());
         let dhs = grads[0].as_ref().map(|g| flat(g.value()));
-        let mut dz = vec![F::zero(); steps * bh];
+        // The gradient carried to the step before starts at zero (the first step of the reverse
+        // loop adds it to its incoming one).
         let mut carry = vec![F::zero(); bh];
-        for i in (0..steps).rev() {
-            let t = step_at(i, steps, self.reverse);
-            let block = t * bh..(t + 1) * bh;
-            let dz_t = &mut dz[block.clone()];
-            incoming(dz_t, dhs.as_ref().map(|d| &d[block.clone()]), &carry);
-            scale_by_derivative(self.activation, dz_t, &hs[block]);
-            w.back(dz_t, &mut carry);
-        }
+        let write = |dz: &mut [F]| {
+            for i in (0..steps).rev() {
+                let t = step_at(i, steps, self.reverse);
+                let block = t * bh..(t + 1) * bh;
+                let dz_t = &mut dz[block.clone()];
+                incoming(dz_t, dhs.as_ref().map(|d| &d[block.clone()]), &carry);
+                scale_by_derivative(self.activation, dz_t, &hs[block]);
+                w.back(dz_t, &mut carry);
+            }
+        };
+        // SAFETY: step `t` writes block `t` of `dz` whole (`incoming`: a copy or a sum) before
+        // anything reads it, so the steps `0..T` write every element.
+        let dz = unsafe { written_by(steps * bh, write) };
         Ok(fast_gradients(
             inputs,
             dz,

@@ -149,8 +149,7 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
                 let h_prev = state_before(hs, &first[0], t, steps, reverse, bh);
                 for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
                     gather(h_prev, h, j * dh, dh, &mut h_head);
-                    g_head.iter_mut().for_each(|v| *v = F::zero());
-                    w.accumulate(&h_head, &mut g_head);
+                    w.mul_into(&h_head, &mut g_head, false);
                     scatter(&g_head, h, j * dh, dh, &mut gates, true);
                 }
                 let (c_t, c_prev) = block_and_state(cs, &first[1], t, steps, reverse, bh);
