@@ -166,9 +166,22 @@ impl<'a, F: Float> Recurrent<'a, F> {
 
     /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`.
     fn accumulate(&self, h: &[F], out: &mut [F]) {
+        self.product(h, out, true)
+    }
+
+    /// `out = h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`, overwritten without being read (every
+    /// path stores its result when not accumulating: the packed kernel, the row kernel with
+    /// `β = 0`, the GEMM with `β = 0`), so `out` need not be cleared first.
+    fn write(&self, h: &[F], out: &mut [F]) {
+        self.product(h, out, false)
+    }
+
+    /// `out = h·Wᵀ`, or `out += h·Wᵀ` when `add`.
+    fn product(&self, h: &[F], out: &mut [F], add: bool) {
         if let Some(packed) = &self.packed {
-            return packed.mul_into(h, out, true);
+            return packed.mul_into(h, out, add);
         }
+        let beta = if add { F::one() } else { F::zero() };
         let (g, k) = self.w.dim();
         let rows = h.len() / k.max(1);
         if let (Some(w), true) = (self.w.as_slice(), g > 0 && rayon::current_num_threads() < 2) {
@@ -176,15 +189,15 @@ impl<'a, F: Float> Recurrent<'a, F> {
             for (x, out) in h.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(g)) {
                 let descending = self.descending.replace(!self.descending.get());
                 match descending {
-                    true => gemv_rows_descending(x, w, k, out, F::one(), F::one()),
-                    false => gemv_rows(x, w, k, out, F::one(), F::one()),
+                    true => gemv_rows_descending(x, w, k, out, F::one(), beta),
+                    false => gemv_rows(x, w, k, out, F::one(), beta),
                 }
             }
             return;
         }
         let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
         let mut c = ArrayViewMut2::from_shape((rows, g), out).expect("out is [B, G]");
-        gemm(F::one(), &a, &self.w.t(), F::one(), &mut c);
+        gemm(F::one(), &a, &self.w.t(), beta, &mut c);
     }
 
     /// `dh = dg·W` for `dg` `[B, G]` and `dh` `[B, H]` (overwritten).

@@ -88,12 +88,14 @@ fn gather<F: Float>(src: &[F], width: usize, start: usize, len: usize, dst: &mut
     }
 }
 
-/// The inverse of [`gather`]: `dst`'s columns `start .. start + len` `+= src` (`add`) or `= src`.
-fn scatter<F: Float>(src: &[F], width: usize, start: usize, len: usize, dst: &mut [F], add: bool) {
-    for (s, d) in src.chunks_exact(len).zip(dst.chunks_exact_mut(width)) {
-        match add {
-            true => add_row(&mut d[start..start + len], s),
-            false => d[start..start + len].copy_from_slice(s),
+/// The inverse of [`gather`]: `dst`'s columns `start .. start + len` `= src`, or
+/// `= base + src` with `base` laid out as `dst` (its same columns), when given.
+fn scatter<F: Float>(src: &[F], width: usize, start: usize, len: usize, dst: &mut [F], base: Option<&[F]>) {
+    let cols = start..start + len;
+    for (r, (s, d)) in src.chunks_exact(len).zip(dst.chunks_exact_mut(width)).enumerate() {
+        match base {
+            Some(b) => sum_into(&mut d[cols.clone()], &b[r * width..][cols.clone()], s),
+            None => d[cols.clone()].copy_from_slice(s),
         }
     }
 }
@@ -144,14 +146,14 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
         let write = |[hs, cs, ns, ms, saved]: [&mut [F]; 5]| {
             for i in 0..steps {
                 let t = step_at(i, steps, reverse);
-                gates.copy_from_slice(&xp[t * batch * gw..(t + 1) * batch * gw]);
-                // The block-diagonal product, head by head.
+                // gates = xpₜ + R hₜ₋₁, head by head: each head's columns of the `[4B, H]` view
+                // (all of them over the heads) written once, from xpₜ's and the head's product.
+                let xp_t = &xp[t * batch * gw..(t + 1) * batch * gw];
                 let h_prev = state_before(hs, &first[0], t, steps, reverse, bh);
                 for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
                     gather(h_prev, h, j * dh, dh, &mut h_head);
-                    g_head.iter_mut().for_each(|v| *v = F::zero());
-                    w.accumulate(&h_head, &mut g_head);
-                    scatter(&g_head, h, j * dh, dh, &mut gates, true);
+                    w.write(&h_head, &mut g_head);
+                    scatter(&g_head, h, j * dh, dh, &mut gates, Some(xp_t));
                 }
                 let (c_t, c_prev) = block_and_state(cs, &first[1], t, steps, reverse, bh);
                 let (n_t, n_prev) = block_and_state(ns, &first[2], t, steps, reverse, bh);
@@ -274,7 +276,7 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
                 for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
                     gather(dg_t, h, j * dh, dh, &mut dg_head);
                     w.back(&dg_head, &mut dh_head);
-                    scatter(&dh_head, h, j * dh, dh, &mut carry[0], false);
+                    scatter(&dh_head, h, j * dh, dh, &mut carry[0], None);
                 }
             }
         };
@@ -482,5 +484,100 @@ impl SlstmSequence {
         let mut out = vec![Some(crate::stack(&dxs.iter().collect::<Vec<_>>(), 0)?), dw];
         out.extend(carry);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_tape::{GradOptions, Rng, Tape};
+
+    /// The op's outputs, and the gradients of `Σ hₜ·gₕ + Σ cₜ·g_c` for every input by the fast
+    /// backward, then by the recorded rule (`create_graph`). In unit tests the fresh buffers
+    /// (the outputs, the saved activations, `dg`, `dW_hh`) start as NaN, so an element a kernel
+    /// failed to write shows as a non-finite value or a mismatch.
+    fn run<F: Float>(
+        (t, b, heads, dh): (usize, usize, usize, usize),
+        reverse: bool,
+        zero_h0: bool,
+    ) -> (Vec<ArrayD<F>>, Vec<ArrayD<F>>, Vec<ArrayD<F>>) {
+        let mut rng = Rng::seed((t * 31 + b * 7 + heads * 3 + dh) as u64);
+        let h = heads * dh;
+        let mut arr = |shape: &[usize], lo: f64, hi: f64| {
+            ArrayD::from_shape_simple_fn(shape.to_vec(), || F::from(rng.uniform_in(lo, hi)).unwrap())
+        };
+        let mut xs = vec![
+            arr(&[t, b, 4 * h], -1.5, 1.5),
+            arr(&[heads, 4 * dh, dh], -1.0, 1.0),
+            arr(&[b, h], -1.0, 1.0),
+            arr(&[b, h], -1.0, 1.0),
+            arr(&[b, h], 0.5, 1.5),
+            arr(&[b, h], -1.0, 1.0),
+        ];
+        if zero_h0 {
+            xs[2].fill(F::zero());
+        }
+        let (g_h, g_c) = (arr(&[t, b, h], -1.0, 1.0), arr(&[t, b, h], -1.0, 1.0));
+        let grads = |options: GradOptions| {
+            let tape = Tape::new();
+            let vars: Vec<Var<F>> = xs.iter().map(|x| tape.input(x.clone())).collect();
+            let op = SlstmSequence {
+                reverse,
+                keep_activations: true,
+            };
+            let out = tape.apply_multi(op, &vars.iter().collect::<Vec<_>>()).unwrap();
+            let weighted = |k: usize, g: &ArrayD<F>| (&out[k] * &tape.constant(g.clone())).unwrap();
+            let loss = (&weighted(0, &g_h) + &weighted(1, &g_c)).unwrap();
+            let loss = loss.reshape(&[t * b * h]).unwrap().sum(0, false).unwrap();
+            let refs: Vec<&Var<F>> = vars.iter().collect();
+            let gs = tape.grad(&[&loss], None, &refs, options).unwrap();
+            let values = out.iter().map(|o| o.value().clone()).collect();
+            (
+                values,
+                gs.into_iter().map(|g| g.unwrap().value().clone()).collect(),
+            )
+        };
+        let (values, fast) = grads(GradOptions::default());
+        let (_, recorded) = grads(GradOptions::create_graph());
+        (values, fast, recorded)
+    }
+
+    fn fresh_buffers_written<F: Float>(tol: f64) {
+        // Batches above `SMALL_ROWS` take the GEMM (in f32 the packed kernel) for the heads'
+        // products, below it the row kernels; one step leaves `dW_hh` to the `h0` product alone.
+        let cases = [
+            ((3, 2, 2, 3), false, false),
+            ((4, 9, 2, 8), true, false),
+            ((5, 20, 4, 16), false, true),
+            ((1, 6, 2, 4), false, false),
+            ((1, 6, 2, 4), true, true),
+        ];
+        for (dims, reverse, zero_h0) in cases {
+            let what = format!("{dims:?} reverse {reverse} zero h0 {zero_h0}");
+            let (values, fast, recorded) = run::<F>(dims, reverse, zero_h0);
+            for v in &values {
+                assert!(v.iter().all(|x| x.is_finite()), "{what}: an output not written");
+            }
+            for (k, (f, r)) in fast.iter().zip(&recorded).enumerate() {
+                assert_eq!(f.shape(), r.shape(), "{what}: gradient {k}");
+                for (p, q) in f.iter().zip(r) {
+                    let (p, q) = (p.as_f64(), q.as_f64());
+                    assert!(
+                        (p - q).abs() <= tol * (1.0 + q.abs()),
+                        "{what}: gradient {k}: {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_buffers_are_written_f64() {
+        fresh_buffers_written::<f64>(1e-10);
+    }
+
+    #[test]
+    fn fresh_buffers_are_written_f32() {
+        fresh_buffers_written::<f32>(1e-3);
     }
 }
