@@ -5,7 +5,7 @@ use crate::kernels::fresh::{written_all, written_by};
 use crate::kernels::gates::{slstm_row_backward, slstm_row_forward, SLSTM_SAVED};
 use crate::{matmul_t, where_, VarExt};
 use eddy_tape::{MultiOp, Var};
-use ndarray::{Array3, Axis};
+use ndarray::{Array3, ArrayViewMut3, Axis};
 
 /// sLSTM (Beck et al. 2024, "xLSTM") over a whole sequence after the input projection: from
 /// `xp` `[T, B, 4H]` (`W xₜ + b` for every step), the block-diagonal recurrent weight
@@ -312,7 +312,6 @@ fn head_weight_grads<F: Float>(
     reverse: bool,
 ) -> Array3<F> {
     let (h, gw) = (heads * dh, 4 * heads * dh);
-    let mut dw = Array3::zeros((heads, 4 * dh, dh));
     let n = (steps - 1) * batch;
     let (dg_part, hs_part) = match reverse {
         false => (&dg[batch * gw..], &hs[..n * h]),
@@ -321,25 +320,42 @@ fn head_weight_grads<F: Float>(
     let first = step_at(0, steps, reverse) * batch;
     let dg_first = &dg[first * gw..(first + batch) * gw];
     let read_h0 = h0.iter().any(|v| *v != F::zero());
-    let mut product = |rows: usize, dg: &[F], hs: &[F], j: usize, g: usize, beta: F| {
-        let a = ArrayView2::from_shape((rows, gw), dg).expect("[rows, 4H]");
-        let b = ArrayView2::from_shape((rows, h), hs).expect("[rows, H]");
-        let a = a.slice(ndarray::s![.., g * h + j * dh..g * h + (j + 1) * dh]);
-        let b = b.slice(ndarray::s![.., j * dh..(j + 1) * dh]);
-        let mut c = dw.slice_mut(ndarray::s![j, g * dh..(g + 1) * dh, ..]);
-        gemm(F::one(), &a.t(), &b, beta, &mut c);
-    };
-    for j in 0..heads {
-        for g in 0..4 {
-            if n > 0 && dh > 0 {
-                product(n, dg_part, hs_part, j, g, F::zero());
-            }
-            if batch > 0 && dh > 0 && read_h0 {
-                product(batch, dg_first, h0, j, g, F::one());
+    let fill = |dw: &mut [F]| {
+        let mut dw = ArrayViewMut3::from_shape((heads, 4 * dh, dh), dw).expect("[heads, 4·dh, dh]");
+        let mut product = |rows: usize, dg: &[F], hs: &[F], j: usize, g: usize, beta: F| {
+            let a = ArrayView2::from_shape((rows, gw), dg).expect("[rows, 4H]");
+            let b = ArrayView2::from_shape((rows, h), hs).expect("[rows, H]");
+            let a = a.slice(ndarray::s![.., g * h + j * dh..g * h + (j + 1) * dh]);
+            let b = b.slice(ndarray::s![.., j * dh..(j + 1) * dh]);
+            let mut c = dw.slice_mut(ndarray::s![j, g * dh..(g + 1) * dh, ..]);
+            gemm(F::one(), &a.t(), &b, beta, &mut c);
+        };
+        for j in 0..heads {
+            for g in 0..4 {
+                if n > 0 && dh > 0 {
+                    product(n, dg_part, hs_part, j, g, F::zero());
+                }
+                if batch > 0 && dh > 0 && read_h0 {
+                    product(batch, dg_first, h0, j, g, F::one());
+                }
             }
         }
-    }
-    dw
+    };
+    let len = heads * 4 * dh * dh;
+    let dw = match n > 0 {
+        // SAFETY: with `n > 0` the first product of each `(head, gate)` block has `β = 0`, so it
+        // writes all of that block's `dh × dh` elements without reading them (the GEMM's
+        // contract, see `kernels::fresh`), and the blocks cover `dw`; the `h0` product after it
+        // accumulates onto elements written already. With `dh = 0` there are no elements.
+        true => unsafe { written_by(len, fill) },
+        // One step (or an empty batch): only the `h0` product, accumulated onto zeros.
+        false => {
+            let mut dw = vec![F::zero(); len];
+            fill(&mut dw);
+            dw
+        }
+    };
+    Array3::from_shape_vec((heads, 4 * dh, dh), dw).expect("[heads, 4·dh, dh]")
 }
 
 /// Head-major views of the block-diagonal product, as differentiable ops (the recorded rule).
