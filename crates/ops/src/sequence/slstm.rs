@@ -235,9 +235,15 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
             for i in (0..steps).rev() {
                 let t = step_at(i, steps, reverse);
                 let block = t * bh..(t + 1) * bh;
+                // dₖ = the output's gradient + the carried one. Without the former, the carried
+                // buffer becomes dₖ as it is (a swap, not a copy): this step writes every element
+                // of each `carry[k]` before the next reads it (`c`, `n`, `m` by the row kernel
+                // over all rows, `h` by the heads' scatter over all columns).
                 for k in 0..4 {
-                    let from_output = incoming_grads[k].as_ref().map(|g| &g[block.clone()]);
-                    incoming(&mut d[k], from_output, &carry[k]);
+                    match incoming_grads[k].as_ref() {
+                        Some(g) => sum_into(&mut d[k], &g[block.clone()], &carry[k]),
+                        None => std::mem::swap(&mut d[k], &mut carry[k]),
+                    }
                 }
                 let c_prev = state_before(&all[1], &first[1], t, steps, reverse, bh);
                 let n_prev = state_before(&all[2], &first[2], t, steps, reverse, bh);
