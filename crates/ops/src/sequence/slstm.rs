@@ -521,13 +521,13 @@ mod tests {
         (t, b, heads, dh): (usize, usize, usize, usize),
         reverse: bool,
         zero_h0: bool,
-    ) -> (Vec<ArrayD<F>>, Vec<ArrayD<F>>, Vec<ArrayD<F>>) {
+    ) -> [Vec<ArrayD<F>>; 3] {
         let mut rng = Rng::seed((t * 31 + b * 7 + heads * 3 + dh) as u64);
         let h = heads * dh;
         let mut arr = |shape: &[usize], lo: f64, hi: f64| {
             ArrayD::from_shape_simple_fn(shape.to_vec(), || F::from(rng.uniform_in(lo, hi)).unwrap())
         };
-        let mut xs = vec![
+        let mut xs = [
             arr(&[t, b, 4 * h], -1.5, 1.5),
             arr(&[heads, 4 * dh, dh], -1.0, 1.0),
             arr(&[b, h], -1.0, 1.0),
@@ -560,7 +560,7 @@ mod tests {
         };
         let (values, fast) = grads(GradOptions::default());
         let (_, recorded) = grads(GradOptions::create_graph());
-        (values, fast, recorded)
+        [values, fast, recorded]
     }
 
     fn fresh_buffers_written<F: Float>(tol: f64) {
@@ -575,7 +575,7 @@ mod tests {
         ];
         for (dims, reverse, zero_h0) in cases {
             let what = format!("{dims:?} reverse {reverse} zero h0 {zero_h0}");
-            let (values, fast, recorded) = run::<F>(dims, reverse, zero_h0);
+            let [values, fast, recorded] = run::<F>(dims, reverse, zero_h0);
             for v in &values {
                 assert!(v.iter().all(|x| x.is_finite()), "{what}: an output not written");
             }
