@@ -108,15 +108,19 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let m = m.get_or_insert_with(|| ArrayD::zeros(shape.clone()));
             let v = v.get_or_insert_with(|| ArrayD::zeros(shape.clone()));
             p.update(|w| {
-                let mut d = if c.maximize { g.mapv(|x| -x) } else { g.clone() };
-                if c.weight_decay != 0.0 {
-                    if c.decoupled_weight_decay {
-                        w.mapv_inplace(|x| x * decay);
-                    } else {
-                        Zip::from(&mut d).and(&*w).for_each(|d, &w| *d += wd * w);
-                    }
+                // The gradient as it is, copied only when it changes (maximizing, or the
+                // weight decay added to it).
+                let coupled = c.weight_decay != 0.0 && !c.decoupled_weight_decay;
+                let mut d = match c.maximize || coupled {
+                    true => std::borrow::Cow::Owned(if c.maximize { g.mapv(|x| -x) } else { g.clone() }),
+                    false => std::borrow::Cow::Borrowed(g),
+                };
+                if coupled {
+                    Zip::from(d.to_mut()).and(&*w).for_each(|d, &w| *d += wd * w);
+                } else if c.weight_decay != 0.0 {
+                    w.mapv_inplace(|x| x * decay);
                 }
-                Zip::from(&mut *m).and(&mut *v).and(&d).for_each(|m, v, &d| {
+                Zip::from(&mut *m).and(&mut *v).and(&*d).for_each(|m, v, &d| {
                     *m = lerp(*m, d, one_minus_b1);
                     *v = *v * F::of(b2) + one_minus_b2 * d * d;
                 });
