@@ -203,8 +203,9 @@ fn sequential<F: Float>(form: ScanForm, a: &[F], b: &[F], first: &[F], out: &mut
     }
 }
 
-/// Row `t` of `buf` (rows of `n`), mutable, and row `p`, shared (`p != t`).
-fn block_and_prev<F>(buf: &mut [F], t: usize, p: usize, n: usize) -> (&mut [F], &[F]) {
+/// Row `t` of `buf` (rows of `n`), mutable, and row `p`, shared (`p != t`): a step's output
+/// and the state it reads (also the sequence ops').
+pub(crate) fn block_and_prev<F>(buf: &mut [F], t: usize, p: usize, n: usize) -> (&mut [F], &[F]) {
     if p < t {
         let (before, after) = buf.split_at_mut(t * n);
         (&mut after[..n], &before[p * n..(p + 1) * n])

@@ -88,17 +88,6 @@ fn add_opt<F: Float>(a: Maybe<F>, b: Maybe<F>) -> Result<Maybe<F>> {
     })
 }
 
-/// Block `t` of `buf` (blocks of `n`), mutable, and block `p`, shared (`p != t`).
-fn block_and_prev<F>(buf: &mut [F], t: usize, p: usize, n: usize) -> (&mut [F], &[F]) {
-    if p < t {
-        let (before, after) = buf.split_at_mut(t * n);
-        (&mut after[..n], &before[p * n..(p + 1) * n])
-    } else {
-        let (before, after) = buf.split_at_mut(p * n);
-        (&mut before[t * n..(t + 1) * n], &after[..n])
-    }
-}
-
 /// Block `t` of `buf` (blocks of `n`) and the state it was computed from: block `prev_of(t)`,
 /// or `first` for the first step.
 fn block_and_state<'a, F>(
@@ -110,7 +99,7 @@ fn block_and_state<'a, F>(
     n: usize,
 ) -> (&'a mut [F], &'a [F]) {
     match prev_of(t, steps, reverse) {
-        Some(p) => block_and_prev(buf, t, p, n),
+        Some(p) => crate::kernels::scan::block_and_prev(buf, t, p, n),
         None => (&mut buf[t * n..(t + 1) * n], first),
     }
 }
