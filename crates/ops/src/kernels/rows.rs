@@ -128,13 +128,60 @@ multiversion! {
 
 /// [`gemv_rows`] split across the current rayon pool's threads when the weight matrix is large
 /// enough to pay for it: each thread streams its own block of rows, which then stays in its
-/// core's cache from one time step to the next.
+/// core's cache from one time step to the next. On one thread a large weight is walked in
+/// alternate directions from one call to the next ([`gemv_rows_alternating`]).
 pub fn gemv_rows_par<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
     let threads = rayon::current_num_threads();
-    if threads < 2 || w.len() < PAR_MIN_WEIGHTS || out.len() < 8 * threads {
+    if w.len() < PAR_MIN_WEIGHTS {
         return gemv_rows(x, w, k, out, alpha, beta);
     }
+    if threads < 2 || out.len() < 8 * threads {
+        return gemv_rows_alternating(x, w, k, out, alpha, beta);
+    }
     gemv_rows_split(x, w, k, out, alpha, beta, threads);
+}
+
+/// Weights (by address and length) this thread multiplied last, each with whether its next
+/// product walks its rows last to first: a few, for a cell with several recurrent weights.
+const REMEMBERED_WEIGHTS: usize = 8;
+
+thread_local! {
+    static DIRECTIONS: std::cell::RefCell<Vec<(usize, usize, bool)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`gemv_rows`] or [`gemv_rows_descending`], alternating from one call to the next for the
+/// same weight `w` on this thread, so a recurrence's step after step walks `W_hh` forth and
+/// back (the rows read last are still in cache when the next step starts) wherever it is
+/// called from: a built-in sequence op or a user's cell calling `matmul_t` once per step. The
+/// values are the same either way (each output is one dot product); only the order in which
+/// the rows are read changes.
+pub fn gemv_rows_alternating<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
+    match walks_descending((w.as_ptr() as usize, w.len())) {
+        true => gemv_rows_descending(x, w, k, out, alpha, beta),
+        false => gemv_rows(x, w, k, out, alpha, beta),
+    }
+}
+
+/// Whether this product by the weight `key` (its address and length) walks the rows last to
+/// first on this thread: false the first time, then the opposite of the last time.
+fn walks_descending(key: (usize, usize)) -> bool {
+    DIRECTIONS.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.iter().position(|&(p, n, _)| (p, n) == key) {
+            Some(i) => {
+                let e = d.remove(i);
+                d.push((e.0, e.1, !e.2));
+                e.2
+            }
+            None => {
+                if d.len() == REMEMBERED_WEIGHTS {
+                    d.remove(0);
+                }
+                d.push((key.0, key.1, true));
+                false
+            }
+        }
+    })
 }
 
 /// [`gemv_rows`] in `parts` blocks of rows (multiples of 4, for the four-row kernel), halved
@@ -178,6 +225,28 @@ mod tests {
                 gemv_rows_descending(&x, &w, 37, &mut down, 1.5, beta);
                 assert_eq!(up, down, "n {n} beta {beta}");
             }
+        }
+    }
+
+    #[test]
+    fn each_weight_alternates_its_own_direction() {
+        // Two weights interleaved (a cell with two recurrent products), then more weights than
+        // are remembered: the first one is forgotten and starts again ascending.
+        let (a, b) = ((1, 10), (2, 10));
+        let walks: Vec<bool> = [a, b, a, b, a].into_iter().map(walks_descending).collect();
+        assert_eq!(walks, [false, false, true, true, false]);
+        for i in 0..REMEMBERED_WEIGHTS {
+            walks_descending((100 + i, 10));
+        }
+        assert!(!walks_descending(a), "forgotten, so ascending again");
+        // The values do not depend on the direction.
+        let (x, w) = (v(300, 0.1), v(300 * 300, 0.2));
+        let mut want = vec![0.0; 300];
+        gemv_rows(&x, &w, 300, &mut want, 1.0, 0.0);
+        for _ in 0..3 {
+            let mut got = vec![f64::NAN; 300];
+            gemv_rows_par(&x, &w, 300, &mut got, 1.0, 0.0);
+            assert_eq!(got, want);
         }
     }
 

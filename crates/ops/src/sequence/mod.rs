@@ -34,7 +34,7 @@ use crate::kernels::fresh::product_vec;
 use crate::kernels::gates::{add_row, column_sums, sum_into};
 use crate::kernels::gemm::{gemm_unchecked as gemm, SMALL_ROWS};
 use crate::kernels::packed::{packed_kernel_available, PackedMatrix};
-use crate::kernels::rows::{gemv_rows, gemv_rows_descending};
+use crate::kernels::rows::gemv_rows_alternating;
 use crate::kernels::steps::{prev_of, step_at};
 use eddy_tape::{Error, Float, MultiOp, Result};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2};
@@ -127,9 +127,6 @@ fn state_before<'a, F>(
 struct Recurrent<'a, F: Float> {
     w: ArrayView2<'a, F>,
     packed: Option<PackedMatrix<F>>,
-    /// Whether the next one-thread, few-row product walks `W`'s rows last to first (they
-    /// alternate: see [`crate::gemm::gemv_rows_descending`]).
-    descending: std::cell::Cell<bool>,
 }
 
 impl<'a, F: Float> Recurrent<'a, F> {
@@ -149,11 +146,7 @@ impl<'a, F: Float> Recurrent<'a, F> {
     }
 
     fn laid_out(w: ArrayView2<'a, F>, packed: Option<PackedMatrix<F>>) -> Self {
-        Recurrent {
-            w,
-            packed,
-            descending: Default::default(),
-        }
+        Recurrent { w, packed }
     }
 
     /// `out += h·Wᵀ` for `h` `[B, H]` and `out` `[B, G]`, or `out = h·Wᵀ` (every element
@@ -168,11 +161,7 @@ impl<'a, F: Float> Recurrent<'a, F> {
         if let (Some(w), true) = (self.w.as_slice(), g > 0 && rayon::current_num_threads() < 2) {
             // A few rows on one thread: each row's product alternates the direction it walks `W`.
             for (x, out) in h.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(g)) {
-                let descending = self.descending.replace(!self.descending.get());
-                match descending {
-                    true => gemv_rows_descending(x, w, k, out, F::one(), beta),
-                    false => gemv_rows(x, w, k, out, F::one(), beta),
-                }
+                gemv_rows_alternating(x, w, k, out, F::one(), beta);
             }
             return;
         }
