@@ -102,8 +102,11 @@ pub fn exp<F: Float>(x: F) -> F {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     p = p * (r * r) + r + 1.0;
-    // 2ⁿ from its exponent bits (n is in [−126, 127] after the clamp).
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2ⁿ from its exponent bits (n is an integer in [−126, 128] after the clamp): n + 127 read
+    // from the low mantissa bits of n + 2²³ + 127, exact below 2²⁴. Not `n as i32`, whose
+    // saturating conversion LLVM does lane by lane (a compare and a NaN check per lane: the
+    // sLSTM gate loop ran scalar through it). A NaN `n` gives a NaN `p` and so a NaN `y`.
+    let scale = f32::from_bits((n + 8_388_735.0).to_bits() << 23);
     let y = if x < lo {
         0.0
     } else if x > hi {
@@ -207,6 +210,18 @@ mod tests {
         assert_eq!(exp(0f32), 1.0);
         assert!(exp(f32::NAN).is_nan() && log_sigmoid(f32::NAN).is_nan());
         assert_eq!(log_sigmoid(-200f32), -200.0);
+        // The clamp's upper end (n = 128 there): still finite.
+        assert!(exp(88.376_26f32).is_finite() && exp(88.376_26f32) > 2e38);
+    }
+
+    #[test]
+    fn the_power_of_two_from_mantissa_bits_is_the_integer_conversion() {
+        // `exp` builds 2ⁿ from the bits of n + 2²³ + 127: the same bits as from `n as i32`, for
+        // every n the clamp lets through.
+        for n in -126..=128 {
+            let from_float = f32::from_bits((n as f32 + 8_388_735.0).to_bits() << 23);
+            assert_eq!(from_float.to_bits(), ((n + 127) as u32) << 23, "n = {n}");
+        }
     }
 
     #[test]
