@@ -100,14 +100,20 @@ impl Linear {
         };
         // y starts as add + b (or b alone, copied row by row), then the GEMM accumulates onto
         // it; with neither, the GEMM writes a fresh y, never zeroed.
-        let out = match (self.add, self.bias) {
-            (false, false) => {
+        let out = match (self.add, self.bias, wt) {
+            (false, false, _) => {
                 // SAFETY: the product without `accumulate` writes every element of `y` and
                 // reads none first (`gemm` with `β = 0`, or the packed kernel's first `KC`
                 // slice; see `kernels::fresh`).
                 unsafe { written_by(rows * n, |y| product(y, false)) }
             }
-            (add, bias) => {
+            (false, true, Some(wt)) => {
+                // The packed kernel adds the bias as it stores its first sums.
+                let b = flat(inputs[2]);
+                // SAFETY: `mul_into_bias` writes every element of `y` and reads none first.
+                unsafe { written_by(rows * n, |y| wt.mul_into_bias(&xs, y, &b)) }
+            }
+            (add, bias, _) => {
                 let mut out = match add {
                     true => flat(inputs[inputs.len() - 1]).into_owned(),
                     false => flat(inputs[2]).repeat(rows),

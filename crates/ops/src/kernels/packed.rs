@@ -147,6 +147,23 @@ impl<F: Float> PackedMatrix<F> {
     /// # Panics
     /// If the lengths of `a` and `c` are not `M·K` and `M·N` for one `M`.
     pub fn mul_into(&self, a: &[F], c: &mut [F], accumulate: bool) {
+        self.mul(a, c, accumulate, None)
+    }
+
+    /// `c = bias + a·B`, `bias` (`[N]`) added to every row, for `a` row-major `[M, K]` and `c`
+    /// row-major `[M, N]`: every element of `c` written, none read first. The tile adds the
+    /// bias as it stores its first sums, so `c` is not first filled with copies of it (a
+    /// `Linear` layer's output, one pass over memory fewer).
+    ///
+    /// # Panics
+    /// As [`PackedMatrix::mul_into`], or if `bias` is not `N` long.
+    pub fn mul_into_bias(&self, a: &[F], c: &mut [F], bias: &[F]) {
+        assert_eq!(bias.len(), self.n, "the bias is [N]");
+        self.mul(a, c, false, Some(bias))
+    }
+
+    /// `c (+)= a·B`, or `c = bias + a·B` (then `accumulate` is false).
+    fn mul(&self, a: &[F], c: &mut [F], accumulate: bool, bias: Option<&[F]>) {
         let (k, n) = (self.k, self.n);
         let m = a.len().checked_div(k).unwrap_or(c.len() / n.max(1));
         assert!(
@@ -156,26 +173,36 @@ impl<F: Float> PackedMatrix<F> {
         match &self.form {
             Form::Plain(b) => {
                 let a = ArrayView2::from_shape((m, k), a).expect("[M, K]");
+                if let Some(bias) = bias {
+                    for row in c.chunks_exact_mut(n.max(1)) {
+                        row.copy_from_slice(bias);
+                    }
+                }
                 let mut c = ArrayViewMut2::from_shape((m, n), c).expect("[M, N]");
-                let beta = if accumulate { F::one() } else { F::zero() };
+                let beta = if accumulate || bias.is_some() {
+                    F::one()
+                } else {
+                    F::zero()
+                };
                 super::gemm::gemm_unchecked(F::one(), &a, &b.view(), beta, &mut c);
             }
             Form::Panels(panels, level) => {
                 // SAFETY: `F` is `f32` (checked when the panels were made), so the slices are
                 // the same memory with the same type.
-                let (a, c) = unsafe {
+                let (a, c, bias) = unsafe {
                     (
                         std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
                         std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
+                        bias.map(|b| std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len())),
                     )
                 };
-                mul_panels(*level, panels, a, c, (m, k, n), accumulate);
+                mul_panels(*level, panels, a, c, (m, k, n), accumulate, bias);
             }
         }
     }
 }
 
-/// `c (+)= a·B` with `B` in panels: for each panel, `KC` of its rows at a time (in L1), every
+/// `c (+)= a·B` (or `c = bias + a·B`) with `B` in panels: for each panel, `KC` of its rows at a time (in L1), every
 /// block of [`block_rows`] rows of `a`, read where it is (row-major, `k` apart; a ragged last block from
 /// a zero-padded copy). A product of at least 2²² multiply-adds splits its panels across the current rayon
 /// pool's threads.
@@ -186,13 +213,16 @@ fn mul_panels(
     c: &mut [f32],
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
+    bias: Option<&[f32]>,
 ) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if !accumulate {
-            c.fill(0.0);
+        match bias {
+            Some(bias) => c.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias)),
+            None if !accumulate => c.fill(0.0),
+            None => {}
         }
         return;
     }
@@ -213,6 +243,7 @@ fn mul_panels(
         dims: (m, k, n),
         mr,
         accumulate,
+        bias,
     };
     let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(mr));
     let threads = rayon::current_num_threads();
@@ -247,6 +278,33 @@ struct Job<'a> {
     /// Rows per block ([`block_rows`] of `level` and `m`).
     mr: usize,
     accumulate: bool,
+    /// `[N]`, added to every row of `c` by the first `KC` slice (then `accumulate` is false).
+    bias: Option<&'a [f32]>,
+}
+
+/// What a tile's sums are stored onto.
+#[derive(Clone, Copy)]
+pub(super) enum Onto {
+    /// Nothing: the sums are stored as they are.
+    Zero,
+    /// What `c` holds.
+    C,
+    /// A row of biases (at the tile's first column), the same for every row.
+    Bias(*const f32),
+}
+
+impl Onto {
+    /// The same, `cols` columns to the right.
+    ///
+    /// # Safety
+    /// A bias row must extend that far.
+    unsafe fn right(self, cols: usize) -> Onto {
+        match self {
+            // SAFETY: the caller's.
+            Onto::Bias(b) => Onto::Bias(unsafe { b.add(cols) }),
+            other => other,
+        }
+    }
 }
 
 impl Job<'_> {
@@ -301,7 +359,12 @@ impl Job<'_> {
                 // `KC` rows of the panel at a time, in L1 while the chunk's blocks pass.
                 for k0 in (0..k).step_by(KC) {
                     let kc = KC.min(k - k0);
-                    let accumulate = self.accumulate || k0 > 0;
+                    let onto = match (self.accumulate || k0 > 0, self.bias) {
+                        (true, _) => Onto::C,
+                        // SAFETY (the pointer): c0 < N, the bias's length.
+                        (false, Some(bias)) => Onto::Bias(unsafe { bias.as_ptr().add(c0) }),
+                        (false, None) => Onto::Zero,
+                    };
                     for (i, block) in chunk.iter().enumerate() {
                         let bi = first + ci * per_chunk + i;
                         let rows = mr.min(m - bi * mr);
@@ -315,11 +378,11 @@ impl Job<'_> {
                         // holds `len` (checked above). The tile reads and writes only columns
                         // c0 .. c0 + cols of its rows, a tile no other task touches (tasks split
                         // the panels or the blocks), and the tasks end before `mul_panels`
-                        // returns.
+                        // returns. A bias from column c0 holds `cols` elements.
                         unsafe {
                             let out = self.out.ptr.add(start);
                             let (a, b) = (&block[k0..], &panel[k0 * NR..]);
-                            tile(self.level, (kc, k), a, b, out, n, rows, cols, accumulate)
+                            tile(self.level, (kc, k), a, b, out, n, rows, cols, onto)
                         };
                     }
                 }
@@ -330,19 +393,19 @@ impl Job<'_> {
 
 #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 mod avx512 {
-    use super::{MR_AVX512 as MR, NR};
+    use super::{Onto, MR_AVX512 as MR, NR};
     use std::arch::x86_64::*;
 
     /// One `MR × NR` block over `k` rows of the panel: `c[r, j] (+)= Σ_kk a[r, kk] · b[kk, j]`
     /// for `rows` rows and `cols` columns of `c` (row stride `ldc`), with `a` the block's `MR`
     /// rows (`lda` apart, `k` of each read) where they are: eight sequential streams, no
-    /// packing.
+    /// packing. The sums are stored onto what `onto` says: nothing, `c`, or a bias row.
     ///
     /// # Safety
     /// AVX-512F must be available; `a` holds `(MR − 1)·lda + k` and `b` `k·NR` elements; `c` points to
     /// `(rows − 1)·ldc + cols` elements of which the tile reads and writes only the first
-    /// `cols` of each row (no other thread may access those meanwhile); `rows ≤ MR`,
-    /// `cols ≤ NR`.
+    /// `cols` of each row (no other thread may access those meanwhile); a bias holds `cols`
+    /// elements; `rows ≤ MR`, `cols ≤ NR`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
@@ -353,7 +416,7 @@ mod avx512 {
         ldc: usize,
         rows: usize,
         cols: usize,
-        accumulate: bool,
+        onto: Onto,
     ) {
         debug_assert!(a.len() >= (MR - 1) * lda + k && b.len() >= k * NR && rows <= MR && cols <= NR);
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -378,13 +441,26 @@ mod avx512 {
             ((1u32 << c) - 1) as __mmask16
         };
         let (m0, m1) = (mask(0), mask(16));
+        // SAFETY: a bias holds `cols` elements, which the masks cover.
+        let bias = match onto {
+            Onto::Bias(b) => unsafe {
+                Some([
+                    _mm512_maskz_loadu_ps(m0, b),
+                    _mm512_maskz_loadu_ps(m1, b.wrapping_add(16)),
+                ])
+            },
+            _ => None,
+        };
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
             // SAFETY: row r starts inside `c` (r < rows), and the masks cover only its first
             // `cols` elements.
             unsafe {
                 let p = c.add(r * ldc);
                 let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
-                if accumulate {
+                if let Some([b0, b1]) = bias {
+                    v0 = _mm512_add_ps(v0, b0);
+                    v1 = _mm512_add_ps(v1, b1);
+                } else if matches!(onto, Onto::C) {
                     v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
                     if m1 != 0 {
                         v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
@@ -414,26 +490,26 @@ unsafe fn tile(
     ldc: usize,
     rows: usize,
     cols: usize,
-    accumulate: bool,
+    onto: Onto,
 ) {
     #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
     // SAFETY: the caller's contract.
     unsafe {
         match level {
-            Level::Avx512 => avx512::tile(k, a, b, c, ldc, rows, cols, accumulate),
-            _ => avx2::tile(k, a, b, c, ldc, rows, cols, accumulate),
+            Level::Avx512 => avx512::tile(k, a, b, c, ldc, rows, cols, onto),
+            _ => avx2::tile(k, a, b, c, ldc, rows, cols, onto),
         }
     }
     #[cfg(not(all(target_arch = "x86_64", not(feature = "portable-only"))))]
     {
-        let _ = (level, k, a, b, c, ldc, rows, cols, accumulate);
+        let _ = (level, k, a, b, c, ldc, rows, cols, onto);
         unreachable!("packed panels exist only at the AVX2 and AVX-512 levels")
     }
 }
 
 #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 mod avx2 {
-    use super::{MR_AVX2 as MR, NR};
+    use super::{Onto, MR_AVX2 as MR, NR};
     use std::arch::x86_64::*;
 
     /// A block of up to `MR` (6) rows by `NR` (see [`super::avx512::tile`], with AVX2 and FMA
@@ -456,7 +532,7 @@ mod avx2 {
         ldc: usize,
         rows: usize,
         cols: usize,
-        accumulate: bool,
+        onto: Onto,
     ) {
         let even = rows.next_multiple_of(2);
         debug_assert!(a.len() >= (even - 1) * lda + k && b.len() >= k * NR && rows <= MR && cols <= NR);
@@ -467,11 +543,12 @@ mod avx2 {
             // tile.
             unsafe {
                 let (b, c, cols) = (b.as_ptr().add(c0), c.add(c0), (cols - c0).min(16));
+                let onto = onto.right(c0);
                 // A block computes only the rows it has, in the fewest of 2, 4 or 6.
                 match rows {
-                    5.. => sub_tile::<6>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
-                    3 | 4 => sub_tile::<4>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
-                    _ => sub_tile::<2>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, accumulate),
+                    5.. => sub_tile::<6>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, onto),
+                    3 | 4 => sub_tile::<4>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, onto),
+                    _ => sub_tile::<2>((k, lda), a.as_ptr(), b, c, ldc, rows, cols, onto),
                 }
             }
         }
@@ -495,7 +572,7 @@ mod avx2 {
         ldc: usize,
         rows: usize,
         cols: usize,
-        accumulate: bool,
+        onto: Onto,
     ) {
         // SAFETY (whole body): the caller's bounds (`tile`), with AVX2 and FMA available.
         unsafe {
@@ -528,10 +605,17 @@ mod avx2 {
             if cols == 16 {
                 // A whole sub-tile: plain loads and stores (a masked store is microcoded and
                 // slow on AMD cores, and with `KC` blocking `c` is stored once per `KC` rows).
+                let bias = match onto {
+                    Onto::Bias(b) => Some([_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8))]),
+                    _ => None,
+                };
                 for (r, acc_r) in acc.iter().enumerate().take(rows) {
                     let p = c.add(r * ldc);
                     let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
-                    if accumulate {
+                    if let Some([b0, b1]) = bias {
+                        v0 = _mm256_add_ps(v0, b0);
+                        v1 = _mm256_add_ps(v1, b1);
+                    } else if matches!(onto, Onto::C) {
                         v0 = _mm256_add_ps(v0, _mm256_loadu_ps(p));
                         v1 = _mm256_add_ps(v1, _mm256_loadu_ps(p.add(8)));
                     }
@@ -545,10 +629,20 @@ mod avx2 {
                 _mm256_cmpgt_epi32(_mm256_set1_epi32(cols.saturating_sub(from).min(8) as i32), lanes)
             };
             let (m0, m1) = (mask(0), mask(8));
+            let bias = match onto {
+                Onto::Bias(b) => Some([
+                    _mm256_maskload_ps(b, m0),
+                    _mm256_maskload_ps(b.wrapping_add(8), m1),
+                ]),
+                _ => None,
+            };
             for (r, acc_r) in acc.iter().enumerate().take(rows) {
                 let p = c.add(r * ldc);
                 let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
-                if accumulate {
+                if let Some([b0, b1]) = bias {
+                    v0 = _mm256_add_ps(v0, b0);
+                    v1 = _mm256_add_ps(v1, b1);
+                } else if matches!(onto, Onto::C) {
                     v0 = _mm256_add_ps(v0, _mm256_maskload_ps(p, m0));
                     if cols > 8 {
                         v1 = _mm256_add_ps(v1, _mm256_maskload_ps(p.add(8), m1));
@@ -568,6 +662,7 @@ mod tests {
     use super::*;
     use crate::kernels::test_matrix as m;
     use ndarray::linalg::general_mat_mul;
+    use ndarray::Array2;
 
     fn check<F: Float>(level: Level, tol: f64) {
         let shapes = [
@@ -589,6 +684,22 @@ mod tests {
             let w = m::<F>(n, k, 0.2);
             let packed = PackedMatrix::new_at(&w.t(), level);
             assert_eq!(packed.dim(), (k, n));
+            // With a bias: every element written (the output starts as NaN).
+            let bias = m::<F>(1, n, 0.5).into_shape_with_order(n).unwrap();
+            let mut want = Array2::from_shape_fn((rows, n), |(_, j)| bias[j]);
+            general_mat_mul(F::one(), &a.view(), &w.t(), F::one(), &mut want.view_mut());
+            let mut got = Array2::from_elem((rows, n), F::nan());
+            packed.mul_into_bias(
+                a.as_slice().unwrap(),
+                got.as_slice_mut().unwrap(),
+                bias.as_slice().unwrap(),
+            );
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f64, |e, (g, w)| e.max((*g - *w).as_f64().abs()));
+            let tol_k = tol * (k as f64 / 100.0).max(1.0);
+            assert!(err < tol_k, "{} {rows}x{k}·{k}x{n} with a bias: {err}", F::NAME);
             for accumulate in [false, true] {
                 let c0 = m::<F>(rows, n, 0.3);
                 let mut want = c0.clone();
