@@ -1,8 +1,8 @@
-//! The LSTM, GRU and Elman sequence ops allocate their outputs and gradient buffers unzeroed
-//! ([`crate::kernels::fresh`]); in unit tests those start as NaN, so an element a step fails to
-//! write shows here: every output and every fast gradient is finite and equals the recorded
-//! rule's, and the forward without kept activations (the split LSTM on two threads, the GRU's
-//! one-step scratch) gives the same outputs as with them.
+//! The LSTM, GRU, Elman and sLSTM sequence ops allocate their outputs and gradient buffers
+//! unzeroed ([`crate::kernels::fresh`]); in unit tests those start as NaN, so an element a step
+//! fails to write shows here: every output and every fast gradient is finite and equals the
+//! recorded rule's, and the forward without kept activations (the split LSTM on two threads, the
+//! GRU's one-step scratch, the sLSTM's row scratch) gives the same outputs as with them.
 
 use super::*;
 use crate::kernels::test_matrix;
@@ -161,4 +161,66 @@ fn rnn_sequence_writes_every_element() {
         check::<f64, _>("rnn", 1, 1, rnn);
         check::<f32, _>("rnn", 1, 1, rnn);
     }
+}
+
+/// sLSTM `(T, B, heads, head size)`: batches above `SMALL_ROWS` take the GEMM (in f32 the
+/// packed kernel) for the heads' products, below it the row kernels; one step leaves `dW_hh` to
+/// the `h0` product alone; with `h0 = 0` that product is skipped. With the direction and
+/// whether `h0` is zero.
+const SLSTM_CASES: [((usize, usize, usize, usize), bool, bool); 5] = [
+    ((3, 2, 2, 3), false, false),
+    ((4, 9, 2, 8), true, false),
+    ((5, 20, 4, 16), false, true),
+    ((1, 6, 2, 4), false, false),
+    ((1, 6, 2, 4), true, true),
+];
+
+/// `[xp, W_hh per head, h0, c0, n0, m0]`, with the normaliser `n0` positive.
+fn slstm_inputs<F: Float>((t, b, heads, dh): (usize, usize, usize, usize), zero_h0: bool) -> Vec<ArrayD<F>> {
+    let h = heads * dh;
+    let mut h0 = array(&[b, h], 0.3, 0.5);
+    if zero_h0 {
+        h0.fill(F::zero());
+    }
+    vec![
+        array(&[t, b, 4 * h], 0.1, 1.5),
+        array(&[heads, 4 * dh, dh], 0.2, 0.5),
+        h0,
+        array(&[b, h], 0.4, 0.5),
+        array::<F>(&[b, h], 0.5, 0.5).mapv(|v| v + F::one()),
+        array(&[b, h], 0.6, 0.5),
+    ]
+}
+
+#[test]
+fn slstm_sequence_writes_every_element() {
+    fn check_slstm<F: Float>() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for (dims, reverse, zero_h0) in SLSTM_CASES {
+            let xs = slstm_inputs::<F>(dims, zero_h0);
+            let what = format!("slstm {} {dims:?} reverse {reverse} zero h0 {zero_h0}", F::NAME);
+            let apply = |keep_activations: bool| {
+                move |tape: &Tape<F>, v: &[&Var<F>]| {
+                    let op = SlstmSequence {
+                        reverse,
+                        keep_activations,
+                    };
+                    tape.apply_multi(op, v)
+                }
+            };
+            pool.install(|| {
+                let fast = run(&apply(true), &xs, 2, GradOptions::default());
+                let recorded = run(&apply(true), &xs, 2, GradOptions::create_graph());
+                assert_finite_and_close(&fast, &recorded, &format!("{what}: fast against recorded"));
+                let plain = forward(&apply(false), &xs, 2);
+                assert_finite_and_close(
+                    &plain,
+                    &fast[..2],
+                    &format!("{what}: forward without kept activations"),
+                );
+            });
+        }
+    }
+    check_slstm::<f64>();
+    check_slstm::<f32>();
 }
