@@ -163,11 +163,14 @@ fn rnn_sequence_writes_every_element() {
     }
 }
 
-/// sLSTM `(T, B, heads, head size)`: batches above `SMALL_ROWS` take the GEMM (in f32 the
+/// sLSTM `(T, B, heads, head size)`.
+type SlstmDims = (usize, usize, usize, usize);
+
+/// sLSTM cases: batches above `SMALL_ROWS` take the GEMM (in f32 the
 /// packed kernel) for the heads' products, below it the row kernels; one step leaves `dW_hh` to
 /// the `h0` product alone; with `h0 = 0` that product is skipped. With the direction and
 /// whether `h0` is zero.
-const SLSTM_CASES: [((usize, usize, usize, usize), bool, bool); 5] = [
+const SLSTM_CASES: [(SlstmDims, bool, bool); 5] = [
     ((3, 2, 2, 3), false, false),
     ((4, 9, 2, 8), true, false),
     ((5, 20, 4, 16), false, true),
@@ -176,7 +179,7 @@ const SLSTM_CASES: [((usize, usize, usize, usize), bool, bool); 5] = [
 ];
 
 /// `[xp, W_hh per head, h0, c0, n0, m0]`, with the normaliser `n0` positive.
-fn slstm_inputs<F: Float>((t, b, heads, dh): (usize, usize, usize, usize), zero_h0: bool) -> Vec<ArrayD<F>> {
+fn slstm_inputs<F: Float>((t, b, heads, dh): SlstmDims, zero_h0: bool) -> Vec<ArrayD<F>> {
     let h = heads * dh;
     let mut h0 = array(&[b, h], 0.3, 0.5);
     if zero_h0 {
