@@ -282,8 +282,10 @@ struct Job<'a> {
     bias: Option<&'a [f32]>,
 }
 
-/// What a tile's sums are stored onto.
+/// What a tile's sums are stored onto. (Built, but read by no tile, where every `std::arch`
+/// path is compiled out.)
 #[derive(Clone, Copy)]
+#[cfg_attr(not(all(target_arch = "x86_64", not(feature = "portable-only"))), allow(dead_code))]
 pub(super) enum Onto {
     /// Nothing: the sums are stored as they are.
     Zero,
@@ -293,6 +295,7 @@ pub(super) enum Onto {
     Bias(*const f32),
 }
 
+#[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 impl Onto {
     /// The same, `cols` columns to the right.
     ///
