@@ -285,7 +285,10 @@ struct Job<'a> {
 /// What a tile's sums are stored onto. (Built, but read by no tile, where every `std::arch`
 /// path is compiled out.)
 #[derive(Clone, Copy)]
-#[cfg_attr(not(all(target_arch = "x86_64", not(feature = "portable-only"))), allow(dead_code))]
+#[cfg_attr(
+    not(all(target_arch = "x86_64", not(feature = "portable-only"))),
+    allow(dead_code)
+)]
 pub(super) enum Onto {
     /// Nothing: the sums are stored as they are.
     Zero,
