@@ -34,7 +34,6 @@ use crate::kernels::fresh::product_vec;
 use crate::kernels::gates::{add_row, column_sums, sum_into};
 use crate::kernels::gemm::{gemm_unchecked as gemm, SMALL_ROWS};
 use crate::kernels::packed::{packed_kernel_available, PackedMatrix};
-use crate::kernels::rows::gemv_rows_alternating;
 use crate::kernels::steps::{prev_of, step_at};
 use eddy_tape::{Error, Float, MultiOp, Result};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewMut2};
@@ -155,16 +154,11 @@ impl<'a, F: Float> Recurrent<'a, F> {
         if let Some(packed) = &self.packed {
             return packed.mul_into(h, out, accumulate);
         }
+        // A few rows: `gemm`'s row kernels, which on one thread walk a large `W` in alternate
+        // directions from one step to the next (`kernels::rows::gemv_rows_alternating`).
         let beta = if accumulate { F::one() } else { F::zero() };
         let (g, k) = self.w.dim();
         let rows = h.len() / k.max(1);
-        if let (Some(w), true) = (self.w.as_slice(), g > 0 && rayon::current_num_threads() < 2) {
-            // A few rows on one thread: each row's product alternates the direction it walks `W`.
-            for (x, out) in h.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(g)) {
-                gemv_rows_alternating(x, w, k, out, F::one(), beta);
-            }
-            return;
-        }
         let a = ArrayView2::from_shape((rows, k), h).expect("h is [B, H]");
         let mut c = ArrayViewMut2::from_shape((rows, g), out).expect("out is [B, G]");
         gemm(F::one(), &a, &self.w.t(), beta, &mut c);
