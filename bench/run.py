@@ -218,6 +218,10 @@ def main(argv):
     chosen = {v: next((r.get("level") for r in results if r.get("variant") == v and r.get("level")), "?")
               for v in variants}
     print("eddy variants: " + ", ".join(f"{v} (kernel level {chosen[v]})" for v in variants))
+    cache = next((r for r in results if "l2_kib" in r), None)
+    if cache:
+        print(f"caches as eddy read them (its block sizes follow): L1d {cache['l1d_kib']} KiB, "
+              f"L2 {cache['l2_kib']} KiB per core")
     print()
 
     rows = []

@@ -262,6 +262,8 @@ fn common(kind: &str, id: &str, args: &Args) -> Value {
         "id": id,
         "threads": args.threads,
         "level": eddy_ops::kernels::level().name(),
+        "l1d_kib": eddy_ops::kernels::cache::caches().l1d >> 10,
+        "l2_kib": eddy_ops::kernels::cache::caches().l2 >> 10,
         "warmup": args.warmup,
         "steps": args.steps,
     })

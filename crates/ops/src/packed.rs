@@ -12,7 +12,7 @@
 
 use crate::fused::Linear;
 use crate::kernels::gemm::{PACKED_MIN_ROWS, SMALL_ROWS};
-use crate::kernels::packed::{packed_kernel_available, PackedMatrix, SMALL_B};
+use crate::kernels::packed::{packed_kernel_available, small_b, PackedMatrix};
 use crate::MatMul;
 use eddy_tape::{Error, Float, Op, ParamId, Result, Var};
 use ndarray::ArrayD;
@@ -26,7 +26,7 @@ pub fn takes_packed<F: Float>(rows: usize, k: usize, n: usize) -> bool {
         && (rows < PACKED_MIN_ROWS
             || k.checked_mul(n)
                 .and_then(|kn| kn.checked_mul(4))
-                .is_some_and(|b| b <= SMALL_B))
+                .is_some_and(|b| b <= small_b()))
 }
 
 /// `a · op(w)` (`op` transposes when `tb`) with `op(w)` packed once per tape: the same op as

@@ -134,7 +134,7 @@ fn packed_gemm<F: Float>(
 ) -> bool {
     let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
     let (m, k, n) = (c.nrows(), a.ncols(), c.ncols());
-    let big = m >= PACKED_MIN_ROWS && n >= PACKED_MIN_COLS && k > 0 && 4 * k * n <= super::packed::SMALL_B;
+    let big = m >= PACKED_MIN_ROWS && n >= PACKED_MIN_COLS && k > 0 && 4 * k * n <= super::packed::small_b();
     if !(plain && big && super::packed::packed_kernel_available::<F>()) {
         return false;
     }

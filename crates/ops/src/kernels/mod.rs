@@ -9,6 +9,7 @@
 //! | [`rows`] | few-row products (dot products against the rows of a weight, row updates) |
 //! | [`packed`] | a weight packed once into column panels, and its AVX-512 and AVX2 tiles |
 //! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU, Elman and sLSTM cells |
+//! | [`cache`] | the core's L1d and L2 sizes, read once at run time (the packed kernel's block sizes follow them) |
 //! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time; `exp` and `logsigmoid` |
 //! | [`mlstm`] | one step of the mLSTM matrix memory, forward and backward |
 //! | [`scan`] | the linear-recurrence scan and its log-space form, split by lanes or chunked over time |
@@ -36,6 +37,7 @@
 //! counts they differ only by the order of floating-point sums.
 
 pub mod activations;
+pub mod cache;
 pub(crate) mod fresh;
 pub mod gated_scan;
 pub mod gates;

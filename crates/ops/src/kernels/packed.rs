@@ -23,18 +23,54 @@ const MR_AVX512: usize = 8;
 const MR_AVX2: usize = 6;
 /// Columns of the weight per panel: two 512-bit registers of f32.
 const NR: usize = 32;
-/// Bytes of `a` taken at a time by a product with many rows (measured best at W2's and W4's
-/// input projections among 64 KiB, 256 KiB and all of `a`).
-const A_CHUNK: usize = 64 << 10;
-/// Up to this many bytes `a` is not cut into chunks (half a Zen 4 core's L2).
-const A_WHOLE: usize = 512 << 10;
-/// Rows of a panel multiplied at a time: `KC·NR` f32 (16 KiB) stay in a 32 KiB L1 while the
-/// blocks of `a` pass them.
-const KC: usize = 128;
-/// Rows of `c` at the most in one pass of the panels (`C_ROWS·NR` f32, 32 KiB).
-const C_ROWS: usize = 256;
-/// A `b` of up to this many bytes stays in cache while `a` streams past it.
-pub(crate) const SMALL_B: usize = 1 << 20;
+/// The packed kernel's block sizes, derived from the core's caches ([`super::cache`]) so that
+/// a product is blocked for the core it runs on. On a Zen 4 core (32 KiB L1d, 1 MiB L2) they
+/// are the sizes measured best there (docs/performance.md): `KC` 128, `C_ROWS` 256,
+/// `A_CHUNK` 64 KiB, `A_WHOLE` 512 KiB, `SMALL_B` 1 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    /// `KC`: rows of a panel multiplied at a time; `KC·NR` f32 fill half of L1 while the
+    /// blocks of `a` pass them.
+    kc: usize,
+    /// `C_ROWS`: rows of `c` at the most in one pass of the panels; their tiles
+    /// (`C_ROWS·NR` f32) fill L1.
+    c_rows: usize,
+    /// `A_CHUNK`: bytes of `a` taken at a time by a product with many rows, a sixteenth of L2
+    /// (measured best at W2's and W4's input projections among 64 KiB, 256 KiB and all of `a`
+    /// on a 1 MiB L2).
+    a_chunk: usize,
+    /// `A_WHOLE`: up to this many bytes `a` is not cut into chunks (half of L2).
+    a_whole: usize,
+    /// `SMALL_B`: a `b` of up to this many bytes (all of L2) stays in cache while `a` streams
+    /// past it.
+    small_b: usize,
+}
+
+impl Blocking {
+    /// The block sizes for a core with `caches`.
+    pub(crate) fn for_caches(caches: super::cache::Caches) -> Blocking {
+        let row = NR * 4;
+        Blocking {
+            kc: (caches.l1d / 2 / row / 16 * 16).max(16),
+            c_rows: (caches.l1d / row).max(MR_AVX512),
+            a_chunk: caches.l2 / 16,
+            a_whole: caches.l2 / 2,
+            small_b: caches.l2,
+        }
+    }
+
+    /// This machine's (from [`super::cache::caches`], computed once).
+    pub(crate) fn here() -> Blocking {
+        static HERE: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
+        *HERE.get_or_init(|| Blocking::for_caches(super::cache::caches()))
+    }
+}
+
+/// Up to this many bytes a weight `b` fits in this core's cache (its L2) while `a` streams past
+/// it: the packed kernel takes products by such weights.
+pub(crate) fn small_b() -> usize {
+    Blocking::here().small_b
+}
 
 /// Rows of the state per block of the tile at `level` (AVX2 or AVX-512) for a product of `m`
 /// rows. At AVX2, a small product whose last block would hold 1 or 2 rows (a batch of 32 is
@@ -147,7 +183,7 @@ impl<F: Float> PackedMatrix<F> {
     /// # Panics
     /// If the lengths of `a` and `c` are not `M·K` and `M·N` for one `M`.
     pub fn mul_into(&self, a: &[F], c: &mut [F], accumulate: bool) {
-        self.mul(a, c, accumulate, None)
+        self.mul(a, c, accumulate, None, Blocking::here())
     }
 
     /// `c = bias + a·B`, `bias` (`[N]`) added to every row, for `a` row-major `[M, K]` and `c`
@@ -159,11 +195,12 @@ impl<F: Float> PackedMatrix<F> {
     /// As [`PackedMatrix::mul_into`], or if `bias` is not `N` long.
     pub fn mul_into_bias(&self, a: &[F], c: &mut [F], bias: &[F]) {
         assert_eq!(bias.len(), self.n, "the bias is [N]");
-        self.mul(a, c, false, Some(bias))
+        self.mul(a, c, false, Some(bias), Blocking::here())
     }
 
-    /// `c (+)= a·B`, or `c = bias + a·B` (then `accumulate` is false).
-    fn mul(&self, a: &[F], c: &mut [F], accumulate: bool, bias: Option<&[F]>) {
+    /// `c (+)= a·B`, or `c = bias + a·B` (then `accumulate` is false), the panels blocked by
+    /// `blocking`.
+    fn mul(&self, a: &[F], c: &mut [F], accumulate: bool, bias: Option<&[F]>, blocking: Blocking) {
         let (k, n) = (self.k, self.n);
         let m = a.len().checked_div(k).unwrap_or(c.len() / n.max(1));
         assert!(
@@ -196,7 +233,7 @@ impl<F: Float> PackedMatrix<F> {
                         bias.map(|b| std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len())),
                     )
                 };
-                mul_panels(*level, panels, a, c, (m, k, n), accumulate, bias);
+                mul_panels(*level, panels, a, c, (m, k, n), accumulate, bias, blocking);
             }
         }
     }
@@ -206,6 +243,7 @@ impl<F: Float> PackedMatrix<F> {
 /// block of [`block_rows`] rows of `a`, read where it is (row-major, `k` apart; a ragged last block from
 /// a zero-padded copy). A product of at least 2²² multiply-adds splits its panels across the current rayon
 /// pool's threads.
+#[allow(clippy::too_many_arguments)]
 fn mul_panels(
     level: Level,
     panels: &[f32],
@@ -214,6 +252,7 @@ fn mul_panels(
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
     bias: Option<&[f32]>,
+    blocking: Blocking,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -244,6 +283,7 @@ fn mul_panels(
         mr,
         accumulate,
         bias,
+        blocking,
     };
     let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(mr));
     let threads = rayon::current_num_threads();
@@ -280,6 +320,7 @@ struct Job<'a> {
     accumulate: bool,
     /// `[N]`, added to every row of `c` by the first `KC` slice (then `accumulate` is false).
     bias: Option<&'a [f32]>,
+    blocking: Blocking,
 }
 
 /// What a tile's sums are stored onto. (Built, but read by no tile, where every `std::arch`
@@ -354,17 +395,18 @@ impl Job<'_> {
         // each one in cache while every panel passes it. Otherwise `a` stays whole, so that the
         // panels stream past once (W4's 16 MiB `W_hh` past a step's state), up to `C_ROWS`
         // rows: their tiles of `c` stay in cache while the `KC` slices of a panel pass them.
-        let per_chunk = match 4 * m * k > A_WHOLE && 4 * k * n <= SMALL_B {
-            true => (A_CHUNK / (4 * k * mr)).max(1),
-            false => blocks.len().clamp(1, C_ROWS / mr),
+        let bl = self.blocking;
+        let per_chunk = match 4 * m * k > bl.a_whole && 4 * k * n <= bl.small_b {
+            true => (bl.a_chunk / (4 * k * mr)).max(1),
+            false => blocks.len().clamp(1, bl.c_rows / mr),
         };
         for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
             for p in range.clone() {
                 let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
                 // `KC` rows of the panel at a time, in L1 while the chunk's blocks pass.
-                for k0 in (0..k).step_by(KC) {
-                    let kc = KC.min(k - k0);
+                for k0 in (0..k).step_by(bl.kc) {
+                    let kc = bl.kc.min(k - k0);
                     let onto = match (self.accumulate || k0 > 0, self.bias) {
                         (true, _) => Onto::C,
                         // SAFETY (the pointer): c0 < N, the bias's length.
@@ -666,11 +708,57 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cache::Caches;
     use crate::kernels::test_matrix as m;
     use ndarray::linalg::general_mat_mul;
     use ndarray::Array2;
 
+    /// Block sizes of other cores than this one: a Zen 3 (512 KiB L2), a recent Intel Xeon
+    /// (48 KiB L1d, 2 MiB L2), the smallest caches taken as reported, and the fallback.
+    fn blockings() -> Vec<Blocking> {
+        let c = |l1d, l2| Blocking::for_caches(Caches { l1d, l2 });
+        vec![
+            Blocking::here(),
+            c(32 << 10, 512 << 10),
+            c(48 << 10, 2 << 20),
+            c(16 << 10, 256 << 10),
+            Blocking::for_caches(Caches::FALLBACK),
+        ]
+    }
+
+    #[test]
+    fn block_sizes_follow_the_caches() {
+        // Zen 4: the sizes measured best there.
+        let zen4 = Blocking::for_caches(Caches::FALLBACK);
+        let want = Blocking {
+            kc: 128,
+            c_rows: 256,
+            a_chunk: 64 << 10,
+            a_whole: 512 << 10,
+            small_b: 1 << 20,
+        };
+        assert_eq!(zen4, want);
+        // A 48 KiB L1d and a 2 MiB L2 (Intel Sapphire Rapids): deeper slices, more in cache.
+        let xeon = Blocking::for_caches(Caches {
+            l1d: 48 << 10,
+            l2: 2 << 20,
+        });
+        assert_eq!((xeon.kc, xeon.c_rows, xeon.small_b), (192, 384, 2 << 20));
+        // A 512 KiB L2 (Zen 3): a weight of 1 MiB no longer counts as fitting.
+        let zen3 = Blocking::for_caches(Caches {
+            l1d: 32 << 10,
+            l2: 512 << 10,
+        });
+        assert_eq!((zen3.kc, zen3.a_whole, zen3.small_b), (128, 256 << 10, 512 << 10));
+    }
+
     fn check<F: Float>(level: Level, tol: f64) {
+        for blocking in blockings() {
+            check_blocked::<F>(level, tol, blocking);
+        }
+    }
+
+    fn check_blocked<F: Float>(level: Level, tol: f64, blocking: Blocking) {
         let shapes = [
             (1, 1, 1),
             (8, 16, 32),
@@ -695,24 +783,31 @@ mod tests {
             let mut want = Array2::from_shape_fn((rows, n), |(_, j)| bias[j]);
             general_mat_mul(F::one(), &a.view(), &w.t(), F::one(), &mut want.view_mut());
             let mut got = Array2::from_elem((rows, n), F::nan());
-            packed.mul_into_bias(
-                a.as_slice().unwrap(),
-                got.as_slice_mut().unwrap(),
-                bias.as_slice().unwrap(),
-            );
+            let (a_s, bias_s) = (a.as_slice().unwrap(), bias.as_slice().unwrap());
+            packed.mul(a_s, got.as_slice_mut().unwrap(), false, Some(bias_s), blocking);
             let err = got
                 .iter()
                 .zip(&want)
                 .fold(0.0f64, |e, (g, w)| e.max((*g - *w).as_f64().abs()));
             let tol_k = tol * (k as f64 / 100.0).max(1.0);
-            assert!(err < tol_k, "{} {rows}x{k}·{k}x{n} with a bias: {err}", F::NAME);
+            assert!(
+                err < tol_k,
+                "{} {rows}x{k}·{k}x{n} with a bias, {blocking:?}: {err}",
+                F::NAME
+            );
             for accumulate in [false, true] {
                 let c0 = m::<F>(rows, n, 0.3);
                 let mut want = c0.clone();
                 let beta = if accumulate { F::one() } else { F::zero() };
                 general_mat_mul(F::one(), &a.view(), &w.t(), beta, &mut want.view_mut());
                 let mut got = c0.clone();
-                packed.mul_into(a.as_slice().unwrap(), got.as_slice_mut().unwrap(), accumulate);
+                packed.mul(
+                    a.as_slice().unwrap(),
+                    got.as_slice_mut().unwrap(),
+                    accumulate,
+                    None,
+                    blocking,
+                );
                 let err = got
                     .iter()
                     .zip(&want)
@@ -721,7 +816,7 @@ mod tests {
                 let tol = tol * (k as f64 / 100.0).max(1.0);
                 assert!(
                     err < tol,
-                    "{} {rows}x{k}·{k}x{n} accumulate {accumulate}: {err}",
+                    "{} {rows}x{k}·{k}x{n} accumulate {accumulate}, {blocking:?}: {err}",
                     F::NAME
                 );
             }
