@@ -5,7 +5,7 @@ use crate::kernels::fresh::{written_all, written_by};
 use crate::kernels::gates::{slstm_row_backward, slstm_row_forward, SLSTM_SAVED};
 use crate::{matmul_t, where_, VarExt};
 use eddy_tape::{MultiOp, Var};
-use ndarray::{Array3, ArrayViewMut3, Axis};
+use ndarray::{Array3, ArrayView2, ArrayViewMut3, Axis};
 
 /// sLSTM (Beck et al. 2024, "xLSTM") over a whole sequence after the input projection: from
 /// `xp` `[T, B, 4H]` (`W xₜ + b` for every step), the block-diagonal recurrent weight
@@ -225,8 +225,12 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
             .iter()
             .map(|g| g.as_ref().map(|g| flat(g.value())))
             .collect();
-        // One head's gate gradients of a step, `[B, 4·dh]`, for its part of `dhₜ₋₁`.
-        let mut dg_head = vec![F::zero(); batch * hw];
+        // Each head's gate gradients of the last few steps, `[B, 4·dh]` a step: its part of
+        // `dhₜ₋₁` at each step, and its weight gradient once per chunk of steps.
+        let need = |k: usize| inputs[k].requires_grad();
+        let mut dw = need(1).then(|| HeadWeightGrads::new(steps, batch, heads, dh, reverse));
+        let chunk = dw.as_ref().map_or(1, |w| w.chunk);
+        let mut dg_heads: Vec<Vec<F>> = (0..heads).map(|_| vec![F::zero(); chunk * batch * hw]).collect();
         let mut carry: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); bh]).collect();
         let mut d: Vec<Vec<F>> = (0..4).map(|_| vec![F::zero(); bh]).collect();
         let mut dh_head = vec![F::zero(); batch * dh];
@@ -278,10 +282,15 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
                     );
                 }
                 // dhₜ₋₁ = dgatesₜ·R, head by head.
+                let slot = dw.as_ref().map_or(0, |w| w.slot(i)) * batch * hw;
                 for (j, w) in weights.iter().enumerate().filter(|_| dh > 0 && batch > 0) {
-                    gather(dg_t, h, j * dh, dh, &mut dg_head);
-                    w.back(&dg_head, &mut dh_head);
+                    let dg_head = &mut dg_heads[j][slot..slot + batch * hw];
+                    gather(dg_t, h, j * dh, dh, dg_head);
+                    w.back(dg_head, &mut dh_head);
                     scatter(&dh_head, h, j * dh, dh, &mut carry[0], false);
+                }
+                if let Some(dw) = dw.as_mut() {
+                    dw.add_chunk(i, &dg_heads, (&all[0], &first[0]));
                 }
             }
         };
@@ -289,11 +298,7 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
         // `dz̃`, `dõ` by `slstm_row_backward`), so the steps `0..T` write it whole, and read it
         // (the heads' `dhₜ₋₁`) only after.
         let dg = unsafe { written_by(steps * batch * gw, write) };
-        let need = |k: usize| inputs[k].requires_grad();
-        let dw = need(1).then(|| {
-            let dw = head_weight_grads(&dg, (&all[0], &first[0]), (steps, batch, heads, dh), reverse);
-            tape.constant(dw.into_dyn())
-        });
+        let dw = dw.map(|w| tape.constant(w.into_array().into_dyn()));
         let mut out = vec![
             need(0).then(|| tape.constant(shaped(dg, &[steps, batch, gw]))),
             dw,
@@ -305,62 +310,100 @@ impl<F: Float> MultiOp<F> for SlstmSequence {
     }
 }
 
-/// The gradient of the block-diagonal weight over the whole sequence (`[heads, 4·dh, dh]`):
-/// for head `j` and gate `g`, `dW[j][g·dh..] = Σ_t dGₜ[:, g·H + j·dh ..]ᵀ · hₜ₋₁[:, j·dh ..]`,
-/// one GEMM over the steps whose previous state is in `hs` (`[T, B, H]`), reading both
-/// operands as strided views, plus one for the step that read `h0` (skipped when it is zero).
-/// `dg` is `[T, B, 4H]`.
-fn head_weight_grads<F: Float>(
-    dg: &[F],
-    (hs, h0): (&[F], &[F]),
-    (steps, batch, heads, dh): (usize, usize, usize, usize),
+/// The gradient of the block-diagonal weight (`[heads, 4·dh, dh]`), summed during the reverse
+/// pass: `dW[j] = Σₜ dGₜ⁽ʲ⁾ᵀ · hₜ₋₁[:, j·dh ..]` with `dGₜ⁽ʲ⁾` (`[B, 4·dh]`) head `j`'s gate
+/// gradients of step `t` as the pass gathers them for `dhₜ₋₁`. They are kept for a chunk of
+/// steps (about [`HeadWeightGrads::ROWS`] rows), and each chunk adds one product per head, whose
+/// `hₜ₋₁` rows are consecutive in the outputs: four products of `4·dh` rows per chunk instead
+/// of one per head and gate over the whole sequence (W9's `dW_hh`: 79 against 53 GFLOP/s).
+/// The step that read `h0` adds its own product, skipped when `h0` is zero.
+struct HeadWeightGrads<F> {
+    /// `[heads, 4·dh, dh]`, row-major.
+    dw: Vec<F>,
+    /// Steps per chunk.
+    chunk: usize,
+    steps: usize,
+    batch: usize,
+    heads: usize,
+    dh: usize,
     reverse: bool,
-) -> Array3<F> {
-    let (h, gw) = (heads * dh, 4 * heads * dh);
-    let n = (steps - 1) * batch;
-    let (dg_part, hs_part) = match reverse {
-        false => (&dg[batch * gw..], &hs[..n * h]),
-        true => (&dg[..n * gw], &hs[batch * h..]),
-    };
-    let first = step_at(0, steps, reverse) * batch;
-    let dg_first = &dg[first * gw..(first + batch) * gw];
-    let read_h0 = h0.iter().any(|v| *v != F::zero());
-    let fill = |dw: &mut [F]| {
-        let mut dw = ArrayViewMut3::from_shape((heads, 4 * dh, dh), dw).expect("[heads, 4·dh, dh]");
-        let mut product = |rows: usize, dg: &[F], hs: &[F], j: usize, g: usize, beta: F| {
-            let a = ArrayView2::from_shape((rows, gw), dg).expect("[rows, 4H]");
-            let b = ArrayView2::from_shape((rows, h), hs).expect("[rows, H]");
-            let a = a.slice(ndarray::s![.., g * h + j * dh..g * h + (j + 1) * dh]);
-            let b = b.slice(ndarray::s![.., j * dh..(j + 1) * dh]);
-            let mut c = dw.slice_mut(ndarray::s![j, g * dh..(g + 1) * dh, ..]);
-            gemm(F::one(), &a.t(), &b, beta, &mut c);
-        };
-        for j in 0..heads {
-            for g in 0..4 {
-                if n > 0 && dh > 0 {
-                    product(n, dg_part, hs_part, j, g, F::zero());
-                }
-                if batch > 0 && dh > 0 && read_h0 {
-                    product(batch, dg_first, h0, j, g, F::one());
-                }
+}
+
+impl<F: Float> HeadWeightGrads<F> {
+    /// Rows of each operand per product, at the most (~512 KiB of gate gradients per head at
+    /// `dh` = 64; 8–32 steps gave the same rate).
+    const ROWS: usize = 512;
+
+    fn new(steps: usize, batch: usize, heads: usize, dh: usize, reverse: bool) -> Self {
+        HeadWeightGrads {
+            dw: vec![F::zero(); heads * 4 * dh * dh],
+            chunk: (Self::ROWS / batch.max(1)).clamp(1, steps.max(1)),
+            steps,
+            batch,
+            heads,
+            dh,
+            reverse,
+        }
+    }
+
+    /// The processing indices (`i` of [`step_at`]) of the chunk that holds `i ≥ 1`; index 0,
+    /// the step that read `h0`, is a chunk of its own.
+    fn chunk_of(&self, i: usize) -> std::ops::Range<usize> {
+        if i == 0 {
+            return 0..1;
+        }
+        let lo = 1 + (i - 1) / self.chunk * self.chunk;
+        lo..(lo + self.chunk).min(self.steps)
+    }
+
+    /// The first time step of the chunk of index `i`, and its length.
+    fn times(&self, i: usize) -> (usize, usize) {
+        let r = self.chunk_of(i);
+        let (a, b) = (
+            step_at(r.start, self.steps, self.reverse),
+            step_at(r.end - 1, self.steps, self.reverse),
+        );
+        (a.min(b), r.len())
+    }
+
+    /// Where step `i`'s gate gradients go in each head's buffer, in steps: by time within its
+    /// chunk, so that they pair with `hₜ₋₁` rows in the order the outputs hold them.
+    fn slot(&self, i: usize) -> usize {
+        step_at(i, self.steps, self.reverse) - self.times(i).0
+    }
+
+    /// After step `i`: when it completes its chunk (the reverse pass reaches a chunk's first
+    /// index last), adds the chunk's product per head. `hs` are the outputs `[T, B, H]`, `h0`
+    /// the initial state.
+    fn add_chunk(&mut self, i: usize, dg_heads: &[Vec<F>], (hs, h0): (&[F], &[F])) {
+        let (batch, heads, dh) = (self.batch, self.heads, self.dh);
+        let (h, hw) = (heads * dh, 4 * dh);
+        if self.chunk_of(i).start != i || batch == 0 || dh == 0 {
+            return;
+        }
+        let (t0, len) = self.times(i);
+        let (rows, prev): (usize, &[F]) = match i {
+            0 if h0.iter().all(|v| *v == F::zero()) => return,
+            0 => (batch, h0),
+            // The previous state of time t is the output of time t − 1 (t + 1 reversed).
+            _ => {
+                let p0 = if self.reverse { t0 + 1 } else { t0 - 1 };
+                (len * batch, &hs[p0 * batch * h..(p0 + len) * batch * h])
             }
+        };
+        let prev = ArrayView2::from_shape((rows, h), prev).expect("[rows, H]");
+        let mut dw = ArrayViewMut3::from_shape((heads, hw, dh), &mut self.dw[..]).expect("[heads, 4·dh, dh]");
+        for (j, dg) in dg_heads.iter().enumerate() {
+            let a = ArrayView2::from_shape((rows, hw), &dg[..rows * hw]).expect("[rows, 4·dh]");
+            let b = prev.slice(ndarray::s![.., j * dh..(j + 1) * dh]);
+            let mut c = dw.index_axis_mut(Axis(0), j);
+            gemm(F::one(), &a.t(), &b, F::one(), &mut c);
         }
-    };
-    let len = heads * 4 * dh * dh;
-    let dw = match n > 0 {
-        // SAFETY: with `n > 0` the first product of each `(head, gate)` block has `β = 0`, so it
-        // writes all of that block's `dh × dh` elements without reading them (the GEMM's
-        // contract, see `kernels::fresh`), and the blocks cover `dw`; the `h0` product after it
-        // accumulates onto elements written already. With `dh = 0` there are no elements.
-        true => unsafe { written_by(len, fill) },
-        // One step (or an empty batch): only the `h0` product, accumulated onto zeros.
-        false => {
-            let mut dw = vec![F::zero(); len];
-            fill(&mut dw);
-            dw
-        }
-    };
-    Array3::from_shape_vec((heads, 4 * dh, dh), dw).expect("[heads, 4·dh, dh]")
+    }
+
+    fn into_array(self) -> Array3<F> {
+        Array3::from_shape_vec((self.heads, 4 * self.dh, self.dh), self.dw).expect("[heads, 4·dh, dh]")
+    }
 }
 
 /// Head-major views of the block-diagonal product, as differentiable ops (the recorded rule).

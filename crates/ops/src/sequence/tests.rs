@@ -169,13 +169,16 @@ type SlstmDims = (usize, usize, usize, usize);
 /// sLSTM cases: batches above `SMALL_ROWS` take the GEMM (in f32 the
 /// packed kernel) for the heads' products, below it the row kernels; one step leaves `dW_hh` to
 /// the `h0` product alone; with `h0 = 0` that product is skipped. With the direction and
-/// whether `h0` is zero.
-const SLSTM_CASES: [(SlstmDims, bool, bool); 5] = [
+/// whether `h0` is zero. The fast backward sums `dW_hh` in chunks of about 512 rows: batches
+/// of 64 and 100 make chunks of 8 and 5 steps, the last one ragged, in both directions.
+const SLSTM_CASES: [(SlstmDims, bool, bool); 7] = [
     ((3, 2, 2, 3), false, false),
     ((4, 9, 2, 8), true, false),
     ((5, 20, 4, 16), false, true),
     ((1, 6, 2, 4), false, false),
     ((1, 6, 2, 4), true, true),
+    ((20, 64, 2, 3), false, false),
+    ((13, 100, 2, 2), true, false),
 ];
 
 /// `[xp, W_hh per head, h0, c0, n0, m0]`, with the normaliser `n0` positive.
