@@ -42,8 +42,10 @@ impl GradOptions {
 #[derive(Debug, Clone)]
 pub struct Grads<F: Float = f32> {
     tape: usize,
-    params: HashMap<ParamId, ArrayD<F>>,
-    vars: HashMap<usize, ArrayD<F>>,
+    /// Shared with the pass's gradient values (a parameter's is also its leaf's in `vars`):
+    /// nothing is copied until a gradient is changed in place.
+    params: HashMap<ParamId, Arc<ArrayD<F>>>,
+    vars: HashMap<usize, Arc<ArrayD<F>>>,
 }
 
 impl<F: Float> Default for Grads<F> {
@@ -59,17 +61,17 @@ impl<F: Float> Default for Grads<F> {
 impl<F: Float> Grads<F> {
     /// The gradient of a parameter, or `None` if none reached it.
     pub fn param(&self, p: &Param<F>) -> Option<&ArrayD<F>> {
-        self.params.get(&p.id())
+        self.params.get(&p.id()).map(|g| &**g)
     }
 
     /// Mutable access to a parameter's gradient (for clipping in place).
     pub fn param_mut(&mut self, p: &Param<F>) -> Option<&mut ArrayD<F>> {
-        self.params.get_mut(&p.id())
+        self.params.get_mut(&p.id()).map(Arc::make_mut)
     }
 
     /// Sets a parameter's gradient.
     pub fn set_param(&mut self, p: &Param<F>, g: ArrayD<F>) {
-        self.params.insert(p.id(), g);
+        self.params.insert(p.id(), Arc::new(g));
     }
 
     /// The gradient of a leaf `Var` of the tape this came from (an input or a bound parameter).
@@ -77,23 +79,23 @@ impl<F: Float> Grads<F> {
         if v.tape().addr() != self.tape {
             return None;
         }
-        self.vars.get(&v.slot()?)
+        self.vars.get(&v.slot()?).map(|g| &**g)
     }
 
     /// All parameter gradients, by id.
     pub fn params(&self) -> impl Iterator<Item = (&ParamId, &ArrayD<F>)> {
-        self.params.iter()
+        self.params.iter().map(|(id, g)| (id, &**g))
     }
 
     /// All parameter gradients, mutable.
     pub fn params_mut(&mut self) -> impl Iterator<Item = (&ParamId, &mut ArrayD<F>)> {
-        self.params.iter_mut()
+        self.params.iter_mut().map(|(id, g)| (id, Arc::make_mut(g)))
     }
 
     /// Multiplies every gradient by `s` (to average accumulated micro-batches, say).
     pub fn scale(&mut self, s: F) {
         for g in self.params.values_mut().chain(self.vars.values_mut()) {
-            g.mapv_inplace(|x| x * s);
+            Arc::make_mut(g).mapv_inplace(|x| x * s);
         }
     }
 }
@@ -104,7 +106,7 @@ impl<F: Float> AddAssign<&Grads<F>> for Grads<F> {
     fn add_assign(&mut self, other: &Grads<F>) {
         for (id, g) in &other.params {
             match self.params.get_mut(id) {
-                Some(mine) => *mine += g,
+                Some(mine) => *Arc::make_mut(mine) += &**g,
                 None => {
                     self.params.insert(*id, g.clone());
                 }
@@ -185,7 +187,7 @@ impl<F: Float> Var<F> {
         };
         let seed = tape.constant(ArrayD::from_elem(self.shape(), F::one()));
         tape.reverse(vec![(slot, seed)], &[], options, |i, kind, g| {
-            let g = g.value().clone();
+            let g = g.value_arc().clone();
             if let Some(id) = kind {
                 ready(id, &g);
                 grads.params.insert(id, g.clone());
@@ -496,4 +498,28 @@ fn accumulate<F: Float>(slot: &mut Option<Var<F>>, g: Var<F>, create_graph: bool
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parameter's gradient is its leaf's, shared rather than copied, and changing one in
+    /// place (clipping, scaling) leaves the other as it was.
+    #[test]
+    fn a_parameter_gradient_is_shared_with_its_leaf_until_changed() -> Result<()> {
+        let p = Param::new("w", ndarray::arr1(&[1.0f64, 2.0]).into_dyn());
+        let tape = Tape::new();
+        let w = tape.param(&p);
+        let mut grads = (&w * &w)?.sum_all()?.backward()?;
+        let (by_param, by_var) = (grads.param(&p).unwrap(), grads.var(&w).unwrap());
+        assert_eq!(by_param.as_ptr(), by_var.as_ptr(), "one array, not two copies");
+        grads.param_mut(&p).unwrap().mapv_inplace(|g| g * 10.0);
+        assert_eq!(grads.param(&p).unwrap().as_slice().unwrap(), &[20.0, 40.0]);
+        assert_eq!(grads.var(&w).unwrap().as_slice().unwrap(), &[2.0, 4.0]);
+        grads.scale(0.5);
+        assert_eq!(grads.param(&p).unwrap().as_slice().unwrap(), &[10.0, 20.0]);
+        assert_eq!(grads.var(&w).unwrap().as_slice().unwrap(), &[1.0, 2.0]);
+        Ok(())
+    }
 }
