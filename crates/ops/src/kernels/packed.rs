@@ -447,7 +447,9 @@ mod avx512 {
     /// One `MR × NR` block over `k` rows of the panel: `c[r, j] (+)= Σ_kk a[r, kk] · b[kk, j]`
     /// for `rows` rows and `cols` columns of `c` (row stride `ldc`), with `a` the block's `MR`
     /// rows (`lda` apart, `k` of each read) where they are: eight sequential streams, no
-    /// packing. The sums are stored onto what `onto` says: nothing, `c`, or a bias row.
+    /// packing. The sums are stored onto what `onto` says: nothing, `c`, or a bias row. A block
+    /// of at most 16 columns (a ragged last panel: `N = 200` leaves 8) computes only the
+    /// panel's first 16 lanes.
     ///
     /// # Safety
     /// AVX-512F must be available; `a` holds `(MR − 1)·lda + k` and `b` `k·NR` elements; `c` points to
@@ -457,6 +459,35 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn tile(
+        k: (usize, usize),
+        a: &[f32],
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+        onto: Onto,
+    ) {
+        debug_assert!(a.len() >= (MR - 1) * k.1 + k.0 && b.len() >= k.0 * NR && rows <= MR && cols <= NR);
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match cols {
+                ..=16 => tile_w::<1>(k, a, b, c, ldc, rows, cols, onto),
+                _ => tile_w::<2>(k, a, b, c, ldc, rows, cols, onto),
+            }
+        }
+    }
+
+    /// [`tile`] over the panel's first `W` 16-lane vectors (`cols ≤ 16·W`). Compiled for
+    /// AVX-512F itself, so that each instance keeps its intrinsics inline (see the AVX2
+    /// `sub_tile`).
+    ///
+    /// # Safety
+    /// As [`tile`], with `cols ≤ 16·W`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_w<const W: usize>(
         (k, lda): (usize, usize),
         a: &[f32],
         b: &[f32],
@@ -466,57 +497,47 @@ mod avx512 {
         cols: usize,
         onto: Onto,
     ) {
-        debug_assert!(a.len() >= (MR - 1) * lda + k && b.len() >= k * NR && rows <= MR && cols <= NR);
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); W]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         for kk in 0..k {
-            // SAFETY: kk < k, so the loads read inside `a` and `b`.
-            let (b0, b1) = unsafe {
-                (
-                    _mm512_loadu_ps(bp.add(kk * NR)),
-                    _mm512_loadu_ps(bp.add(kk * NR + 16)),
-                )
-            };
+            // SAFETY: kk < k and w·16 + 16 ≤ NR, so the loads read inside `a` and `b`.
+            let bv: [__m512; W] =
+                std::array::from_fn(|w| unsafe { _mm512_loadu_ps(bp.add(kk * NR + 16 * w)) });
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: r·lda + kk < (MR − 1)·lda + k.
                 let s = _mm512_set1_ps(unsafe { *ap.add(r * lda + kk) });
-                acc_r[0] = _mm512_fmadd_ps(s, b0, acc_r[0]);
-                acc_r[1] = _mm512_fmadd_ps(s, b1, acc_r[1]);
+                for w in 0..W {
+                    acc_r[w] = _mm512_fmadd_ps(s, bv[w], acc_r[w]);
+                }
             }
         }
-        let mask = |from: usize| -> __mmask16 {
-            let c = cols.saturating_sub(from).min(16);
+        let masks: [__mmask16; W] = std::array::from_fn(|w| {
+            let c = cols.saturating_sub(16 * w).min(16);
             ((1u32 << c) - 1) as __mmask16
-        };
-        let (m0, m1) = (mask(0), mask(16));
+        });
         // SAFETY: a bias holds `cols` elements, which the masks cover.
-        let bias = match onto {
-            Onto::Bias(b) => unsafe {
-                Some([
-                    _mm512_maskz_loadu_ps(m0, b),
-                    _mm512_maskz_loadu_ps(m1, b.wrapping_add(16)),
-                ])
-            },
+        let bias: Option<[__m512; W]> = match onto {
+            Onto::Bias(b) => Some(std::array::from_fn(|w| unsafe {
+                _mm512_maskz_loadu_ps(masks[w], b.wrapping_add(16 * w))
+            })),
             _ => None,
         };
         for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            // SAFETY: row r starts inside `c` (r < rows), and the masks cover only its first
-            // `cols` elements.
-            unsafe {
-                let p = c.add(r * ldc);
-                let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
-                if let Some([b0, b1]) = bias {
-                    v0 = _mm512_add_ps(v0, b0);
-                    v1 = _mm512_add_ps(v1, b1);
-                } else if matches!(onto, Onto::C) {
-                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, p));
-                    if m1 != 0 {
-                        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, p.add(16)));
-                    }
+            for w in 0..W {
+                if masks[w] == 0 {
+                    continue;
                 }
-                _mm512_mask_storeu_ps(p, m0, v0);
-                if m1 != 0 {
-                    _mm512_mask_storeu_ps(p.add(16), m1, v1);
+                // SAFETY: row r starts inside `c` (r < rows), and the mask covers only its
+                // first `cols` elements.
+                unsafe {
+                    let p = c.add(r * ldc + 16 * w);
+                    let mut v = acc_r[w];
+                    if let Some(bias) = bias {
+                        v = _mm512_add_ps(v, bias[w]);
+                    } else if matches!(onto, Onto::C) {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[w], p));
+                    }
+                    _mm512_mask_storeu_ps(p, masks[w], v);
                 }
             }
         }
