@@ -346,8 +346,28 @@ impl<F: Float> Tape<F> {
     /// The op's shape error; [`Error::TapeMismatch`] if an input belongs to another tape;
     /// [`Error::NonFinite`] under anomaly detection.
     pub fn apply(&self, op: impl Op<F>, inputs: &[&Var<F>]) -> Result<Var<F>> {
-        let mut out = self.apply_rc(Rc::new(Single(op)), inputs)?;
-        Ok(out.pop().expect("a single-output op has one output"))
+        // The path of every op at every time step, so it allocates only the output (its
+        // shape, data and `Arc`) unless a node is recorded: the inputs' shapes and values are
+        // gathered on the stack, and the op is boxed only into a node. `apply_rc` is the same
+        // checks for any number of outputs.
+        self.check_tape(op.name(), inputs)?;
+        let out = gathered(inputs, |shapes, values| {
+            let expected = op.shape(shapes)?;
+            let expected = std::slice::from_ref(&expected);
+            check_allocatable::<F>(op.name(), shapes, expected)?;
+            let out = match empty_outputs(expected) {
+                Some(mut zeros) => zeros.pop().expect("one output"),
+                None => op.forward(values)?,
+            };
+            check_forward_shapes(op.name(), expected, std::slice::from_ref(&out))?;
+            Ok(out)
+        })?;
+        let out = [Arc::new(out)];
+        self.check_finite(op.name(), &out)?;
+        self.note_derived_weights(inputs, &out);
+        let [out] = out;
+        let slot = self.record(inputs, 1, || Rc::new(Single(op)), || vec![Arc::clone(&out)]);
+        Ok(Var::new(self.clone(), slot, out))
     }
 
     /// Applies a [`MultiOp`], returning one `Var` per output. See [`Tape::apply`].
@@ -356,78 +376,134 @@ impl<F: Float> Tape<F> {
     }
 
     fn apply_rc(&self, op: Rc<dyn MultiOp<F>>, inputs: &[&Var<F>]) -> Result<Vec<Var<F>>> {
-        if inputs.iter().any(|v| !v.tape().same(self)) {
-            return Err(Error::TapeMismatch {
-                op: op.name().to_string(),
-            });
-        }
-        let shapes: Vec<&[usize]> = inputs.iter().map(|v| v.shape()).collect();
-        let expected = op.shapes(&shapes)?;
-        // No op may ask for more memory than can be had: ndarray and the allocator would panic
-        // or abort, so it is a shape error here, before the forward allocates.
-        if let Some(e) = expected.iter().find(|e| !can_allocate::<F>(e)) {
-            return Err(Error::shape(
-                op.name(),
-                &shapes,
-                format!("the result would have shape {e:?}, more elements than memory can hold"),
-            ));
-        }
-        let values: Vec<&ArrayD<F>> = inputs.iter().map(|v| v.value()).collect();
-        // Outputs without elements are known without the kernel, which could loop over a huge
-        // empty axis (2⁴⁰ time steps of a batch of 0) for as long as it takes.
-        let outs = if !expected.is_empty() && expected.iter().all(|e| e.contains(&0)) {
-            expected
-                .iter()
-                .map(|e| ArrayD::zeros(ndarray::IxDyn(e)))
-                .collect()
-        } else {
-            op.forward(&values)?
-        };
-        let shapes_ok = outs.len() == expected.len()
-            && outs.iter().zip(&expected).all(|(o, e)| o.shape() == e.as_slice());
-        if !shapes_ok {
-            return Err(Error::ForwardShape {
-                op: op.name().to_string(),
-                expected: expected.first().cloned().unwrap_or_default(),
-                got: outs
-                    .iter()
-                    .find(|o| !expected.iter().any(|e| o.shape() == e.as_slice()))
-                    .map_or(Vec::new(), |o| o.shape().to_vec()),
-            });
-        }
-        if self.inner.options.detect_anomaly {
-            if let Some(bad) = outs.iter().find(|o| !o.iter().all(|x| x.is_finite())) {
-                return Err(Error::NonFinite {
-                    op: op.name().to_string(),
-                    phase: "forward",
-                    shape: bad.shape().to_vec(),
-                });
-            }
-        }
+        self.check_tape(op.name(), inputs)?;
+        let outs = gathered(inputs, |shapes, values| {
+            let expected = op.shapes(shapes)?;
+            check_allocatable::<F>(op.name(), shapes, &expected)?;
+            let outs = match empty_outputs(&expected) {
+                Some(zeros) => zeros,
+                None => op.forward(values)?,
+            };
+            check_forward_shapes(op.name(), &expected, &outs)?;
+            Ok(outs)
+        })?;
         let outs: Vec<Arc<ArrayD<F>>> = outs.into_iter().map(Arc::new).collect();
+        self.check_finite(op.name(), &outs)?;
         self.note_derived_weights(inputs, &outs);
-        let needs_grad = inputs.iter().any(|v| v.requires_grad());
-        let first = if needs_grad {
-            self.push_if_recording(outs.len(), || NodeKind::Op {
-                op,
-                inputs: inputs
-                    .iter()
-                    .map(|v| Saved {
-                        slot: v.slot(),
-                        value: Arc::clone(v.value_arc()),
-                    })
-                    .collect(),
-                outputs: outs.clone(),
-            })
-        } else {
-            None
-        };
+        let first = self.record(inputs, outs.len(), || op, || outs.clone());
         Ok(outs
             .into_iter()
             .enumerate()
             .map(|(k, v)| Var::new(self.clone(), first.map(|f| f + k), v))
             .collect())
     }
+
+    /// [`Error::TapeMismatch`] if an input of `op` belongs to another tape.
+    fn check_tape(&self, op: &str, inputs: &[&Var<F>]) -> Result<()> {
+        if inputs.iter().any(|v| !v.tape().same(self)) {
+            return Err(Error::TapeMismatch { op: op.to_string() });
+        }
+        Ok(())
+    }
+
+    /// [`Error::NonFinite`] for the first output with a NaN or an infinity, under anomaly
+    /// detection.
+    fn check_finite(&self, op: &str, outs: &[Arc<ArrayD<F>>]) -> Result<()> {
+        if self.inner.options.detect_anomaly {
+            if let Some(bad) = outs.iter().find(|o| !o.iter().all(|x| x.is_finite())) {
+                return Err(Error::NonFinite {
+                    op: op.to_string(),
+                    phase: "forward",
+                    shape: bad.shape().to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a node for the op `make_op` with `outputs` if the tape is recording and any
+    /// input needs a gradient; returns its first slot.
+    fn record(
+        &self,
+        inputs: &[&Var<F>],
+        outputs: usize,
+        make_op: impl FnOnce() -> Rc<dyn MultiOp<F>>,
+        values: impl FnOnce() -> Vec<Arc<ArrayD<F>>>,
+    ) -> Option<usize> {
+        if !inputs.iter().any(|v| v.requires_grad()) {
+            return None;
+        }
+        self.push_if_recording(outputs, || NodeKind::Op {
+            op: make_op(),
+            inputs: inputs
+                .iter()
+                .map(|v| Saved {
+                    slot: v.slot(),
+                    value: Arc::clone(v.value_arc()),
+                })
+                .collect(),
+            outputs: values(),
+        })
+    }
+}
+
+/// Runs `f` on the shapes and values of `inputs`, gathered on the stack when there are at most
+/// four of them (every op but a concatenation of many).
+fn gathered<F: Float, R>(inputs: &[&Var<F>], f: impl FnOnce(&[&[usize]], &[&ArrayD<F>]) -> R) -> R {
+    const N: usize = 4;
+    let n = inputs.len();
+    if (1..=N).contains(&n) {
+        // The unused places repeat the last input; only the first `n` are passed on.
+        let shapes: [&[usize]; N] = std::array::from_fn(|i| inputs[i.min(n - 1)].shape());
+        let values: [&ArrayD<F>; N] = std::array::from_fn(|i| inputs[i.min(n - 1)].value());
+        return f(&shapes[..n], &values[..n]);
+    }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|v| v.shape()).collect();
+    let values: Vec<&ArrayD<F>> = inputs.iter().map(|v| v.value()).collect();
+    f(&shapes, &values)
+}
+
+/// No op may ask for more memory than can be had: ndarray and the allocator would panic or
+/// abort, so it is a shape error here, before the forward allocates.
+fn check_allocatable<F: Float>(op: &str, shapes: &[&[usize]], expected: &[Vec<usize>]) -> Result<()> {
+    match expected.iter().find(|e| !can_allocate::<F>(e)) {
+        Some(e) => Err(Error::shape(
+            op,
+            shapes,
+            format!("the result would have shape {e:?}, more elements than memory can hold"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The outputs when none has an element: known without the kernel, which could loop over a
+/// huge empty axis (2⁴⁰ time steps of a batch of 0) for as long as it takes.
+fn empty_outputs<F: Float>(expected: &[Vec<usize>]) -> Option<Vec<ArrayD<F>>> {
+    let empty = !expected.is_empty() && expected.iter().all(|e| e.contains(&0));
+    empty.then(|| {
+        expected
+            .iter()
+            .map(|e| ArrayD::zeros(ndarray::IxDyn(e)))
+            .collect()
+    })
+}
+
+/// [`Error::ForwardShape`] unless the forward kernel's outputs have the shapes the op's shape
+/// rule gave.
+fn check_forward_shapes<F: Float>(op: &str, expected: &[Vec<usize>], outs: &[ArrayD<F>]) -> Result<()> {
+    let ok =
+        outs.len() == expected.len() && outs.iter().zip(expected).all(|(o, e)| o.shape() == e.as_slice());
+    if ok {
+        return Ok(());
+    }
+    Err(Error::ForwardShape {
+        op: op.to_string(),
+        expected: expected.first().cloned().unwrap_or_default(),
+        got: outs
+            .iter()
+            .find(|o| !expected.iter().any(|e| o.shape() == e.as_slice()))
+            .map_or(Vec::new(), |o| o.shape().to_vec()),
+    })
 }
 
 /// What [`Tape::weight_of`] files a value under: its address.
