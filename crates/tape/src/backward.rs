@@ -1,10 +1,10 @@
 //! The reverse pass: [`Var::backward`], [`Tape::grad`], [`Tape::jvp`] and [`Grads`].
 
 use crate::deferred::Pending;
+use crate::keyed::KeyedMap;
 use crate::tape::{NodeKind, Saved};
 use crate::{Error, Float, Param, ParamId, Result, Tape, Var};
 use ndarray::ArrayD;
-use std::collections::HashMap;
 use std::ops::AddAssign;
 use std::sync::Arc;
 
@@ -44,16 +44,16 @@ pub struct Grads<F: Float = f32> {
     tape: usize,
     /// Shared with the pass's gradient values (a parameter's is also its leaf's in `vars`):
     /// nothing is copied until a gradient is changed in place.
-    params: HashMap<ParamId, Arc<ArrayD<F>>>,
-    vars: HashMap<usize, Arc<ArrayD<F>>>,
+    params: KeyedMap<ParamId, Arc<ArrayD<F>>>,
+    vars: KeyedMap<usize, Arc<ArrayD<F>>>,
 }
 
 impl<F: Float> Default for Grads<F> {
     fn default() -> Self {
         Grads {
             tape: 0,
-            params: HashMap::new(),
-            vars: HashMap::new(),
+            params: KeyedMap::default(),
+            vars: KeyedMap::default(),
         }
     }
 }
@@ -258,7 +258,7 @@ impl<F: Float> Tape<F> {
             }
         }
         let wanted: Vec<usize> = inputs.iter().filter_map(|v| v.slot()).collect();
-        let mut found: HashMap<usize, Var<F>> = HashMap::new();
+        let mut found: KeyedMap<usize, Var<F>> = KeyedMap::default();
         self.reverse(seeds, &wanted, options, |i, _, g| {
             found.insert(i, g.clone());
         })?;

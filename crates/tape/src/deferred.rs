@@ -6,9 +6,9 @@
 //! tape, so every term is in by then). A fused sequence op does the same by hand; this gives it
 //! to any cell that writes its step from primitive ops.
 
+use crate::keyed::KeyedMap;
 use crate::{Float, Tape, Var};
 use ndarray::{concatenate, ArrayD, ArrayView2, Axis, Ix2};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// `lhsᵀ · rhs` of 2-D views (`[r, m]ᵀ · [r, n]` → `[m, n]`): how a deferred term is computed.
@@ -68,13 +68,13 @@ fn view<F: Float>(a: &ArrayD<F>) -> ArrayView2<'_, F> {
 
 /// The deferred terms of one reverse pass, by the slot whose gradient they sum into.
 pub(crate) struct Pending<F: Float> {
-    by_slot: HashMap<usize, Vec<Term<F>>>,
+    by_slot: KeyedMap<usize, Vec<Term<F>>>,
 }
 
 impl<F: Float> Pending<F> {
     pub(crate) fn new() -> Pending<F> {
         Pending {
-            by_slot: HashMap::new(),
+            by_slot: KeyedMap::default(),
         }
     }
 

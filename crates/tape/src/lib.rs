@@ -18,6 +18,7 @@ mod deferred;
 mod error;
 mod float;
 mod gradcheck;
+mod keyed;
 mod op;
 mod param;
 mod rng;

@@ -1,12 +1,12 @@
 //! The [`Tape`]: a Wengert list of the ops run in one step, in creation order.
 
 use crate::deferred::Term;
+use crate::keyed::KeyedMap;
 use crate::op::Single;
 use crate::{Error, Float, MultiOp, Op, Param, ParamId, Result, Var};
 use ndarray::ArrayD;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -60,13 +60,13 @@ pub(crate) struct Inner<F: Float> {
     pub(crate) options: TapeOptions,
     /// Bound parameters: their slot and value. Not `Var`s, which would hold the tape itself
     /// (a reference cycle that would leak every tape).
-    params: RefCell<HashMap<ParamId, Bound<F>>>,
+    params: RefCell<KeyedMap<ParamId, Bound<F>>>,
     /// Values derived from bound parameters, made once per tape ([`Tape::memo`]).
-    memo: RefCell<HashMap<MemoKey, Rc<dyn Any>>>,
+    memo: RefCell<KeyedMap<MemoKey, Rc<dyn Any>>>,
     /// The weights of this tape by the address of their value ([`Tape::weight_of`]): bound
     /// parameters and values derived from them alone. Holding the `Arc` keeps the address from
     /// being reused while the tape lives.
-    weights: RefCell<HashMap<usize, Weight<F>>>,
+    weights: RefCell<KeyedMap<usize, Weight<F>>>,
     /// The gradient terms handed to the running reverse pass ([`Tape::defer_outer`]): `Some`
     /// while a pass that takes them runs, each with the slot it sums into.
     pub(crate) deferred: RefCell<Option<Vec<SlotTerm<F>>>>,
@@ -172,9 +172,9 @@ impl<F: Float> Tape<F> {
                 slots: Cell::new(0),
                 recording: Cell::new(options.record),
                 options,
-                params: RefCell::new(HashMap::new()),
-                memo: RefCell::new(HashMap::new()),
-                weights: RefCell::new(HashMap::new()),
+                params: RefCell::new(KeyedMap::default()),
+                memo: RefCell::new(KeyedMap::default()),
+                weights: RefCell::new(KeyedMap::default()),
                 deferred: RefCell::new(None),
             }),
         }
