@@ -581,6 +581,127 @@ mod tests {
         }
     }
 
+    /// A test op with one output per entry of `outs`: the shape rule promises `outs`, the
+    /// forward returns arrays of `got` (or panics if `got` is `None`: it must not run).
+    struct Probe {
+        outs: Vec<Vec<usize>>,
+        got: Option<Vec<usize>>,
+        value: f64,
+    }
+
+    impl MultiOp<f64> for Probe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+        fn shapes(&self, _: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
+            Ok(self.outs.clone())
+        }
+        fn forward(&self, _: &[&ArrayD<f64>]) -> Result<Vec<ArrayD<f64>>> {
+            let got = self.got.as_ref().expect("the forward must not run");
+            Ok(self
+                .outs
+                .iter()
+                .map(|_| ArrayD::from_elem(got.clone(), self.value))
+                .collect())
+        }
+        fn backward(
+            &self,
+            _: &[Var<f64>],
+            _: &[Var<f64>],
+            _: &[Option<Var<f64>>],
+        ) -> Result<Vec<Option<Var<f64>>>> {
+            Ok(vec![None])
+        }
+    }
+
+    impl Op<f64> for Probe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+        fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+            Ok(MultiOp::shapes(self, inputs)?.remove(0))
+        }
+        fn forward(&self, inputs: &[&ArrayD<f64>]) -> Result<ArrayD<f64>> {
+            Ok(MultiOp::forward(self, inputs)?.remove(0))
+        }
+        fn backward(&self, _: &[Var<f64>], _: &Var<f64>, _: &Var<f64>) -> Result<Vec<Option<Var<f64>>>> {
+            Ok(vec![None])
+        }
+    }
+
+    /// Applies `probe` both ways: as a single-output `Op` and as a `MultiOp`.
+    fn both(tape: &Tape<f64>, probe: impl Fn() -> Probe, x: &Var<f64>) -> [Result<Vec<Var<f64>>>; 2] {
+        [
+            tape.apply(probe(), &[x]).map(|v| vec![v]),
+            tape.apply_multi(probe(), &[x]),
+        ]
+    }
+
+    /// The checks around an op's forward are the same through `apply` (one output, the path of
+    /// every elementwise op) and `apply_multi`: the forward's shapes against the shape rule, a
+    /// result too large to allocate, outputs with no elements, non-finite values under anomaly
+    /// detection, another tape's input, and a node recorded only when an input needs a gradient.
+    #[test]
+    fn one_output_and_many_outputs_are_checked_alike() {
+        let tape = Tape::<f64>::new();
+        let x = tape.input(ArrayD::zeros(vec![2]));
+        let c = tape.constant(ArrayD::zeros(vec![2]));
+        let probe = |outs: &[usize], got: Option<&[usize]>, value: f64| {
+            let (outs, got) = (vec![outs.to_vec()], got.map(<[usize]>::to_vec));
+            move || Probe {
+                outs: outs.clone(),
+                got: got.clone(),
+                value,
+            }
+        };
+        for r in both(&tape, probe(&[3], Some(&[4]), 1.0), &x) {
+            let e = r.err().expect("a forward of the wrong shape");
+            assert_eq!(
+                e,
+                Error::ForwardShape {
+                    op: "probe".into(),
+                    expected: vec![3],
+                    got: vec![4],
+                }
+            );
+        }
+        for r in both(&tape, probe(&[1 << 62, 4], None, 1.0), &x) {
+            let e = r.err().expect("too large to allocate");
+            assert!(
+                e.to_string().contains("more elements than memory can hold"),
+                "{e}"
+            );
+        }
+        for r in both(&tape, probe(&[1 << 40, 0], None, 1.0), &x) {
+            let out = r.expect("known without the forward");
+            assert_eq!(out[0].shape(), [1 << 40, 0]);
+        }
+        let watched = Tape::<f64>::with_options(TapeOptions {
+            record: true,
+            detect_anomaly: true,
+        });
+        let y = watched.input(ArrayD::zeros(vec![2]));
+        for r in both(&watched, probe(&[2], Some(&[2]), f64::NAN), &y) {
+            let e = r.err().expect("a NaN under anomaly detection");
+            assert!(matches!(e, Error::NonFinite { phase: "forward", .. }), "{e}");
+        }
+        for r in both(&tape, probe(&[2], Some(&[2]), 1.0), &y) {
+            assert_eq!(r.err(), Some(Error::TapeMismatch { op: "probe".into() }));
+        }
+        let before = tape.len();
+        for r in both(&tape, probe(&[2], Some(&[2]), 1.0), &c) {
+            let out = r.expect("runs");
+            assert!(!out[0].requires_grad());
+        }
+        assert_eq!(tape.len(), before, "no node for constants");
+        for r in both(&tape, probe(&[2], Some(&[2]), 1.0), &x) {
+            let out = r.expect("runs");
+            assert!(out[0].requires_grad());
+            assert_eq!(out[0].value(), &ArrayD::from_elem(vec![2], 1.0));
+        }
+        assert_eq!(tape.len(), before + 2, "a node each");
+    }
+
     #[test]
     fn a_tape_that_bound_a_param_is_freed_with_its_values() {
         let p = Param::new("w", ArrayD::<f32>::zeros(vec![3]));
