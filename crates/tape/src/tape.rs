@@ -655,7 +655,7 @@ mod tests {
             }
         };
         for r in both(&tape, probe(&[3], Some(&[4]), 1.0), &x) {
-            let e = r.err().expect("a forward of the wrong shape");
+            let e = r.expect_err("a forward of the wrong shape");
             assert_eq!(
                 e,
                 Error::ForwardShape {
@@ -666,7 +666,7 @@ mod tests {
             );
         }
         for r in both(&tape, probe(&[1 << 62, 4], None, 1.0), &x) {
-            let e = r.err().expect("too large to allocate");
+            let e = r.expect_err("too large to allocate");
             assert!(
                 e.to_string().contains("more elements than memory can hold"),
                 "{e}"
@@ -682,7 +682,7 @@ mod tests {
         });
         let y = watched.input(ArrayD::zeros(vec![2]));
         for r in both(&watched, probe(&[2], Some(&[2]), f64::NAN), &y) {
-            let e = r.err().expect("a NaN under anomaly detection");
+            let e = r.expect_err("a NaN under anomaly detection");
             assert!(matches!(e, Error::NonFinite { phase: "forward", .. }), "{e}");
         }
         for r in both(&tape, probe(&[2], Some(&[2]), 1.0), &y) {
