@@ -362,10 +362,9 @@ impl<F: Float> Tape<F> {
             check_forward_shapes(op.name(), expected, std::slice::from_ref(&out))?;
             Ok(out)
         })?;
-        let out = [Arc::new(out)];
-        self.check_finite(op.name(), &out)?;
-        self.note_derived_weights(inputs, &out);
-        let [out] = out;
+        let out = Arc::new(out);
+        self.check_finite(op.name(), std::slice::from_ref(&out))?;
+        self.note_derived_weights(inputs, std::slice::from_ref(&out));
         let slot = self.record(inputs, 1, || Rc::new(Single(op)), || vec![Arc::clone(&out)]);
         Ok(Var::new(self.clone(), slot, out))
     }
