@@ -120,12 +120,24 @@ pub fn exp<F: Float>(x: F) -> F {
 /// `ln σ(x) = min(x, 0) − ln(1 + e^−|x|)`: see the module doc.
 #[inline(always)]
 pub fn log_sigmoid<F: Float>(x: F) -> F {
+    log_sigmoid_and_complement(x).0
+}
+
+/// `(ln σ(x), σ(−x))` from one `e^−|x|`: the sLSTM forget gate needs both (the second for the
+/// derivative of the first, `σ(−x)`). `σ(−x)` is `e/(1 + e)` for `x ≥ 0` and `1/(1 + e)`
+/// below, within a few ulp of [`sigmoid`]`(−x)` (a different formula, so not bit-equal).
+#[inline(always)]
+pub fn log_sigmoid_and_complement<F: Float>(x: F) -> (F, F) {
     if !is_f32::<F>() {
-        return x.min(F::zero()) - (-x.abs()).exp().ln_1p();
+        let e = (-x.abs()).exp();
+        let top = if x >= F::zero() { e } else { F::one() };
+        return (x.min(F::zero()) - e.ln_1p(), top / (F::one() + e));
     }
     let x: f32 = same(x);
     let e = exp(-x.abs()); // in (0, 1]
     let u = 1.0 + e;
+    // NaN fails the comparison and takes 1: u is NaN then, and so is the quotient.
+    let complement = if x >= 0.0 { e } else { 1.0 } / u;
     // ln u for u in [1, 2]: 2 atanh(s), s = (u − 1)/(u + 1) ≤ 1/3, to s¹³.
     let s = (u - 1.0) / (u + 1.0);
     let s2 = s * s;
@@ -136,7 +148,7 @@ pub fn log_sigmoid<F: Float>(x: F) -> F {
     let ln_u = 2.0 * s * (q * s2 + 1.0);
     // ln(1 + e) from the rounded u (Goldberg's correction), exact where u rounds to 1.
     let ln1p = if u == 1.0 { e } else { ln_u * e / (u - 1.0) };
-    same(x.min(0.0) - ln1p)
+    (same(x.min(0.0) - ln1p), same(complement))
 }
 
 multiversion! {
@@ -205,6 +217,21 @@ mod tests {
         }
         assert!(worst_e < 3e-7, "exp error {worst_e}");
         assert!(worst_l < 1e-6, "log_sigmoid error {worst_l}");
+        let mut worst_c = 0.0f64;
+        for k in -1_000_000..=1_000_000 {
+            let x = k as f32 * 1e-4;
+            let (l, c) = log_sigmoid_and_complement(x);
+            assert_eq!(l.to_bits(), log_sigmoid(x).to_bits());
+            let want = 1.0 / (1.0 + (x as f64).exp());
+            if want > 1e-37 {
+                worst_c = worst_c.max((c as f64 - want).abs() / want);
+            }
+        }
+        assert!(worst_c < 1e-6, "σ(−x) error {worst_c}");
+        let (l, c) = log_sigmoid_and_complement(f32::NAN);
+        assert!(l.is_nan() && c.is_nan());
+        assert_eq!(log_sigmoid_and_complement(-200f32).1, 1.0);
+        assert_eq!(log_sigmoid_and_complement(200f32).1, 0.0);
         assert_eq!(exp(-200f32), 0.0);
         assert_eq!(exp(200f32), f32::INFINITY);
         assert_eq!(exp(0f32), 1.0);
@@ -229,6 +256,12 @@ mod tests {
         for x in [-800.0, -3.0, 0.0, 2.5, 700.0] {
             assert_eq!(exp(x), f64::exp(x));
             assert_eq!(log_sigmoid(x), x.min(0.0) - (-x.abs()).exp().ln_1p());
+            let (l, c) = log_sigmoid_and_complement(x);
+            assert_eq!(l, log_sigmoid(x));
+            assert!(
+                (c - 1.0 / (1.0 + x.exp())).abs() <= 1e-15 * c.max(1e-300),
+                "σ(−{x}) = {c}"
+            );
         }
         for x in [-800.0, -3.0, -1e-3, 0.0, 0.5, 40.0] {
             assert_eq!(tanh(x), f64::tanh(x));

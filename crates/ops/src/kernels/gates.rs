@@ -3,7 +3,7 @@
 //! Elman activation, and the small row helpers the sequence ops share. Each slice is a
 //! separate argument, so the compiler knows they do not alias and vectorises the loops.
 
-use super::activations::{exp, log_sigmoid, sigmoid, tanh};
+use super::activations::{exp, log_sigmoid_and_complement, sigmoid, tanh};
 use super::multiversion;
 use eddy_tape::Float;
 
@@ -215,7 +215,8 @@ multiversion! {
     /// into `out` (`h'`, `c'`, `n'`, `m'`), and saves `[i', f', tanh z̃, σ(õ), σ(−f̃), a ≥ ĩ]`
     /// (the last as 1 or 0; [`SLSTM_SAVED`] blocks of the row's length) in `saved` for
     /// [`slstm_row_backward`]. `exp` and `logsigmoid` are [`super::activations`]' (the standard
-    /// library's in `f64`).
+    /// library's in `f64`); `logsigmoid(f̃)` and `σ(−f̃)` share one `exp`, and so do `i'` and
+    /// `f'` (one of them is `exp(0) = 1`).
     pub fn slstm_row_forward<F: Float, const FMA: bool>(g: [&[F]; 4], prev: [&[F]; 3], saved: &mut [F], out: [&mut [F]; 4]) {
         let [cp, np, mp] = prev;
         let h = cp.len();
@@ -230,18 +231,21 @@ multiversion! {
         let [hn, cn, nn, mn] = out;
         let (hn, cn, nn, mn) = (&mut hn[..h], &mut cn[..h], &mut nn[..h], &mut mn[..h]);
         for j in 0..h {
-            let a = log_sigmoid(gf[j]) + mp[j];
+            let (log_f, sig_neg_f) = log_sigmoid_and_complement(gf[j]);
+            let a = log_f + mp[j];
             let take_a = a >= gi[j] || a.is_nan();
-            let m = if take_a { a } else { gi[j] };
-            ig[j] = exp(gi[j] - m);
-            fg[j] = exp(a - m);
+            // One of i', f' is exp(0) = 1 (exactly, in `exp` too); the other is e^−|a − ĩ|.
+            let e = exp(-(a - gi[j]).abs());
+            let (i, f) = if take_a { (e, F::one()) } else { (F::one(), e) };
+            ig[j] = i;
+            fg[j] = f;
+            sf[j] = sig_neg_f;
             took_a[j] = if take_a { F::one() } else { F::zero() };
-            mn[j] = m;
+            mn[j] = if take_a { a } else { gi[j] };
         }
         for j in 0..h {
             tz[j] = tanh(gz[j]);
             so[j] = sigmoid(go[j]);
-            sf[j] = sigmoid(-gf[j]);
             let c = fg[j] * cp[j] + ig[j] * tz[j];
             let n = fg[j] * np[j] + ig[j];
             cn[j] = c;
