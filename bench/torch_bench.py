@@ -2,7 +2,7 @@
 """PyTorch half of eddy's benchmark suite: the same workloads as `crates/bench` (eddy-bench).
 
 Usage
-  python3 bench/torch_bench.py [--steps 10] [--warmup 3] [--threads 1] [W1 .. W7c gemm fma | all]
+  python3 bench/torch_bench.py [--steps 10] [--warmup 3] [--threads 1] [W1 .. W10PAR gemm fma | all]
 
 Prints one JSON object per line on stdout (the same fields as eddy-bench) and a human summary
 on stderr. With more than one target, each runs in its own child process so that its peak RSS
@@ -21,11 +21,15 @@ head, MSE, backward, one Adam update):
   W8      minGRU input 256, hidden 256, batch 16, T 4096: a loop over time (h = (1-z)*h + z*h~)
   W8LERP  W8 with torch.lerp for the blend
   W8LOG   W8 in the paper's log-space mode, its parallel form (cumsum + logcumsumexp)
+  W8COMPILE  W8 with the cell's step (the blend) through torch.compile
   W9      sLSTM input 128, hidden 256, heads 4, batch 32, T 256: an eager loop over time
+  W9CELL     W9 with the cell's step through torch.compile
+  W9COMPILE  W9 with the whole model (the sLSTM layer and the head) through torch.compile
   W10     mLSTM input 256, hidden 256, heads 4, batch 8, T 1024: the recurrent form as a loop
   W10PAR  W10 in the parallel form (causal, quadratic in T, stabilised)
 W8-W10 are written from the equations of issue 13 (the same as eddy's cells and
-tools/torch_cell_fixtures.py), with the same train step as W1-W7.
+tools/torch_cell_fixtures.py), with the same train step as W1-W7. The torch.compile forms
+compile in their warm-up steps (the first can take minutes); `warmup_ms` records those steps.
 Keep these, and GEMM_CASES, in step with crates/bench/src/workloads.rs and gemm.rs.
 """
 
@@ -48,7 +52,10 @@ WORKLOADS = {
     "W8": "train: minGRU input 256, hidden 256, batch 16, T 4096, Linear(256->1) per step, MSE, Adam (loop over time)",
     "W8LERP": "train: W8 with torch.lerp (loop over time)",
     "W8LOG": "train: W8 in the log-space mode, the paper's parallel form (cumsum, logcumsumexp)",
+    "W8COMPILE": "train: W8 with the cell's step (the blend) through torch.compile (loop over time)",
     "W9": "train: sLSTM input 128, hidden 256, heads 4, batch 32, T 256, Linear(256->1) per step, MSE, Adam (eager loop)",
+    "W9CELL": "train: W9 with the cell's step through torch.compile (loop over time)",
+    "W9COMPILE": "train: W9 with the whole model (sLSTM layer and head) through torch.compile",
     "W10": "train: mLSTM input 256, hidden 256, heads 4, batch 8, T 1024, Linear(256->1) per step, MSE, Adam (recurrent loop)",
     "W10PAR": "train: W10 in the parallel form (causal, quadratic in T)",
     "W7b": "train: W4 with W7's user-written LSTM cell (Python loop over time)",
@@ -100,14 +107,18 @@ def summarize(times):
 
 
 def measure(warmup, steps, fn):
+    """Times `warmup` untimed steps, then `steps` timed ones: (timed ms, warm-up ms)."""
+    warm = []
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
+        warm.append((time.perf_counter() - t0) * 1e3)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return times, warm
 
 
 # ---------------------------------------------------------------- workloads
@@ -146,13 +157,15 @@ def make_user_lstm(torch, nn):
 def make_min_gru(torch, nn, F):
     class MinGru(nn.Module):
         """minGRU (Feng et al. 2024): z = σ(W_z x + b_z), h~ = W_h x + b_h, h = (1 - z) h + z h~.
-        mode "loop": the blend as written; "lerp": torch.lerp(h, h~, z); "log": the paper's
-        log-space mode (h~ through g, h0 = g(0) = 0.5) in its parallel form."""
+        mode "loop": the blend as written; "lerp": torch.lerp(h, h~, z); "compile": the blend
+        through torch.compile; "log": the paper's log-space mode (h~ through g, h0 = g(0) = 0.5)
+        in its parallel form."""
 
         def __init__(self, input_size, hidden, mode):
             super().__init__()
             self.hidden, self.mode = hidden, mode
             self.linear = nn.Linear(input_size, 2 * hidden)
+            self.blend = torch.compile(lambda h, z, c: (1 - z) * h + z * c) if mode == "compile" else None
 
         def forward(self, x):  # x [T, B, I] -> [T, B, H]
             k, cand = self.linear(x).chunk(2, -1)
@@ -173,6 +186,8 @@ def make_min_gru(torch, nn, F):
             for z, c in zip(zs, cands):
                 if self.mode == "lerp":
                     h = torch.lerp(h, c, z)
+                elif self.blend is not None:
+                    h = self.blend(h, z, c)
                 else:
                     h = (1 - z) * h + z * c
                 outs.append(h)
@@ -184,15 +199,32 @@ def make_min_gru(torch, nn, F):
 def make_slstm(torch, nn, F):
     class Slstm(nn.Module):
         """sLSTM (Beck et al. 2024), stabilised, from the equations of issue 13: pre-activations
-        [i~, f~, z~, o~] = W x + R h + b, R block-diagonal over heads; an eager loop over time."""
+        [i~, f~, z~, o~] = W x + R h + b, R block-diagonal over heads; a loop over time, its
+        step eager or (`compile_cell`) through torch.compile."""
 
-        def __init__(self, input_size, hidden, heads):
+        def __init__(self, input_size, hidden, heads, compile_cell=False):
             super().__init__()
             k = hidden**-0.5
             self.hidden, self.heads, self.dh = hidden, heads, hidden // heads
             self.weight_ih = nn.Parameter(torch.empty(4 * hidden, input_size).uniform_(-k, k))
             self.weight_hh = nn.Parameter(torch.empty(heads, 4 * self.dh, self.dh).uniform_(-k, k))
             self.bias = nn.Parameter(torch.empty(4 * hidden).uniform_(-k, k))
+            self.cell = torch.compile(self.step) if compile_cell else self.step
+
+        def step(self, xw_t, h, c, n, m):
+            batch = h.shape[0]
+            # Head j's row g·dh + u adds to pre-activation g·H + j·dh + u.
+            rec = torch.einsum("bjd,jrd->bjr", h.view(batch, self.heads, self.dh), self.weight_hh)
+            rec = rec.view(batch, self.heads, 4, self.dh).transpose(1, 2).reshape(batch, 4 * self.hidden)
+            i_, f_, z_, o_ = (xw_t + rec).chunk(4, 1)
+            log_f = F.logsigmoid(f_)
+            m_new = torch.maximum(log_f + m, i_)
+            i = torch.exp(i_ - m_new)
+            f = torch.exp(log_f + m - m_new)
+            c = f * c + i * torch.tanh(z_)
+            n = f * n + i
+            h = torch.sigmoid(o_) * c / n
+            return h, c, n, m_new
 
         def forward(self, x):
             steps, batch, _ = x.shape
@@ -200,18 +232,7 @@ def make_slstm(torch, nn, F):
             h, c, n, m = (x.new_zeros(batch, self.hidden) for _ in range(4))
             outs = []
             for xw_t in xw.unbind(0):
-                # Head j's row g·dh + u adds to pre-activation g·H + j·dh + u.
-                rec = torch.einsum("bjd,jrd->bjr", h.view(batch, self.heads, self.dh), self.weight_hh)
-                rec = rec.view(batch, self.heads, 4, self.dh).transpose(1, 2).reshape(batch, 4 * self.hidden)
-                i_, f_, z_, o_ = (xw_t + rec).chunk(4, 1)
-                log_f = F.logsigmoid(f_)
-                m_new = torch.maximum(log_f + m, i_)
-                i = torch.exp(i_ - m_new)
-                f = torch.exp(log_f + m - m_new)
-                c = f * c + i * torch.tanh(z_)
-                n = f * n + i
-                h = torch.sigmoid(o_) * c / n
-                m = m_new
+                h, c, n, m = self.cell(xw_t, h, c, n, m)
                 outs.append(h)
             return torch.stack(outs, 0)
 
@@ -287,7 +308,10 @@ def run_workload(wid, warmup, steps):
         "W8": ("min_gru", 256, 256, 1, 16, 4096, 1e-3),
         "W8LERP": ("min_gru_lerp", 256, 256, 1, 16, 4096, 1e-3),
         "W8LOG": ("min_gru_log", 256, 256, 1, 16, 4096, 1e-3),
+        "W8COMPILE": ("min_gru_compile", 256, 256, 1, 16, 4096, 1e-3),
         "W9": ("slstm", 128, 256, 1, 32, 256, 1e-3),
+        "W9CELL": ("slstm_cell", 128, 256, 1, 32, 256, 1e-3),
+        "W9COMPILE": ("slstm_model", 128, 256, 1, 32, 256, 1e-3),
         "W10": ("mlstm", 256, 256, 1, 8, 1024, 1e-3),
         "W10PAR": ("mlstm_parallel", 256, 256, 1, 8, 1024, 1e-3),
         "W7b": ("user_lstm", 512, 1024, 1, 64, 50, 1e-3),
@@ -302,10 +326,10 @@ def run_workload(wid, warmup, steps):
     elif cell == "rnn":
         rnn = nn.RNN(inp, hid, num_layers=layers, nonlinearity="tanh")
     elif cell.startswith("min_gru"):
-        mode = {"min_gru": "loop", "min_gru_lerp": "lerp", "min_gru_log": "log"}[cell]
+        mode = {"min_gru": "loop", "min_gru_lerp": "lerp", "min_gru_log": "log", "min_gru_compile": "compile"}[cell]
         rnn = make_min_gru(torch, nn, F)(inp, hid, mode)
-    elif cell == "slstm":
-        rnn = make_slstm(torch, nn, F)(inp, hid, 4)
+    elif cell.startswith("slstm"):
+        rnn = make_slstm(torch, nn, F)(inp, hid, 4, compile_cell=cell == "slstm_cell")
     elif cell.startswith("mlstm"):
         rnn = make_mlstm(torch, nn, F)(inp, hid, 4, cell == "mlstm_parallel")
     else:
@@ -327,11 +351,17 @@ def run_workload(wid, warmup, steps):
     opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=lr)
     loss_fn = nn.MSELoss()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
+    def model(x):
         out = rnn(x)
         out = out[0] if isinstance(out, tuple) else out
-        loss = loss_fn(head(out), target)
+        return head(out)
+
+    if cell == "slstm_model":
+        model = torch.compile(model)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), target)
         loss.backward()
         opt.step()
         if not torch.isfinite(loss):
@@ -363,7 +393,7 @@ def run_gemm(warmup, steps):
             for _ in range(reps):
                 product()
 
-        times = [t / reps for t in measure(warmup, steps, sample)]
+        times = [t / reps for t in measure(warmup, steps, sample)[0]]
         med, lo, hi = summarize(times)
         out.append((gemm_id(m, k, n, ta, tb), note, med, lo, hi, 2.0 * m * k * n / (med * 1e-3) / 1e9))
     return out
@@ -383,7 +413,7 @@ def parse(argv):
     canonical = {w.upper(): w for w in WORKLOADS}  # W7b, W7c
     targets = [canonical.get(t.upper(), t.upper()) if t.lower() != "gemm" else "gemm" for t in a.targets]
     if not targets or "ALL" in targets:
-        targets = list(WORKLOADS) + ["gemm"]
+        targets = [w for w in WORKLOADS if w != "W9COMPILE"] + ["gemm"]  # W9COMPILE: when named
     targets = [t for t in targets if t != "FMA"]  # the FMA peak is measured by eddy-bench only
     for t in targets:
         if t not in WORKLOADS and t != "gemm":
@@ -416,10 +446,10 @@ def main(argv):
                                   "min_ms": lo, "max_ms": hi, "gflops": gflops}), flush=True)
                 print(f"torch gemm {gid:<22} {med:>9.4f} ms  {gflops:>7.1f} GFLOP/s  ({note})", file=sys.stderr)
             continue
-        times = run_workload(t, args.warmup, args.steps)
+        times, warm = run_workload(t, args.warmup, args.steps)
         med, lo, hi = summarize(times)
         print(json.dumps({**common, "kind": "workload", "id": t, "desc": WORKLOADS[t], "median_ms": med,
-                          "min_ms": lo, "max_ms": hi, "times_ms": times, "base_rss_mib": base,
+                          "min_ms": lo, "max_ms": hi, "times_ms": times, "warmup_ms": warm, "base_rss_mib": base,
                           "peak_rss_mib": rss_mib("VmHWM:")}), flush=True)
         print(f"torch {t} ({args.threads} threads): median {med:.2f} ms [{lo:.2f}–{hi:.2f}] "
               f"over {args.steps} steps", file=sys.stderr)
