@@ -158,7 +158,8 @@ fn dropout_with_shards_resumes_bit_for_bit_from_a_checkpoint() {
     };
     let mut whole = model(lstm(4), true);
     whole.fit(&x, &y, epochs(3)).unwrap();
-    let path = tmp_dir("fit-shards", "resume").join("ckpt.safetensors");
+    let dir = tmp_dir("fit-shards", "resume");
+    let path = dir.join("ckpt.safetensors");
     let mut first = model(lstm(4), true);
     first.fit(&x, &y, epochs(1)).unwrap();
     first.save_checkpoint(&path).unwrap();
@@ -173,6 +174,7 @@ fn dropout_with_shards_resumes_bit_for_bit_from_a_checkpoint() {
     };
     assert_eq!(values(&whole), values(&resumed));
     assert_ne!(values(&whole), values(&first));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
