@@ -303,3 +303,64 @@ multiversion! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::activations::log_sigmoid;
+
+    /// The sLSTM forward's shared `exp`s give what the direct formulas give: `i' = exp(ĩ − m')`
+    /// and `f' = exp(a − m')` bit for bit (one of them is `exp(0) = 1`), `m'` the `max`; and an
+    /// infinite `ĩ` gives `i' = 1`, `f' = 0` (where the direct `exp(∞ − ∞)` is NaN).
+    #[test]
+    fn slstm_gates_match_the_direct_formulas() {
+        let h = 37;
+        let v = |s: f32| {
+            (0..h)
+                .map(|j| (j as f32 * 0.61 + s).sin() * 9.0)
+                .collect::<Vec<f32>>()
+        };
+        let (gi, gf, gz, go) = (v(0.1), v(1.3), v(2.2), v(3.7));
+        let (cp, np, mp) = (
+            v(0.4),
+            v(0.9).iter().map(|x| x.abs() + 0.5).collect::<Vec<_>>(),
+            v(5.0),
+        );
+        let mut saved = vec![0f32; SLSTM_SAVED * h];
+        let mut out = [vec![0f32; h], vec![0f32; h], vec![0f32; h], vec![0f32; h]];
+        {
+            let [o0, o1, o2, o3] = &mut out;
+            slstm_row_forward(
+                [&gi, &gf, &gz, &go],
+                [&cp, &np, &mp],
+                &mut saved,
+                [o0, o1, o2, o3],
+            );
+        }
+        let took = &saved[5 * h..];
+        assert!(
+            took.contains(&1.0) && took.contains(&0.0),
+            "both arguments of the max are taken"
+        );
+        for j in 0..h {
+            let a = log_sigmoid(gf[j]) + mp[j];
+            let m = if a >= gi[j] { a } else { gi[j] };
+            assert_eq!(out[3][j].to_bits(), m.to_bits(), "m' at {j}");
+            assert_eq!(saved[j].to_bits(), exp(gi[j] - m).to_bits(), "i' at {j}");
+            assert_eq!(saved[h + j].to_bits(), exp(a - m).to_bits(), "f' at {j}");
+        }
+        let inf = [f32::INFINITY; 1];
+        let mut saved = vec![0f32; SLSTM_SAVED];
+        let mut o = [[0f32; 1]; 4];
+        let [o0, o1, o2, o3] = &mut o;
+        slstm_row_forward(
+            [&inf, &[0.5], &[0.3], &[0.2]],
+            [&[1.0], &[2.0], &[0.0]],
+            &mut saved,
+            [o0, o1, o2, o3],
+        );
+        assert_eq!((saved[0], saved[1]), (1.0, 0.0), "i', f' for ĩ = ∞");
+        assert_eq!(o[2][0], 1.0, "n' = 0·n + 1");
+        assert!(o[0][0].is_finite() && o[1][0].is_finite());
+    }
+}
