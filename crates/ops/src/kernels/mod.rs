@@ -11,6 +11,7 @@
 //! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU, Elman and sLSTM cells |
 //! | [`cache`] | the core's L1d and L2 sizes, read once at run time (the packed kernel's block sizes follow them) |
 //! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time; `exp` and `logsigmoid` |
+//! | [`pointwise`] | a user's pointwise math ([`pointwise::Pointwise`]) over rows, and its vector–Jacobian product from dual numbers |
 //! | [`mlstm`] | one step of the mLSTM matrix memory, forward and backward |
 //! | [`scan`] | the linear-recurrence scan and its log-space form, split by lanes or chunked over time |
 //! | [`gated_scan`] | minGRU's recurrence fused with its gate, read straight from the input projection |
@@ -44,6 +45,7 @@ pub mod gates;
 pub mod gemm;
 pub mod mlstm;
 pub mod packed;
+pub mod pointwise;
 pub mod rows;
 pub mod scan;
 pub(crate) mod shared;

@@ -12,6 +12,7 @@ mod gradcheck_elementwise;
 mod gradcheck_fused;
 mod gradcheck_gated_scan;
 mod gradcheck_matmul;
+mod gradcheck_pointwise;
 mod gradcheck_reduce;
 mod gradcheck_scan;
 mod gradcheck_sequence;
