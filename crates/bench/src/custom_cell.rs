@@ -4,7 +4,8 @@
 //! for all time steps in one GEMM, as the built-in does.
 
 use eddy_nn::{init, Cell, Module};
-use eddy_ops::VarExt;
+use eddy_ops::pointwise::{pointwise, Pointwise, Real};
+use eddy_ops::{linear_add, VarExt};
 use eddy_tape::{Param, Result, Rng, Var};
 
 /// `i, f, g, o = chunk(W_ih x + b + W_hh h, 4)`; `c' = σ(f)c + σ(i)tanh(g)`; `h' = σ(o)tanh(c')`.
@@ -73,6 +74,60 @@ impl Cell<f32> for UserLstm {
     }
 }
 
+/// The LSTM's gate math, `i, f, g, o, c` to `h', c'`, written once over [`Real`]: eddy runs it in
+/// one loop and differentiates it (dual numbers), so the cell writes no backward code.
+pub struct LstmGates;
+
+impl Pointwise<5, 2> for LstmGates {
+    #[inline(always)]
+    fn eval<R: Real>(&self, [i, f, g, o, c]: [R; 5]) -> [R; 2] {
+        let c = f.sigmoid() * c + i.sigmoid() * g.tanh();
+        [o.sigmoid() * c.tanh(), c]
+    }
+}
+
+/// W7P, W7bP, W7cP: [`UserLstm`]'s parameters and projection, its step's gate math as one
+/// [`pointwise`] op ([`LstmGates`]) instead of ten separate ones.
+#[derive(Clone)]
+pub struct PointwiseLstm(pub UserLstm);
+
+impl PointwiseLstm {
+    /// As [`UserLstm::new`].
+    pub fn new(input: usize, hidden: usize, rng: &mut Rng) -> PointwiseLstm {
+        PointwiseLstm(UserLstm::new(input, hidden, rng))
+    }
+}
+
+impl Module<f32> for PointwiseLstm {
+    fn params(&self) -> Vec<(String, Param<f32>)> {
+        self.0.params()
+    }
+}
+
+impl Cell<f32> for PointwiseLstm {
+    type State = (Var<f32>, Var<f32>);
+
+    fn input_size(&self) -> usize {
+        self.0.input_size()
+    }
+
+    fn state_sizes(&self) -> Vec<usize> {
+        self.0.state_sizes()
+    }
+
+    fn project(&self, x: &Var<f32>) -> Result<Var<f32>> {
+        self.0.project(x)
+    }
+
+    fn step(&self, xw: &Var<f32>, (h, c): &(Var<f32>, Var<f32>)) -> Result<(Var<f32>, Var<f32>)> {
+        let t = xw.tape();
+        // `h·W_hhᵀ + xw` in one product accumulating onto the projection.
+        let gates = linear_add(h, &t.param(&self.0.weight_hh), None, Some(xw))?;
+        let [h, c] = pointwise(LstmGates, &[(&gates, 4), (c, 1)])?;
+        Ok((h, c))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +153,16 @@ mod tests {
             .mapv(f32::abs)
             .fold(0.0f32, |a, &b| a.max(b));
         assert!(diff < 1e-5, "max difference {diff}");
+        // The same cell with its gate math as one `pointwise` op.
+        let fused = cfg.build(PointwiseLstm::new, &mut rng);
+        for (p, q) in fused.cells[0].params().iter().zip(user.cells[0].params()) {
+            p.1.set((*q.1.value()).clone());
+        }
+        let yp = fused.forward(&x)?.output;
+        let diff = (yp.value() - yu.value())
+            .mapv(f32::abs)
+            .fold(0.0f32, |a, &b| a.max(b));
+        assert!(diff < 1e-5, "max difference (pointwise) {diff}");
         Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! than one thread, a train step splits the batch into one shard per thread (data parallelism),
 //! except for the largest layer (W4), whose products are split across the threads instead.
 
-use crate::custom_cell::UserLstm;
+use crate::custom_cell::{PointwiseLstm, UserLstm};
 use crate::stats::{measure, Stats};
 use eddy_nn::loss::{mse, Reduction};
 use eddy_nn::optim::{Adam, AdamConfig, Optimizer};
@@ -122,6 +122,21 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         id: "W7c",
         desc: "inference: W6 (LSTM input 128, hidden 256, batch 1, T 1000, forward only, no tape) with W7's user-written LSTM cell",
+        flops: flops(8, 1000, 1, 128, 256, 1),
+    },
+    Workload {
+        id: "W7P",
+        desc: "train: W7 with the user cell's gate math as one `pointwise` op (crates/bench/src/custom_cell.rs: PointwiseLstm), the products as W7's",
+        flops: flops(24, 100, 64, 128, 256, 1),
+    },
+    Workload {
+        id: "W7bP",
+        desc: "train: W7b with W7P's cell",
+        flops: flops(24, 50, 64, 512, 1024, 1),
+    },
+    Workload {
+        id: "W7cP",
+        desc: "inference: W7c with W7P's cell",
         flops: flops(8, 1000, 1, 128, 256, 1),
     },
     Workload {
@@ -274,6 +289,18 @@ pub fn run(id: &str, warmup: usize, steps: usize) -> Result<Stats> {
         }
         "W7c" => {
             let user = config(W6_SHAPE).build(UserLstm::new, &mut rng);
+            infer(user, W6_SHAPE, &mut rng, warmup, steps)
+        }
+        "W7P" => {
+            let user = config(W2_SHAPE).build(PointwiseLstm::new, &mut rng);
+            train(user, W2_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W7bP" => {
+            let user = config(W4_SHAPE).build(PointwiseLstm::new, &mut rng);
+            train(user, W4_SHAPE, 1e-3, &mut rng, warmup, steps)
+        }
+        "W7cP" => {
+            let user = config(W6_SHAPE).build(PointwiseLstm::new, &mut rng);
             infer(user, W6_SHAPE, &mut rng, warmup, steps)
         }
         "W8" | "W8LOG" => {

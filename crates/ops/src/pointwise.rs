@@ -11,8 +11,8 @@
 
 use crate::fused::flat;
 use crate::kernels::fresh::written_all;
-pub use crate::kernels::pointwise::{Dual, Pointwise, Real};
 use crate::kernels::pointwise::{forward, vjp, Source, Target};
+pub use crate::kernels::pointwise::{Dual, Pointwise, Real};
 use crate::VarExt;
 use eddy_tape::{Error, Float, MultiOp, Result, Var};
 use ndarray::{ArrayD, IxDyn};
@@ -60,7 +60,10 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// [`Error::Shape`] if the parts do not add up to `I`, an input's last axis does not split in
 /// its parts, the parts' widths differ, or the inputs' leading axes disagree;
 /// [`Error::Arity`] with no inputs.
-pub fn pointwise<F, P, const I: usize, const O: usize>(p: P, inputs: &[(&Var<F>, usize)]) -> Result<[Var<F>; O]>
+pub fn pointwise<F, P, const I: usize, const O: usize>(
+    p: P,
+    inputs: &[(&Var<F>, usize)],
+) -> Result<[Var<F>; O]>
 where
     F: Float + Real,
     P: Pointwise<I, O>,
@@ -78,7 +81,9 @@ where
         parts: inputs.iter().map(|(_, k)| *k).collect(),
     };
     let outs = first.tape().apply_multi(op, &vars)?;
-    Ok(outs.try_into().ok().expect("the op gives O outputs"))
+    Ok(outs
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("the op gives O outputs")))
 }
 
 /// The op behind [`pointwise`]: `p`, and the number of parts of each input.
@@ -108,7 +113,7 @@ impl<P, const I: usize, const O: usize> PointwiseOp<P, I, O> {
                 got: inputs.len(),
             });
         }
-        if self.parts.iter().any(|&k| k == 0) || self.parts.iter().sum::<usize>() != I {
+        if self.parts.contains(&0) || self.parts.iter().sum::<usize>() != I {
             return fail(&format!(
                 "the inputs' parts {:?} must each be ≥ 1 and add up to the {I} inputs of the math",
                 self.parts
@@ -199,7 +204,10 @@ where
         let data: Vec<_> = inputs.iter().map(|x| flat(x.value())).collect();
         let x = self.sources(&data, &l);
         let zeros = vec![F::zero(); l.n];
-        let gdata: Vec<_> = grads.iter().map(|g| g.as_ref().map(|g| flat(g.value()))).collect();
+        let gdata: Vec<_> = grads
+            .iter()
+            .map(|g| g.as_ref().map(|g| flat(g.value())))
+            .collect();
         let g: [Source<F>; O] = std::array::from_fn(|o| match &gdata[o] {
             Some(d) => Source { data: d, stride: l.n },
             None => Source {
@@ -209,12 +217,16 @@ where
         });
         // One buffer per input, `rows` rows of its parts (a broadcast input's per-row terms,
         // summed over the rows below).
-        let mut bufs: Vec<Vec<F>> = self.parts.iter().map(|&k| vec![F::zero(); l.rows * k * l.n]).collect();
+        let mut bufs: Vec<Vec<F>> = self
+            .parts
+            .iter()
+            .map(|&k| vec![F::zero(); l.rows * k * l.n])
+            .collect();
         let mut targets = Vec::with_capacity(I);
         for (b, &k) in bufs.iter_mut().zip(&self.parts) {
             targets.extend(Target::parts(b, l.rows, k, l.n));
         }
-        let targets: [Target<F>; I] = targets.try_into().ok().expect("I parts");
+        let targets: [Target<F>; I] = targets.try_into().unwrap_or_else(|_| unreachable!("I parts"));
         vjp(&self.p, l.rows, l.n, x, g, targets);
         let mut out = Vec::with_capacity(inputs.len());
         for ((b, x), &broadcast) in bufs.into_iter().zip(inputs).zip(&l.broadcast) {
@@ -232,7 +244,9 @@ where
             } else {
                 b
             };
-            out.push(Some(tape.constant(ArrayD::from_shape_vec(IxDyn(x.shape()), v).expect("the input's shape"))));
+            out.push(Some(tape.constant(
+                ArrayD::from_shape_vec(IxDyn(x.shape()), v).expect("the input's shape"),
+            )));
         }
         Ok(out)
     }
@@ -255,7 +269,12 @@ impl<P, const I: usize, const O: usize> PointwiseOp<P, I, O> {
     /// The backward with the tape's own differentiable ops (`create_graph`): `eval` over dual
     /// numbers whose values are tape values, so the Jacobian is recorded and can be
     /// differentiated again. Constants fold, so a structurally zero derivative costs nothing.
-    fn recorded_backward<F>(&self, inputs: &[Var<F>], grads: &[Option<Var<F>>], l: &Layout) -> Result<Vec<Option<Var<F>>>>
+    fn recorded_backward<F>(
+        &self,
+        inputs: &[Var<F>],
+        grads: &[Option<Var<F>>],
+        l: &Layout,
+    ) -> Result<Vec<Option<Var<F>>>>
     where
         F: Float + Real,
         P: Pointwise<I, O>,
@@ -266,11 +285,19 @@ impl<P, const I: usize, const O: usize> PointwiseOp<P, I, O> {
         for &(v, q) in &owners {
             let k = self.parts[v];
             let x = &inputs[v];
-            part.push(if k == 1 { x.clone() } else { x.narrow(-1, q * l.n, l.n)? });
+            part.push(if k == 1 {
+                x.clone()
+            } else {
+                x.narrow(-1, q * l.n, l.n)?
+            });
         }
-        let xs: [Dual<Sym<F>, I>; I] = std::array::from_fn(|i| Dual::variable(nodes.node(Ok(part[i].clone())), i));
+        let xs: [Dual<Sym<F>, I>; I] =
+            std::array::from_fn(|i| Dual::variable(nodes.node(Ok(part[i].clone())), i));
         let ys = self.p.eval(xs);
-        let gs: Vec<Option<Sym<F>>> = grads.iter().map(|g| g.clone().map(|g| nodes.node(Ok(g)))).collect();
+        let gs: Vec<Option<Sym<F>>> = grads
+            .iter()
+            .map(|g| g.clone().map(|g| nodes.node(Ok(g))))
+            .collect();
         let mut dparts = Vec::with_capacity(I);
         for (i, x) in part.iter().enumerate() {
             let mut acc = Sym::Const(F::zero());
@@ -460,6 +487,8 @@ impl<F: Float + Real> Real for Sym<'_, F> {
         self.map(<F as Real>::relu, |v| v.relu())
     }
     fn step(self) -> Self {
-        self.map(<F as Real>::step, |v| Ok(v.tape().constant(v.value().mapv(<F as Real>::step))))
+        self.map(<F as Real>::step, |v| {
+            Ok(v.tape().constant(v.value().mapv(<F as Real>::step)))
+        })
     }
 }

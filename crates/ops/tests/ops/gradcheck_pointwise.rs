@@ -110,7 +110,10 @@ fn assert_close<F: Float>(what: &str, a: &[ArrayD<F>], b: &[ArrayD<F>], tol: f64
             .zip(b)
             .map(|(x, y)| (*x - *y).abs().as_f64() / (1.0 + y.abs().as_f64()))
             .fold(0.0, f64::max);
-        assert!(worst <= tol, "{what}, array {k}: relative difference {worst:e} > {tol:e}");
+        assert!(
+            worst <= tol,
+            "{what}, array {k}: relative difference {worst:e} > {tol:e}"
+        );
     }
 }
 
@@ -132,7 +135,9 @@ fn three_ways<F: Float + Real>(tol: f64) -> Result<()> {
     assert_close("lstm: fast against separate ops", &fast, &plain, tol);
     assert_close("lstm: recorded against fast", &recorded, &fast, tol);
     // Every function, a broadcast input, three axes.
-    let ab = ArrayD::from_shape_fn(IxDyn(&[2, 3, 2 * h]), |ix| val(ix[0] * 97 + ix[1] * 13 + ix[2], 0.4));
+    let ab = ArrayD::from_shape_fn(IxDyn(&[2, 3, 2 * h]), |ix| {
+        val(ix[0] * 97 + ix[1] * 13 + ix[2], 0.4)
+    });
     let w = ArrayD::from_shape_fn(IxDyn(&[h]), |ix| val(ix[0], 2.2));
     let every = |v: &[Var<F>]| Ok(pointwise(Everything, &[(&v[0], 2), (&v[1], 1)])?.to_vec());
     let inputs = [ab, w];
@@ -157,7 +162,10 @@ fn bad_shapes_are_errors_that_name_the_op() {
     let c3 = tape.input(ArrayD::zeros(IxDyn(&[3, 2])));
     let cases: Vec<(&str, Result<[Var<f64>; 2]>)> = vec![
         ("parts add to 4, not 5", pointwise(LstmGates, &[(&a, 3), (&c, 1)])),
-        ("widths 2 and 4", pointwise(LstmGates, &[(&a, 2), (&a, 2), (&c, 1)])),
+        (
+            "widths 2 and 4",
+            pointwise(LstmGates, &[(&a, 2), (&a, 2), (&c, 1)]),
+        ),
         ("rows 2 and 3", pointwise(LstmGates, &[(&a, 4), (&c3, 1)])),
         ("8 does not split in 3", pointwise(LstmGates, &[(&a, 3), (&c, 2)])),
         ("no inputs", pointwise(LstmGates, &[])),
@@ -171,4 +179,28 @@ fn bad_shapes_are_errors_that_name_the_op() {
             Ok(_) => panic!("{what}: accepted"),
         }
     }
+}
+
+/// Split over two threads (enough rows and elements for it), the values and gradients are the
+/// same bits as on one: every element is computed alone.
+#[test]
+fn two_threads_give_the_bits_of_one() -> Result<()> {
+    let (b, h) = (8, 1024);
+    let val = |k: usize, s: f64| ((k as f64) * 0.37 + s).sin() as f32 * 3.0;
+    let gates = ArrayD::from_shape_fn(IxDyn(&[b, 4 * h]), |ix| val(ix[0] * 4 * h + ix[1], 0.1));
+    let c = ArrayD::from_shape_fn(IxDyn(&[b, h]), |ix| val(ix[0] * h + ix[1], 1.7));
+    let inputs = [gates, c];
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a pool");
+        pool.install(|| {
+            outputs_and_grads(&inputs, GradOptions::default(), |v| {
+                Ok(pointwise(LstmGates, &[(&v[0], 4), (&v[1], 1)])?.to_vec())
+            })
+        })
+    };
+    assert_eq!(run(1)?, run(2)?);
+    Ok(())
 }
