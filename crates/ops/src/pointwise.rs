@@ -10,8 +10,8 @@
 //! own differentiable ops by evaluating the same `eval` over tape values.
 
 use crate::fused::flat;
-use crate::kernels::fresh::written_all;
-use crate::kernels::pointwise::{forward, vjp, Source, Target};
+use crate::kernels::fresh::{written_all, written_by, written_each};
+use crate::kernels::pointwise::{forward, memo_count, vjp, Source, Target};
 pub use crate::kernels::pointwise::{Dual, Pointwise, Real};
 use crate::VarExt;
 use eddy_tape::{Error, Float, MultiOp, Result, Var};
@@ -76,22 +76,31 @@ where
         });
     };
     let vars: Vec<&Var<F>> = inputs.iter().map(|(v, _)| *v).collect();
+    let tape = first.tape();
     let op = PointwiseOp::<P, I, O> {
         p,
         parts: inputs.iter().map(|(_, k)| *k).collect(),
+        save: tape.is_recording() && vars.iter().any(|v| v.requires_grad()),
     };
-    let outs = first.tape().apply_multi(op, &vars)?;
+    let mut outs = tape.apply_multi(op, &vars)?;
+    outs.truncate(O); // the saved values stay with the op
     Ok(outs
         .try_into()
         .unwrap_or_else(|_| unreachable!("the op gives O outputs")))
 }
 
 /// The op behind [`pointwise`]: `p`, and the number of parts of each input.
+///
+/// Its outputs are the `O` values and, last, the function values the forward saves for the
+/// backward (`[..., count·n]`, `count` = [`memo_count`] of `p`, or empty when nothing will need a
+/// gradient); no gradient flows into that one.
 pub struct PointwiseOp<P, const I: usize, const O: usize> {
     /// The math.
     pub p: P,
     /// How many parts each input is split into along its last axis (they add up to `I`).
     pub parts: Vec<usize>,
+    /// Whether the forward saves the function values for a backward.
+    pub save: bool,
 }
 
 /// The geometry the shape rule finds: `rows` rows of `n` per part, and the output shape.
@@ -172,7 +181,23 @@ where
     }
 
     fn shapes(&self, inputs: &[&[usize]]) -> Result<Vec<Vec<usize>>> {
-        Ok(vec![self.layout(inputs)?.out; O])
+        let l = self.layout(inputs)?;
+        let mut shapes = vec![l.out.clone(); O];
+        let mut saved = l.out;
+        let count = if self.save { memo_count(&self.p) } else { 0 };
+        let wide = l.n.checked_mul(count);
+        match (saved.last_mut(), wide) {
+            (Some(last), Some(wide)) if l.rows.checked_mul(wide).is_some() => *last = wide,
+            _ => {
+                return Err(Error::shape(
+                    "pointwise",
+                    inputs,
+                    "the saved values' size overflows",
+                ))
+            }
+        }
+        shapes.push(saved);
+        Ok(shapes)
     }
 
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<Vec<ArrayD<F>>> {
@@ -180,21 +205,33 @@ where
         let l = self.layout(&shapes)?;
         let data: Vec<_> = inputs.iter().map(|x| flat(x)).collect();
         let x = self.sources(&data, &l);
-        // SAFETY: `forward` writes every element of each output, reading none first.
-        let bufs = unsafe { written_all([l.rows * l.n; O], |y| forward(&self.p, l.rows, l.n, x, y)) };
-        let outs = bufs
-            .into_iter()
-            .map(|b| ArrayD::from_shape_vec(IxDyn(&l.out), b).expect("rows·n values"))
-            .collect();
+        let count = if self.save { memo_count(&self.p) } else { 0 };
+        let mut outs = Vec::with_capacity(O + 1);
+        // SAFETY: `forward` writes every element of each output and of the saved values
+        // (`count` a row, each once), reading none first.
+        let saved = unsafe {
+            written_by(l.rows * count * l.n, |saved| {
+                let save = self.save.then_some(saved);
+                let bufs = written_all([l.rows * l.n; O], |y| forward(&self.p, l.rows, l.n, x, y, save));
+                outs.extend(
+                    bufs.into_iter()
+                        .map(|b| ArrayD::from_shape_vec(IxDyn(&l.out), b).expect("rows·n values")),
+                );
+            })
+        };
+        let mut shape = l.out.clone();
+        *shape.last_mut().expect("an axis") = count * l.n;
+        outs.push(ArrayD::from_shape_vec(IxDyn(&shape), saved).expect("rows·count·n values"));
         Ok(outs)
     }
 
     fn backward(
         &self,
         inputs: &[Var<F>],
-        _outputs: &[Var<F>],
+        outputs: &[Var<F>],
         grads: &[Option<Var<F>>],
     ) -> Result<Vec<Option<Var<F>>>> {
+        let grads = &grads[..O];
         let tape = inputs[0].tape();
         let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
         let l = self.layout(&shapes)?;
@@ -217,17 +254,32 @@ where
         });
         // One buffer per input, `rows` rows of its parts (a broadcast input's per-row terms,
         // summed over the rows below).
-        let mut bufs: Vec<Vec<F>> = self
-            .parts
-            .iter()
-            .map(|&k| vec![F::zero(); l.rows * k * l.n])
-            .collect();
-        let mut targets = Vec::with_capacity(I);
-        for (b, &k) in bufs.iter_mut().zip(&self.parts) {
-            targets.extend(Target::parts(b, l.rows, k, l.n));
-        }
-        let targets: [Target<F>; I] = targets.try_into().unwrap_or_else(|_| unreachable!("I parts"));
-        vjp(&self.p, l.rows, l.n, x, g, targets);
+        let lens: Vec<usize> = self.parts.iter().map(|&k| l.rows * k * l.n).collect();
+        let count = memo_count(&self.p);
+        let saved = flat(outputs[O].value());
+        let saved = match saved.len() == l.rows * count * l.n {
+            true => saved,
+            // A forward that saved nothing (no input needed a gradient then): save them now.
+            false => std::borrow::Cow::Owned({
+                let mut s = vec![F::zero(); l.rows * count * l.n];
+                let mut y: Vec<Vec<F>> = (0..O).map(|_| vec![F::zero(); l.rows * l.n]).collect();
+                let y = y.iter_mut().map(|y| y.as_mut_slice()).collect::<Vec<_>>();
+                let y: [&mut [F]; O] = y.try_into().unwrap_or_else(|_| unreachable!("O outputs"));
+                forward(&self.p, l.rows, l.n, x, y, Some(&mut s));
+                s
+            }),
+        };
+        // SAFETY: `vjp` writes every element of every part of every row, reading none first.
+        let bufs = unsafe {
+            written_each(&lens, |mut bufs| {
+                let mut targets = Vec::with_capacity(I);
+                for (b, &k) in bufs.iter_mut().zip(&self.parts) {
+                    targets.extend(Target::parts(b, l.rows, k, l.n));
+                }
+                let targets: [Target<F>; I] = targets.try_into().unwrap_or_else(|_| unreachable!("I parts"));
+                vjp(&self.p, l.rows, l.n, x, g, &saved, targets);
+            })
+        };
         let mut out = Vec::with_capacity(inputs.len());
         for ((b, x), &broadcast) in bufs.into_iter().zip(inputs).zip(&l.broadcast) {
             if !x.requires_grad() {

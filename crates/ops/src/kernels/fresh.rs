@@ -59,6 +59,36 @@ pub(crate) unsafe fn written_all<F: Float, const N: usize>(
     vs
 }
 
+/// [`written_all`] for a number of vectors known at run time.
+///
+/// # Safety
+/// As [`written_all`]: `write` must write every element of each slice, reading none first.
+pub(crate) unsafe fn written_each<F: Float>(
+    lens: &[usize],
+    write: impl FnOnce(Vec<&mut [F]>),
+) -> Vec<Vec<F>> {
+    let mut vs: Vec<Vec<F>> = lens.iter().map(|&len| Vec::with_capacity(len)).collect();
+    if cfg!(test) {
+        for (v, &len) in vs.iter_mut().zip(lens) {
+            // SAFETY: writes only, through raw pointers into the `len` elements allocated.
+            (0..len).for_each(|i| unsafe { v.as_mut_ptr().add(i).write(F::nan()) });
+        }
+    }
+    let slices = vs
+        .iter_mut()
+        .zip(lens)
+        // SAFETY: as in `written_all`: each slice is its own allocation of `len` elements, not
+        // touched while the slices live, and `write` writes before it reads.
+        .map(|(v, &len)| unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr(), len) })
+        .collect();
+    write(slices);
+    for (v, &len) in vs.iter_mut().zip(lens) {
+        // SAFETY: `write` has written all `len` elements (the caller's promise).
+        unsafe { v.set_len(len) };
+    }
+    vs
+}
+
 /// `a · b` as a new row-major `[M, N]` vector, through [`super::gemm::gemm_unchecked`] with
 /// `β = 0`, its memory never zeroed.
 pub(crate) fn product_vec<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>) -> Vec<F> {

@@ -359,6 +359,7 @@ pub fn forward<F, P, const I: usize, const O: usize>(
     n: usize,
     x: [Source<'_, F>; I],
     y: [&mut [F]; O],
+    saved: Option<&mut [F]>,
 ) where
     F: Float + Real,
     P: Pointwise<I, O>,
@@ -370,37 +371,69 @@ pub fn forward<F, P, const I: usize, const O: usize>(
         n: usize,
         x: &[Source<'_, F>; I],
         y: &[Target<'_, F>; O],
+        saved: Option<(&Target<'_, F>, usize)>,
     ) {
         for r in rows {
             let xr: [&[F]; I] = std::array::from_fn(|i| x[i].row(r, n));
             // SAFETY: the targets are disjoint, and each row is taken once (`split_rows`).
             let yr: [&mut [F]; O] = std::array::from_fn(|o| unsafe { y[o].row(r, n) });
-            blocks::<L>(
-                n,
-                #[inline(always)]
-                |j, m| {
-                    let mut xs = [Lanes([F::zero(); L]); I];
-                    for i in 0..I {
-                        xs[i] = Lanes::load(&xr[i][j..j + m]);
-                    }
-                    let v = p.eval(xs);
-                    for o in 0..O {
-                        v[o].store(&mut yr[o][j..j + m]);
-                    }
-                },
-            );
+            match saved {
+                None => blocks::<L>(
+                    n,
+                    #[inline(always)]
+                    |j, m| {
+                        let mut xs = [Lanes([F::zero(); L]); I];
+                        for i in 0..I {
+                            xs[i] = Lanes::load(&xr[i][j..j + m]);
+                        }
+                        let v = p.eval(xs);
+                        for o in 0..O {
+                            v[o].store(&mut yr[o][j..j + m]);
+                        }
+                    },
+                ),
+                Some((saved, count)) => {
+                    // SAFETY: as above; the row holds `count` parts of `n`.
+                    let row = unsafe { saved.row(r, count * n) };
+                    blocks::<L>(
+                        n,
+                        #[inline(always)]
+                        |j, m| {
+                            let log = Log::new(Mode::Record, row.as_mut_ptr(), n, j, m);
+                            let mut xs = [<Dual<Memo<F, L>, 0> as Real>::of(0.0); I];
+                            for i in 0..I {
+                                xs[i] = Dual {
+                                    v: Memo::logged(Lanes::load(&xr[i][j..j + m]), &log),
+                                    d: [],
+                                };
+                            }
+                            let v = p.eval(xs);
+                            for o in 0..O {
+                                v[o].v.v.store(&mut yr[o][j..j + m]);
+                            }
+                        },
+                    )
+                }
+            }
         }
     }
+    let count = saved.as_ref().map(|_| memo_count(p));
     let y: [Target<F>; O] = y.map(|y| Target::parts(y, rows, 1, n).pop().expect("one part"));
+    let saved = saved.map(|s| {
+        Target::parts(s, rows, 1, count.unwrap_or(0) * n)
+            .pop()
+            .expect("one part")
+    });
+    let saved = saved.as_ref().zip(count);
     let wide = lanes(false) == 16;
     split_rows(rows, n, |range| match wide {
         true => dispatch(
             #[inline(always)]
-            || body::<F, P, I, O, 16>(p, range, n, &x, &y),
+            || body::<F, P, I, O, 16>(p, range, n, &x, &y, saved),
         ),
         false => dispatch(
             #[inline(always)]
-            || body::<F, P, I, O, 8>(p, range, n, &x, &y),
+            || body::<F, P, I, O, 8>(p, range, n, &x, &y, saved),
         ),
     })
 }
@@ -417,6 +450,7 @@ pub fn vjp<F, P, const I: usize, const O: usize>(
     n: usize,
     x: [Source<'_, F>; I],
     g: [Source<'_, F>; O],
+    saved: &[F],
     dx: [Target<'_, F>; I],
 ) where
     F: Float + Real,
@@ -429,9 +463,12 @@ pub fn vjp<F, P, const I: usize, const O: usize>(
         n: usize,
         x: &[Source<'_, F>; I],
         g: &[Source<'_, F>; O],
+        saved: (&[F], usize),
         dx: &[Target<'_, F>; I],
     ) {
+        let (saved, count) = saved;
         for r in rows {
+            let row = &saved[r * count * n..(r + 1) * count * n];
             let xr: [&[F]; I] = std::array::from_fn(|i| x[i].row(r, n));
             let gr: [&[F]; O] = std::array::from_fn(|o| g[o].row(r, n));
             // SAFETY: the targets are disjoint (`Target::parts`), and row `r` of each lies in
@@ -441,19 +478,21 @@ pub fn vjp<F, P, const I: usize, const O: usize>(
                 n,
                 #[inline(always)]
                 |j, m| {
-                    let mut x = [<Dual<Lanes<F, L>, I> as Real>::of(0.0); I];
+                    // Read only (`Mode::Replay`): the pointer is never written through.
+                    let log = Log::new(Mode::Replay, row.as_ptr() as *mut F, n, j, m);
+                    let mut x = [<Dual<Memo<F, L>, I> as Real>::of(0.0); I];
                     for i in 0..I {
-                        x[i] = Dual::variable(Lanes::load(&xr[i][j..j + m]), i);
+                        x[i] = Dual::variable(Memo::logged(Lanes::load(&xr[i][j..j + m]), &log), i);
                     }
-                    let v = p.eval::<Dual<Lanes<F, L>, I>>(x);
+                    let v = p.eval::<Dual<Memo<F, L>, I>>(x);
                     let mut g = [Lanes([F::zero(); L]); O];
                     for o in 0..O {
                         g[o] = Lanes::load(&gr[o][j..j + m]);
                     }
                     for i in 0..I {
-                        let mut s = g[0] * v[0].d[i];
+                        let mut s = g[0] * v[0].d[i].v;
                         for o in 1..O {
-                            s = s + g[o] * v[o].d[i];
+                            s = s + g[o] * v[o].d[i].v;
                         }
                         s.store(&mut dr[i][j..j + m]);
                     }
@@ -461,15 +500,20 @@ pub fn vjp<F, P, const I: usize, const O: usize>(
             );
         }
     }
+    let count = memo_count(p);
+    assert!(
+        saved.len() >= rows * count * n,
+        "the saved values hold their rows"
+    );
     let wide = lanes(true) == 16;
     split_rows(rows, n, |range| match wide {
         true => dispatch(
             #[inline(always)]
-            || body::<F, P, I, O, 16>(p, range, n, &x, &g, &dx),
+            || body::<F, P, I, O, 16>(p, range, n, &x, &g, (saved, count), &dx),
         ),
         false => dispatch(
             #[inline(always)]
-            || body::<F, P, I, O, 8>(p, range, n, &x, &g, &dx),
+            || body::<F, P, I, O, 8>(p, range, n, &x, &g, (saved, count), &dx),
         ),
     })
 }
@@ -561,6 +605,179 @@ impl<F: Float + Real, const L: usize> Real for Lanes<F, L> {
     lanes_map!(sigmoid, tanh, exp, ln, log_sigmoid, sqrt, relu, step);
 }
 
+/// What a [`Log`] does with the results of the functions (`σ`, `tanh`, `exp`, …) it sees.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Counts them ([`memo_count`]).
+    Count,
+    /// Computes them and writes each to its place (the forward of a recorded op).
+    Record,
+    /// Reads each from its place instead of computing it (the backward).
+    Replay,
+}
+
+/// The saved function values of one block of `width` lanes at column `at` of a row: value `t`
+/// of the block is at `ptr + t·stride + at`. `next` counts the values seen so far.
+struct Log<F> {
+    mode: Mode,
+    ptr: *mut F,
+    stride: usize,
+    at: usize,
+    width: usize,
+    next: std::cell::Cell<usize>,
+}
+
+impl<F: Float> Log<F> {
+    #[inline(always)]
+    fn new(mode: Mode, ptr: *mut F, stride: usize, at: usize, width: usize) -> Self {
+        Log {
+            mode,
+            ptr,
+            stride,
+            at,
+            width,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The next function value: `f()` computed (and written, recording), or read back.
+    #[inline(always)]
+    fn value<const L: usize>(&self, f: impl FnOnce() -> Lanes<F, L>) -> Lanes<F, L> {
+        let t = self.next.get();
+        self.next.set(t + 1);
+        // SAFETY (both arms): value `t < memo_count` of a block lies in its row of the saved
+        // buffer (`count · stride` long, `at + width ≤ stride`), which the caller sized; recording
+        // writes each place once, from the one thread that owns the row.
+        match self.mode {
+            Mode::Count => f(),
+            Mode::Record => {
+                let v = f();
+                v.store(unsafe {
+                    std::slice::from_raw_parts_mut(self.ptr.add(t * self.stride + self.at), self.width)
+                });
+                v
+            }
+            Mode::Replay => Lanes::load(unsafe {
+                std::slice::from_raw_parts(self.ptr.add(t * self.stride + self.at), self.width)
+            }),
+        }
+    }
+}
+
+/// Lanes that remember: in the loops of a recorded [`pointwise`](crate::pointwise) op, every
+/// function value computed from the inputs (`σ`, `tanh`, `exp`, `ln`, `logsigmoid`, `√`) is
+/// written by the forward and read back by the backward, as the built-in cells save their
+/// activations, so the backward does only the dual numbers' arithmetic. Constants (`log`
+/// `None`) are computed, in both passes alike.
+#[derive(Clone, Copy)]
+pub struct Memo<'a, F, const L: usize> {
+    v: Lanes<F, L>,
+    log: Option<&'a Log<F>>,
+}
+
+impl<'a, F: Float + Real, const L: usize> Memo<'a, F, L> {
+    #[inline(always)]
+    fn logged(v: Lanes<F, L>, log: &'a Log<F>) -> Self {
+        Memo { v, log: Some(log) }
+    }
+    #[inline(always)]
+    fn function(self, f: impl FnOnce(Lanes<F, L>) -> Lanes<F, L>) -> Self {
+        match self.log {
+            None => Memo {
+                v: f(self.v),
+                log: None,
+            },
+            Some(log) => Memo {
+                v: log.value(
+                    #[inline(always)]
+                    || f(self.v),
+                ),
+                log: Some(log),
+            },
+        }
+    }
+}
+
+macro_rules! memo_binary {
+    ($tr:ident, $f:ident, $op:tt) => {
+        impl<F: Float + Real, const L: usize> $tr for Memo<'_, F, L> {
+            type Output = Self;
+            #[inline(always)]
+            fn $f(self, o: Self) -> Self {
+                Memo { v: self.v $op o.v, log: self.log.or(o.log) }
+            }
+        }
+    };
+}
+memo_binary!(Add, add, +);
+memo_binary!(Sub, sub, -);
+memo_binary!(Mul, mul, *);
+memo_binary!(Div, div, /);
+
+impl<F: Float + Real, const L: usize> Neg for Memo<'_, F, L> {
+    type Output = Self;
+    #[inline(always)]
+    fn neg(self) -> Self {
+        Memo {
+            v: -self.v,
+            log: self.log,
+        }
+    }
+}
+
+macro_rules! memo_function {
+    ($($f:ident),*) => {
+        $(
+            #[inline(always)]
+            fn $f(self) -> Self {
+                self.function(
+                    #[inline(always)]
+                    |v| Real::$f(v),
+                )
+            }
+        )*
+    };
+}
+
+impl<F: Float + Real, const L: usize> Real for Memo<'_, F, L> {
+    #[inline(always)]
+    fn of(v: f64) -> Self {
+        Memo {
+            v: Lanes::of(v),
+            log: None,
+        }
+    }
+    memo_function!(sigmoid, tanh, exp, ln, log_sigmoid, sqrt);
+    #[inline(always)]
+    fn relu(self) -> Self {
+        Memo {
+            v: self.v.relu(),
+            log: self.log,
+        }
+    }
+    #[inline(always)]
+    fn step(self) -> Self {
+        Memo {
+            v: self.v.step(),
+            log: self.log,
+        }
+    }
+}
+
+/// How many function values per element the forward of a recorded `p` saves for its backward:
+/// `p` evaluated once over dual numbers that count them. The same count for every element and
+/// both passes (`eval` is straight-line code; the dual numbers' rules call the same functions
+/// whatever their number of tangents).
+pub fn memo_count<P: Pointwise<I, O>, const I: usize, const O: usize>(p: &P) -> usize {
+    let log = Log::<f32>::new(Mode::Count, std::ptr::null_mut(), 0, 0, 1);
+    let x: [Dual<Memo<f32, 1>, 0>; I] = std::array::from_fn(|_| Dual {
+        v: Memo::logged(Lanes([0.5]), &log),
+        d: [],
+    });
+    let _ = p.eval(x);
+    log.next.get()
+}
+
 /// Fewest elements a thread takes in a split loop: below it, waking a thread costs more than
 /// the half it would run (a few µs).
 const MIN_PER_THREAD: usize = 4096;
@@ -579,8 +796,10 @@ fn split_rows(rows: usize, n: usize, run: impl Fn(Range<usize>) + Sync) {
 }
 
 /// The block width of the loops (the `L` of [`Lanes`]), by level and direction: the widths that
-/// ran fastest for an LSTM's gate math at W7's size on a Zen 4 (forward 16 at AVX-512, 8 below;
-/// the vector–Jacobian product, whose dual numbers hold `I + 1` vectors each, 8).
+/// ran fastest for an LSTM's gate math (`[64, 256]`, in cache) on a Zen 4, timed by
+/// `crates/bench/examples/pointwise_kernels.rs` (docs/performance.md has the figures): the
+/// forward 16 wide at AVX-512 and 8 at AVX2; the vector–Jacobian product, whose dual numbers
+/// hold `I + 1` vectors each, 8.
 fn lanes(backward: bool) -> usize {
     match (super::level(), backward) {
         (Level::Avx512, false) => 16,
@@ -684,7 +903,14 @@ mod tests {
         };
         let x = [src(0), src(1), src(2), src(3), c_src];
         let (mut h, mut c) = (vec![f64::NAN; rows * n], vec![f64::NAN; rows * n]);
-        forward(&LstmGates, rows, n, x, [&mut h, &mut c]);
+        let count = memo_count(&LstmGates);
+        assert_eq!(count, 5, "σi, σf, tanh g, σo, tanh c");
+        let mut saved = vec![f64::NAN; rows * count * n];
+        forward(&LstmGates, rows, n, x, [&mut h, &mut c], Some(&mut saved));
+        let (mut h2, mut c2) = (vec![f64::NAN; rows * n], vec![f64::NAN; rows * n]);
+        forward(&LstmGates, rows, n, x, [&mut h2, &mut c2], None);
+        assert_eq!((&h, &c), (&h2, &c2), "saving changes no value");
+        assert!(saved.iter().all(|v| v.is_finite()), "every saved value written");
         for r in 0..rows {
             for j in 0..n {
                 let g = |i: usize| gates[r * 4 * n + i * n + j];
@@ -709,7 +935,7 @@ mod tests {
         let mut targets = Target::parts(&mut dgates, rows, 4, n);
         targets.extend(Target::parts(&mut dc0, rows, 1, n));
         let targets: [Target<f64>; 5] = targets.try_into().unwrap_or_else(|_| unreachable!("five"));
-        vjp(&LstmGates, rows, n, x, gs, targets);
+        vjp(&LstmGates, rows, n, x, gs, &saved, targets);
         let dx = |i: usize, r: usize, j: usize| match i {
             4 => dc0[r * n + j],
             _ => dgates[r * 4 * n + i * n + j],

@@ -4,7 +4,7 @@
 //! `f64`; bad shapes are errors.
 
 use crate::common::{check, config};
-use eddy_ops::pointwise::{pointwise, Pointwise, Real};
+use eddy_ops::pointwise::{pointwise, Pointwise, PointwiseOp, Real};
 use eddy_ops::prelude::*;
 use eddy_tape::strategies::array;
 use eddy_tape::{Error, Float, GradOptions};
@@ -202,5 +202,30 @@ fn two_threads_give_the_bits_of_one() -> Result<()> {
         })
     };
     assert_eq!(run(1)?, run(2)?);
+    Ok(())
+}
+
+/// The op built with `save: false` (as on a tape where nothing needed a gradient) still gives
+/// the same gradients, bit for bit: its backward computes the function values it did not save.
+#[test]
+fn a_forward_that_saved_nothing_still_has_its_gradients() -> Result<()> {
+    let val = |k: usize, s: f64| ((k as f64) * 0.53 + s).sin() * 2.0;
+    let gates = ArrayD::from_shape_fn(IxDyn(&[3, 4 * 21]), |ix| val(ix[0] * 84 + ix[1], 0.3));
+    let c = ArrayD::from_shape_fn(IxDyn(&[3, 21]), |ix| val(ix[0] * 21 + ix[1], 2.1));
+    let inputs = [gates, c];
+    let saved = outputs_and_grads(&inputs, GradOptions::default(), |v| {
+        Ok(pointwise(LstmGates, &[(&v[0], 4), (&v[1], 1)])?.to_vec())
+    })?;
+    let unsaved = outputs_and_grads(&inputs, GradOptions::default(), |v| {
+        let op = PointwiseOp::<_, 5, 2> {
+            p: LstmGates,
+            parts: vec![4, 1],
+            save: false,
+        };
+        let outs = v[0].tape().apply_multi(op, &[&v[0], &v[1]])?;
+        assert_eq!(outs[2].shape(), [3, 0], "nothing saved");
+        Ok(outs[..2].to_vec())
+    })?;
+    assert_eq!(saved, unsaved);
     Ok(())
 }
