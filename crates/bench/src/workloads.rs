@@ -126,7 +126,7 @@ pub const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "W7P",
-        desc: "train: W7 with the user cell's gate math as one `pointwise` op (crates/bench/src/custom_cell.rs: PointwiseLstm), the products as W7's",
+        desc: "train: W7 with the user cell's gate math as one `pointwise` op (crates/bench/src/custom_cell.rs: PointwiseLstm), the products and the gates' sum as W7's",
         flops: flops(24, 100, 64, 128, 256, 1),
     },
     Workload {

@@ -122,7 +122,8 @@ impl<P, const I: usize, const O: usize> PointwiseOp<P, I, O> {
                 got: inputs.len(),
             });
         }
-        if self.parts.contains(&0) || self.parts.iter().sum::<usize>() != I {
+        let total = self.parts.iter().try_fold(0usize, |a, &k| a.checked_add(k));
+        if self.parts.contains(&0) || total != Some(I) {
             return fail(&format!(
                 "the inputs' parts {:?} must each be ≥ 1 and add up to the {I} inputs of the math",
                 self.parts
@@ -149,8 +150,18 @@ impl<P, const I: usize, const O: usize> PointwiseOp<P, I, O> {
         }
         let mut out = lead.to_vec();
         out.push(n);
+        let Some(rows) = lead.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+            return fail("the outputs' size overflows");
+        };
+        if rows
+            .checked_mul(I.max(O))
+            .and_then(|r| r.checked_mul(n))
+            .is_none()
+        {
+            return fail("the outputs' size overflows");
+        }
         Ok(Layout {
-            rows: lead.iter().product(),
+            rows,
             n,
             out,
             broadcast: inputs.iter().map(|s| full > 1 && s.len() == 1).collect(),

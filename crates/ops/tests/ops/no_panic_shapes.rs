@@ -10,6 +10,7 @@
 use eddy_ops::activation::{logaddexp, logsumexp, LogSoftmax, Softmax};
 use eddy_ops::elementwise::*;
 use eddy_ops::fused::Linear;
+use eddy_ops::pointwise::PointwiseOp;
 use eddy_ops::prelude::Rng;
 use eddy_ops::prelude::*;
 use eddy_ops::reduce::{Max, Maximum, Sum};
@@ -169,6 +170,17 @@ fn packed(t: &Tape<f64>, c: &Case, tb: bool) -> Result<Vec<Var<f64>>> {
 use eddy_ops::packed::{PackedLinear, PackedMatMul};
 
 /// Every public op, by the name it has in the crate (method, free function or op struct).
+/// Three numbers to two, through every kind of step `pointwise` takes.
+struct Blend;
+impl eddy_ops::pointwise::Pointwise<3, 2> for Blend {
+    fn eval<R: eddy_ops::pointwise::Real>(&self, [a, b, w]: [R; 3]) -> [R; 2] {
+        [
+            a.sigmoid() * w + b.tanh(),
+            (a - b).exp() / (w * w + R::of(1.0)).sqrt(),
+        ]
+    }
+}
+
 const CATALOGUE: &[(&str, Run)] = &[
     // Elementwise methods (VarExt) and their op structs (applied through `map`).
     ("map", |t, c| one(c.x(t, 0).map(Tanh))),
@@ -441,6 +453,19 @@ const CATALOGUE: &[(&str, Run)] = &[
         let (_, b, _, h) = c.dims();
         let g = c.rel(t, 0, &[b, Case::times(h, 4)]);
         t.apply_multi(LstmPointwise, &[&g, &c.rel(t, 1, &[b, h])])
+    }),
+    ("pointwise", |t, c| {
+        let (_, b, _, h) = c.dims();
+        let g = c.rel(t, 0, &[b, Case::times(h, 2)]);
+        pointwise(Blend, &[(&g, 2), (&c.rel(t, 1, &[h]), 1)]).map(|y| y.to_vec())
+    }),
+    ("PointwiseOp", |t, c| {
+        let op = PointwiseOp::<_, 3, 2> {
+            p: Blend,
+            parts: vec![c.sizes[0], c.sizes[1]],
+            save: c.flags[0],
+        };
+        t.apply_multi(op, &[&c.x(t, 0), &c.x(t, 1)])
     }),
     ("GruPointwise", |t, c| {
         let (_, b, _, h) = c.dims();
