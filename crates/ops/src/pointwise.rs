@@ -9,8 +9,9 @@
 //! when the reverse pass is recorded (`create_graph`), the derivative is built from the tape's
 //! own differentiable ops by evaluating the same `eval` over tape values.
 
-use crate::fused::flat;
+use crate::fused::{flat, shaped};
 use crate::kernels::fresh::{written_all, written_by, written_each};
+use crate::kernels::gates::column_sums;
 use crate::kernels::pointwise::{forward, memo_count, vjp, Source, Target};
 pub use crate::kernels::pointwise::{Dual, Pointwise, Real};
 use crate::VarExt;
@@ -224,15 +225,12 @@ where
             written_by(l.rows * count * l.n, |saved| {
                 let save = self.save.then_some(saved);
                 let bufs = written_all([l.rows * l.n; O], |y| forward(&self.p, l.rows, l.n, x, y, save));
-                outs.extend(
-                    bufs.into_iter()
-                        .map(|b| ArrayD::from_shape_vec(IxDyn(&l.out), b).expect("rows·n values")),
-                );
+                outs.extend(bufs.into_iter().map(|b| shaped(b, &l.out)));
             })
         };
         let mut shape = l.out.clone();
         *shape.last_mut().expect("an axis") = count * l.n;
-        outs.push(ArrayD::from_shape_vec(IxDyn(&shape), saved).expect("rows·count·n values"));
+        outs.push(shaped(saved, &shape));
         Ok(outs)
     }
 
@@ -298,18 +296,11 @@ where
                 continue;
             }
             let v = if broadcast {
-                let w = x.shape()[0];
-                let mut s = vec![F::zero(); w];
-                for row in b.chunks_exact(w.max(1)) {
-                    crate::kernels::gates::add_row(&mut s, row);
-                }
-                s
+                column_sums(&b, x.shape()[0])
             } else {
                 b
             };
-            out.push(Some(tape.constant(
-                ArrayD::from_shape_vec(IxDyn(x.shape()), v).expect("the input's shape"),
-            )));
+            out.push(Some(tape.constant(shaped(v, x.shape()))));
         }
         Ok(out)
     }
