@@ -5,7 +5,7 @@
 
 use eddy_nn::{init, Cell, Module};
 use eddy_ops::pointwise::{pointwise, Pointwise, Real};
-use eddy_ops::VarExt;
+use eddy_ops::{linear_add, VarExt};
 use eddy_tape::{Param, Result, Rng, Var};
 
 /// `i, f, g, o = chunk(W_ih x + b + W_hh h, 4)`; `c' = σ(f)c + σ(i)tanh(g)`; `h' = σ(o)tanh(c')`.
@@ -122,9 +122,9 @@ impl Cell<f32> for PointwiseLstm {
 
     fn step(&self, xw: &Var<f32>, (h, c): &(Var<f32>, Var<f32>)) -> Result<(Var<f32>, Var<f32>)> {
         let t = xw.tape();
-        // As W7's: `matmul_t` by the weight defers its gradient to one product over all steps
-        // (`linear_add` would add each step's as it comes: slower at W4's sizes, measured).
-        let gates = (xw + h.matmul_t(&t.param(&self.0.weight_hh))?)?;
+        // `xw + h·W_hhᵀ` in one op: the product stored onto a copy of `xw`, the weight's
+        // gradient deferred to one product over all steps, as `matmul_t`'s.
+        let gates = linear_add(h, &t.param(&self.0.weight_hh), None, Some(xw))?;
         let [h, c] = pointwise(LstmGates, &[(&gates, 4), (c, 1)])?;
         Ok((h, c))
     }

@@ -178,7 +178,14 @@ impl Linear {
                 };
                 t.constant(shaped(dx, x.shape()))
             });
-            let dw = need_w.then(|| {
+            // A weight of the tape used at every step (`linear_add(h, w_hh, None, Some(xw))` in
+            // a cell) gets its gradient as a deferred term, one product over all the steps'
+            // rows, as `matmul_t` does ([`crate::matmul::weight_grad`]).
+            let deferred = need_w
+                && x.ndim() == 2
+                && t.weight_of(w).is_some()
+                && t.defer_outer(w, g, x, crate::matmul::outer);
+            let dw = (need_w && !deferred).then(|| {
                 let x2 = ArrayView2::from_shape((rows, k), &xs).expect("x is [rows, K]");
                 t.constant(shaped(product_vec(&g2.t(), &x2), &[n, k]))
             });

@@ -581,7 +581,13 @@ impl<F: Float> Op<F> for Stack {
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
-        let mut out = ArrayD::zeros(<Self as Op<F>>::shape(self, &shapes)?);
+        let shape = <Self as Op<F>>::shape(self, &shapes)?;
+        if self.0 == 0 {
+            // Along a new first axis the steps lie one after another: copied, not zeroed first.
+            let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
+            return Ok(eddy_tape::join_rows(&views, &shape));
+        }
+        let mut out = ArrayD::zeros(shape);
         for (i, x) in inputs.iter().enumerate() {
             out.index_axis_mut(Axis(self.0), i).assign(x);
         }
@@ -621,6 +627,22 @@ mod tests {
         let out = op.forward(xs).unwrap();
         assert_eq!(out.shape(), op.shape(&shapes).unwrap().as_slice());
         out
+    }
+
+    #[test]
+    fn stack_matches_a_reference_along_every_axis_and_for_views_not_in_standard_layout() {
+        // The second input is a transpose: not in standard layout, so it is read by index.
+        let a = seq(&[3, 3]);
+        let b = seq(&[3, 3]).reversed_axes() * 2.0;
+        for axis in 0..3 {
+            let out = run(Stack(axis), &[&a, &b]);
+            for (idx, v) in out.indexed_iter() {
+                let mut i = idx.slice().to_vec();
+                let which = i.remove(axis);
+                let want = [&a, &b][which][&i[..]];
+                assert_eq!(*v, want, "axis {axis} at {i:?}");
+            }
+        }
     }
 
     /// The row-major linear index of `idx` in `shape`, and back.

@@ -8,7 +8,7 @@
 
 use crate::keyed::KeyedMap;
 use crate::{Float, Tape, Var};
-use ndarray::{concatenate, ArrayD, ArrayView2, Axis, Ix2};
+use ndarray::{ArrayD, ArrayView2, Ix2};
 use std::sync::Arc;
 
 /// `lhsᵀ · rhs` of 2-D views (`[r, m]ᵀ · [r, n]` → `[m, n]`): how a deferred term is computed.
@@ -97,7 +97,10 @@ impl<F: Float> Pending<F> {
         }
         let stack = |side: fn(&Term<F>) -> &Arc<ArrayD<F>>| {
             let views: Vec<_> = terms.iter().map(|t| view(side(t))).collect();
-            concatenate(Axis(0), &views).expect("defer_outer checked the columns")
+            let rows = views.iter().map(|v| v.nrows()).sum();
+            // `defer_outer` checked that every term's side has the same columns.
+            let joined = crate::join_rows(&views, &[rows, views[0].ncols()]);
+            joined.into_dimensionality::<Ix2>().expect("2-D")
         };
         let (lhs, rhs) = (stack(|t| &t.lhs), stack(|t| &t.rhs));
         Some(product(lhs.view(), rhs.view()))

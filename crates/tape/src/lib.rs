@@ -22,6 +22,7 @@ mod keyed;
 mod op;
 mod param;
 mod rng;
+mod rows;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 mod tape;
@@ -36,5 +37,6 @@ pub use gradcheck::{gradcheck, gradgradcheck, GradcheckOptions};
 pub use op::{MultiOp, Op};
 pub use param::{Param, ParamId};
 pub use rng::Rng;
+pub use rows::join_rows;
 pub use tape::{Tape, TapeOptions};
 pub use var::Var;

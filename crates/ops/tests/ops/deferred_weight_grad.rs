@@ -1,8 +1,10 @@
-//! Weights used at every step of a recurrence (`h · Wᵀ` and `h · U`, the packed path in `f32`):
+//! Weights used at every step of a recurrence (`h · Wᵀ`, `h · U` and `linear_add(h, V, x)`, the
+//! packed path in `f32`):
 //! their gradients, which a plain reverse pass sums in one product over all the steps' rows
 //! (`Tape::defer_outer`), equal the per-step products of a recorded (`create_graph`) pass, to
 //! 1e-12 in `f64`, and central differences of the loss.
 
+use eddy_ops::linear_add;
 use eddy_ops::prelude::*;
 use eddy_tape::{Float, GradOptions, Param, Result, Tape, Var};
 use ndarray::{Array2, ArrayD};
@@ -14,26 +16,35 @@ fn m<F: Float>(r: usize, c: usize, seed: f64) -> ArrayD<F> {
     .into_dyn()
 }
 
-/// `h ← tanh(x_t + h · Wᵀ + h · U)` over five steps of `rows` rows, `Σ h²` at the end.
-fn loss<F: Float>(tape: &Tape<F>, w: &Param<F>, u: &Param<F>, rows: usize) -> Result<Var<F>> {
-    let (wv, uv) = (tape.param(w), tape.param(u));
+/// The seeds of `W`, `U` and `V`.
+const SEEDS: [f64; 3] = [0.2, 0.4, 0.6];
+
+/// `h ← tanh(linear_add(h, V, x_t) + h · Wᵀ + h · U)` (`x_t + h · Vᵀ` in one op) over five
+/// steps of `rows` rows, `Σ h²` at the end; `p` is `[W, U, V]`.
+fn loss<F: Float>(tape: &Tape<F>, p: &[Param<F>; 3], rows: usize) -> Result<Var<F>> {
+    let [wv, uv, vv] = [0, 1, 2].map(|i| tape.param(&p[i]));
     let mut h = tape.input(m(rows, 6, 0.9)).tanh()?;
     for t in 0..5 {
         let x = tape.input(m(rows, 6, t as f64));
-        h = ((&x + &h.matmul_t(&wv)?)? + h.matmul(&uv)?)?.tanh()?;
+        let xv = linear_add(&h, &vv, None, Some(&x))?;
+        h = ((&xv + &h.matmul_t(&wv)?)? + h.matmul(&uv)?)?.tanh()?;
     }
     (&h * &h)?.sum_all()
 }
 
-/// The gradients of `W` and `U` from a plain pass (deferred) and a recorded pass (per step).
-fn both<F: Float>(rows: usize) -> [[ArrayD<F>; 2]; 2] {
-    let w = Param::new("w", m::<F>(6, 6, 0.2));
-    let u = Param::new("u", m::<F>(6, 6, 0.4));
+fn params<F: Float>() -> [Param<F>; 3] {
+    SEEDS.map(|seed| Param::new("p", m::<F>(6, 6, seed)))
+}
+
+/// The gradients of `W`, `U` and `V` from a plain pass (deferred) and a recorded pass (per
+/// step).
+fn both<F: Float>(rows: usize) -> [[ArrayD<F>; 3]; 2] {
+    let p = params::<F>();
     [GradOptions::default(), GradOptions::create_graph()].map(|options| {
         let tape = Tape::new();
-        let l = loss(&tape, &w, &u, rows).unwrap();
-        let (wv, uv) = (tape.param(&w), tape.param(&u));
-        let g = tape.grad(&[&l], None, &[&wv, &uv], options).unwrap();
+        let l = loss(&tape, &p, rows).unwrap();
+        let [wv, uv, vv] = [0, 1, 2].map(|i| tape.param(&p[i]));
+        let g = tape.grad(&[&l], None, &[&wv, &uv, &vv], options).unwrap();
         let g: Vec<_> = g.into_iter().map(|g| g.unwrap().value().clone()).collect();
         g.try_into().unwrap()
     })
@@ -67,27 +78,17 @@ fn deferred_weight_gradients_equal_the_per_step_products_on_the_packed_path_in_f
 
 #[test]
 fn deferred_weight_gradients_match_central_differences() {
-    let [[dw, du], _] = both::<f64>(3);
-    let u = Param::new("u", m::<f64>(6, 6, 0.4));
-    let w = Param::new("w", m::<f64>(6, 6, 0.2));
-    let at = |w: &Param<f64>, u: &Param<f64>| loss(&Tape::new(), w, u, 3).unwrap().item().unwrap();
+    let [grads, _] = both::<f64>(3);
+    let at = |p: &[Param<f64>; 3]| loss(&Tape::new(), p, 3).unwrap().item().unwrap();
     let eps = 1e-6;
-    for (which, grad) in [(0, &dw), (1, &du)] {
+    for (which, grad) in grads.iter().enumerate() {
         for idx in [[0, 0], [2, 5], [5, 1], [3, 3]] {
             let nudged = |d: f64| {
-                let base = if which == 0 {
-                    m::<f64>(6, 6, 0.2)
-                } else {
-                    m::<f64>(6, 6, 0.4)
-                };
-                let mut v = base;
+                let mut p = params::<f64>();
+                let mut v = m::<f64>(6, 6, SEEDS[which]);
                 v[&idx[..]] += d;
-                let p = Param::new("p", v);
-                if which == 0 {
-                    at(&p, &u)
-                } else {
-                    at(&w, &p)
-                }
+                p[which] = Param::new("p", v);
+                at(&p)
             };
             let numeric = (nudged(eps) - nudged(-eps)) / (2.0 * eps);
             let analytic = grad[&idx[..]];
