@@ -21,6 +21,16 @@ const MR_AVX512: usize = 8;
 /// ports with slack (a `4 × 16` sub-tile's 8 only just do: its best rates were up to 22% lower
 /// on Zen 3, docs/performance.md).
 const MR_AVX2: usize = 6;
+/// From this depth `K` of `a` (its rows `4·K` bytes apart), with at least [`PACK_A_MIN_N`]
+/// columns of `B`, the AVX-512 path copies each block of `a`'s rows into the order the tile
+/// reads them ([`interleave_rows`]) before the panels pass: read in place, the block's eight
+/// row streams lie a multiple of 2 KiB apart and share L1 sets. Measured on an Intel Xeon in
+/// alternating runs (docs/performance.md, 2026-12-02): W4's products (`K` 512, 1024) 4–10%
+/// faster; at `K` ≤ 256 (W1's, W2's, W5's) level or slower by the copy.
+const PACK_A_MIN_K: usize = 512;
+/// See [`PACK_A_MIN_K`]: 16 panels share each copied block.
+const PACK_A_MIN_N: usize = 512;
+
 /// Columns of the weight per panel: two 512-bit registers of f32.
 const NR: usize = 32;
 /// The packed kernel's block sizes, derived from the core's caches ([`super::cache`]) so that
@@ -241,7 +251,7 @@ impl<F: Float> PackedMatrix<F> {
 
 /// `c (+)= a·B` (or `c = bias + a·B`) with `B` in panels: for each panel, `KC` of its rows at a time (in L1), every
 /// block of [`block_rows`] rows of `a`, read where it is (row-major, `k` apart; a ragged last block from
-/// a zero-padded copy). A product of at least 2²² multiply-adds splits its panels across the current rayon
+/// a zero-padded copy) or, at AVX-512 for a deep `a` ([`PACK_A_MIN_K`]), from a copy interleaved per block. A product of at least 2²² multiply-adds splits its panels across the current rayon
 /// pool's threads.
 #[allow(clippy::too_many_arguments)]
 fn mul_panels(
@@ -400,7 +410,19 @@ impl Job<'_> {
             true => (bl.a_chunk / (4 * k * mr)).max(1),
             false => blocks.len().clamp(1, bl.c_rows / mr),
         };
+        // At AVX-512, a deep `a` (rows at least `PACK_A_MIN_K` apart) times many panels is
+        // first copied block by block into the order the tile reads it, each step's `MR`
+        // values together: read in place, its rows' streams lie a multiple of 2 KiB apart and
+        // share L1 sets.
+        let pack = self.level == Level::Avx512 && k >= PACK_A_MIN_K && n >= PACK_A_MIN_N;
+        let mut packed: Vec<f32> = Vec::new();
         for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
+            if pack {
+                packed.clear();
+                for block in chunk {
+                    interleave_rows(block, mr, k, &mut packed);
+                }
+            }
             for p in range.clone() {
                 let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
@@ -429,13 +451,27 @@ impl Job<'_> {
                         // returns. A bias from column c0 holds `cols` elements.
                         unsafe {
                             let out = self.out.ptr.add(start);
-                            let (a, b) = (&block[k0..], &panel[k0 * NR..]);
-                            tile(self.level, (kc, k), a, b, out, n, rows, cols, onto)
+                            let b = &panel[k0 * NR..];
+                            if pack {
+                                let a = &packed[i * mr * k + k0 * mr..];
+                                tile(self.level, (kc, 0), a, b, out, n, rows, cols, onto)
+                            } else {
+                                tile(self.level, (kc, k), &block[k0..], b, out, n, rows, cols, onto)
+                            }
                         };
                     }
                 }
             }
         }
+    }
+}
+
+/// Appends `block` (`mr` rows of `k`, row-major) to `out` in the order the AVX-512 tile reads
+/// an interleaved block: `out[kk·mr + r] = block[r·k + kk]`, each step's `mr` values together.
+fn interleave_rows(block: &[f32], mr: usize, k: usize, out: &mut Vec<f32>) {
+    out.reserve(mr * k);
+    for kk in 0..k {
+        out.extend((0..mr).map(|r| block[r * k + kk]));
     }
 }
 
@@ -446,13 +482,14 @@ mod avx512 {
 
     /// One `MR × NR` block over `k` rows of the panel: `c[r, j] (+)= Σ_kk a[r, kk] · b[kk, j]`
     /// for `rows` rows and `cols` columns of `c` (row stride `ldc`), with `a` the block's `MR`
-    /// rows (`lda` apart, `k` of each read) where they are: eight sequential streams, no
-    /// packing. The sums are stored onto what `onto` says: nothing, `c`, or a bias row. A block
+    /// rows where they are (`lda` apart, `k` of each read: eight sequential streams) or, when
+    /// `lda` is 0, interleaved by [`super::interleave_rows`] (`a[kk·MR + r]`: one stream). The sums are stored onto what `onto` says: nothing, `c`, or a bias row. A block
     /// of at most 16 columns (a ragged last panel: `N = 200` leaves 8) computes only the
     /// panel's first 16 lanes.
     ///
     /// # Safety
-    /// AVX-512F must be available; `a` holds `(MR − 1)·lda + k` and `b` `k·NR` elements; `c` points to
+    /// AVX-512F must be available; `a` holds `(MR − 1)·lda + k` (interleaved: `MR·k`) and `b`
+    /// `k·NR` elements; `c` points to
     /// `(rows − 1)·ldc + cols` elements of which the tile reads and writes only the first
     /// `cols` of each row (no other thread may access those meanwhile); a bias holds `cols`
     /// elements; `rows ≤ MR`, `cols ≤ NR`.
@@ -468,12 +505,15 @@ mod avx512 {
         cols: usize,
         onto: Onto,
     ) {
-        debug_assert!(a.len() >= (MR - 1) * k.1 + k.0 && b.len() >= k.0 * NR && rows <= MR && cols <= NR);
+        let need_a = if k.1 == 0 { MR * k.0 } else { (MR - 1) * k.1 + k.0 };
+        debug_assert!(a.len() >= need_a && b.len() >= k.0 * NR && rows <= MR && cols <= NR);
         // SAFETY: the caller's contract, passed on.
         unsafe {
-            match cols {
-                ..=16 => tile_w::<1>(k, a, b, c, ldc, rows, cols, onto),
-                _ => tile_w::<2>(k, a, b, c, ldc, rows, cols, onto),
+            match (cols, k.1) {
+                (..=16, 0) => tile_w::<1, true>(k, a, b, c, ldc, rows, cols, onto),
+                (_, 0) => tile_w::<2, true>(k, a, b, c, ldc, rows, cols, onto),
+                (..=16, _) => tile_w::<1, false>(k, a, b, c, ldc, rows, cols, onto),
+                _ => tile_w::<2, false>(k, a, b, c, ldc, rows, cols, onto),
             }
         }
     }
@@ -487,7 +527,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_w<const W: usize>(
+    unsafe fn tile_w<const W: usize, const PACKED: bool>(
         (k, lda): (usize, usize),
         a: &[f32],
         b: &[f32],
@@ -505,7 +545,8 @@ mod avx512 {
                 std::array::from_fn(|w| unsafe { _mm512_loadu_ps(bp.add(kk * NR + 16 * w)) });
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 // SAFETY: r·lda + kk < (MR − 1)·lda + k.
-                let s = _mm512_set1_ps(unsafe { *ap.add(r * lda + kk) });
+                let i = if PACKED { kk * MR + r } else { r * lda + kk };
+                let s = _mm512_set1_ps(unsafe { *ap.add(i) });
                 for w in 0..W {
                     acc_r[w] = _mm512_fmadd_ps(s, bv[w], acc_r[w]);
                 }
@@ -791,6 +832,11 @@ mod tests {
             (300, 300, 70),
             (1003, 200, 40),
             (40, 1024, 64),
+            // deep enough and wide enough for the interleaved blocks of `a` at AVX-512
+            // (`PACK_A_MIN_K`, `PACK_A_MIN_N`): ragged rows and panels, and more rows than
+            // one chunk
+            (19, 512, 530),
+            (150, 640, 512),
         ];
         for (rows, k, n) in shapes {
             let a = m::<F>(rows, k, 0.1);
