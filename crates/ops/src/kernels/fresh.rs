@@ -97,7 +97,8 @@ pub(crate) fn product_vec<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>) -> Vec
     // matrixmultiply does not read `C` when `β = 0` (and sets it to zero when `K = 0`);
     // ndarray's generic fallback fills `c` with `β`; the row kernels store `α·a·b` when `β = 0`
     // (`axpy_rows` clears `c` first) and see contiguous rows here (a new row-major `c`); the
-    // packed kernel stores its first `KC` slice without loading `c` when not accumulating.
+    // packed kernel (and its transposed path) stores its first `KC` slice without loading `c`
+    // when not accumulating.
     // The tests below check every path against a reference at ragged and empty shapes.
     unsafe {
         written_by(m * n, |c| {

@@ -4,6 +4,8 @@
 //!   repack the whole weight matrix or pad a register tile on every call;
 //! - in `f32` at the AVX2 or AVX-512 level, many rows by a weight that fits in cache: the
 //!   packed kernel of [`super::packed`], the weight packed for the call;
+//! - in `f32` at the AVX-512 level, a deep `aᵀ·b` (a weight's gradient over a sequence's
+//!   rows): the packed kernel's transposed path, `b` packed for the call;
 //! - anything else: matrixmultiply (via ndarray's `general_mat_mul`), split across the rayon
 //!   pool's threads when large.
 
@@ -102,7 +104,7 @@ pub(crate) fn gemm_unchecked<F: Float>(
             return;
         }
     }
-    if packed_gemm(alpha, a, b, beta, c) {
+    if transposed_gemm(alpha, a, b, beta, c) || packed_gemm(alpha, a, b, beta, c) {
         return;
     }
     let threads = rayon::current_num_threads();
@@ -143,6 +145,45 @@ fn packed_gemm<F: Float>(
     };
     super::packed::PackedMatrix::new(b).mul_into(a, c, beta == F::one());
     true
+}
+
+/// From this depth `K` and this many columns a product `aᵀ·b` may take the packed kernel's
+/// transposed path. Measured on an Intel Xeon in alternating runs (2026-12-02): W4's weight
+/// gradients (`N` 512 and 1024) 12–13% faster than matrixmultiply and W4 ~5%; W2's (`N` 128,
+/// 256) level, and W8 (`N` 256, `K` 65536) 3–7% slower, hence the bound on `N`.
+const TRANSPOSED_MIN_K: usize = 512;
+/// See [`TRANSPOSED_MIN_K`].
+const TRANSPOSED_MIN_N: usize = 512;
+
+/// `c = aᵀ·b` or `c += aᵀ·b` in `f32` at the AVX-512 level, for `a` the transpose of a
+/// row-major matrix: a weight's gradient `gᵀ·x` over a sequence's rows (`K` = steps × batch),
+/// through [`super::packed::PackedMatrix::mul_transposed_into`] with `b` packed for the call.
+/// On an Intel Xeon (docs/performance.md, 2026-12-02) matrixmultiply ran these at 87–107
+/// GFLOP/s, half of the core's FMA peak. Only for `α = 1`, `β` 0 or 1, a row-major `c`, at
+/// least [`PACKED_MIN_ROWS`] rows, [`TRANSPOSED_MIN_N`] columns and [`TRANSPOSED_MIN_K`]
+/// depth; returns whether it ran.
+fn transposed_gemm<F: Float>(
+    alpha: F,
+    a: &ArrayView2<F>,
+    b: &ArrayView2<F>,
+    beta: F,
+    c: &mut ArrayViewMut2<F>,
+) -> bool {
+    let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
+    let (m, k, n) = (c.nrows(), a.ncols(), c.ncols());
+    let big = m >= PACKED_MIN_ROWS && n >= TRANSPOSED_MIN_N && k >= TRANSPOSED_MIN_K;
+    if !(plain
+        && big
+        && super::packed::packed_kernel_available::<F>()
+        && super::level() == super::Level::Avx512)
+    {
+        return false;
+    }
+    let at = a.t();
+    let (Some(at), Some(c)) = (at.as_slice(), c.as_slice_mut()) else {
+        return false;
+    };
+    super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, beta == F::one())
 }
 
 /// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the
@@ -264,6 +305,31 @@ mod tests {
                     assert!(err < 1e-5, "{rows}x{k}·{k}x{n} beta {beta}: {err}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn deep_transposed_f32_products_match_matrixmultiply() {
+        // `aᵀ·b` with `aᵀ` row-major (a weight's gradient): the transposed packed path at
+        // AVX-512 (deep and wide enough), else matrixmultiply.
+        if super::super::level() != super::super::Level::Avx512 {
+            println!("skipped: the transposed packed path (the kernel level is not AVX-512)");
+        }
+        let f = test_matrix::<f32>;
+        let (rows, k, n) = (PACKED_MIN_ROWS + 3, TRANSPOSED_MIN_K + 77, TRANSPOSED_MIN_N + 5);
+        let at = f(k, rows, 0.1);
+        let b = f(k, n, 0.2);
+        for beta in [0.0f32, 1.0] {
+            let c0 = f(rows, n, 0.4);
+            let mut fast = c0.clone();
+            gemm(1.0, &at.t(), &b.view(), beta, &mut fast.view_mut());
+            let mut slow = c0.clone();
+            general_mat_mul(1.0, &at.t(), &b.view(), beta, &mut slow.view_mut());
+            let err = (&fast - &slow)
+                .iter()
+                .zip(&slow)
+                .fold(0.0f32, |e, (d, s)| e.max(d.abs() / (1.0 + s.abs())));
+            assert!(err < 1e-4, "beta {beta}: {err}");
         }
     }
 

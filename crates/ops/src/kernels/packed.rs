@@ -155,6 +155,16 @@ impl<F: Float> PackedMatrix<F> {
                     }
                 }
             }
+        } else if let Some(rows) = b.as_slice().filter(|_| TypeId::of::<F>() == TypeId::of::<f32>()) {
+            // Row-major `f32` (a sequence's inputs, for a weight's gradient): each row's `NR`
+            // columns of a panel copied as one piece.
+            // SAFETY: `F` is `f32` (checked), so the slice is the same memory with the same type.
+            let rows = unsafe { std::slice::from_raw_parts(rows.as_ptr() as *const f32, rows.len()) };
+            for (kk, row) in rows.chunks_exact(n.max(1)).enumerate() {
+                for (p, piece) in row.chunks(NR).enumerate() {
+                    data[p * k * NR + kk * NR..][..piece.len()].copy_from_slice(piece);
+                }
+            }
         } else {
             // Rows read in order, each split across the panels.
             for (kk, row) in b.rows().into_iter().enumerate() {
@@ -206,6 +216,68 @@ impl<F: Float> PackedMatrix<F> {
     pub fn mul_into_bias(&self, a: &[F], c: &mut [F], bias: &[F]) {
         assert_eq!(bias.len(), self.n, "the bias is [N]");
         self.mul(a, c, false, Some(bias), Blocking::here())
+    }
+
+    /// `c = aᵀ·B`, or `c += aᵀ·B` when `accumulate`, for `at` (`aᵀ`) row-major `[K, M]` and `c`
+    /// row-major `[M, N]`: a weight's gradient `gᵀ·x` over many rows, with `g` read where it
+    /// is. Runs only on panels for the AVX-512 tile (see [`Job::run_transposed`]); returns
+    /// whether it ran.
+    ///
+    /// # Panics
+    /// If the lengths of `at` and `c` are not `K·M` and `M·N` for one `M`.
+    pub fn mul_transposed_into(&self, at: &[F], c: &mut [F], accumulate: bool) -> bool {
+        let (k, n) = (self.k, self.n);
+        let Form::Panels(panels, Level::Avx512) = &self.form else {
+            return false;
+        };
+        let m = at.len().checked_div(k).unwrap_or(c.len() / n.max(1));
+        assert!(
+            at.len() == m * k && c.len() == m * n,
+            "aᵀ is [K, M] and c is [M, N]"
+        );
+        if m == 0 || n == 0 {
+            return true;
+        }
+        if k == 0 {
+            if !accumulate {
+                c.fill(F::zero());
+            }
+            return true;
+        }
+        // SAFETY: `F` is `f32` (checked when the panels were made), so the slices are the same
+        // memory with the same type.
+        let (at, c) = unsafe {
+            (
+                std::slice::from_raw_parts(at.as_ptr() as *const f32, at.len()),
+                std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
+            )
+        };
+        let out = Output {
+            ptr: c.as_mut_ptr(),
+            len: c.len(),
+        };
+        let mr = block_rows(Level::Avx512, m);
+        let job = Job {
+            level: Level::Avx512,
+            panels,
+            a: at,
+            transposed: true,
+            tail: &[],
+            out: &out,
+            dims: (m, k, n),
+            mr,
+            accumulate,
+            bias: None,
+            blocking: Blocking::here(),
+        };
+        let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(mr));
+        let threads = rayon::current_num_threads();
+        if threads >= 2 && m * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT {
+            job.run_split(panels, blocks, threads);
+        } else {
+            job.run_transposed(panels, blocks);
+        }
+        true
     }
 
     /// `c (+)= a·B`, or `c = bias + a·B` (then `accumulate` is false), the panels blocked by
@@ -287,6 +359,7 @@ fn mul_panels(
         level,
         panels,
         a,
+        transposed: false,
         tail: &tail,
         out: &out,
         dims: (m, k, n),
@@ -319,8 +392,10 @@ struct Job<'a> {
     /// Which tile runs (AVX2 or AVX-512; the panels exist only at one of those).
     level: Level,
     panels: &'a [f32],
-    /// `a`, row-major `[m, k]`.
+    /// `a`, row-major `[m, k]`, or when `transposed` its transpose, row-major `[k, m]`.
     a: &'a [f32],
+    /// Whether `a` holds `aᵀ` ([`PackedMatrix::mul_transposed_into`]; AVX-512 only).
+    transposed: bool,
     /// The last `m mod mr` rows of `a`, zero-padded to `mr` rows (empty if there are none).
     tail: &'a [f32],
     out: &'a Output,
@@ -370,7 +445,10 @@ impl Job<'_> {
     /// and few blocks of rows, an input projection the other way round).
     fn run_split(&self, panels: Range<usize>, blocks: Range<usize>, parts: usize) {
         if parts < 2 || (panels.len() < 2 && blocks.len() < 2) {
-            return self.run(panels, blocks);
+            return match self.transposed {
+                true => self.run_transposed(panels, blocks),
+                false => self.run(panels, blocks),
+            };
         }
         let (left, right) = (parts / 2, parts - parts / 2);
         let half = |r: &Range<usize>| r.start + r.len() * left / parts;
@@ -386,6 +464,72 @@ impl Job<'_> {
                 || self.run_split(panels.clone(), blocks.start..mid, left),
                 || self.run_split(panels.clone(), mid..blocks.end, right),
             );
+        }
+    }
+
+    /// [`Job::run`] for `a` given as `aᵀ` (a weight's gradient `gᵀ·x` over a sequence's rows:
+    /// `k` deep, thousands of rows). The blocks of `rows` go `C_ROWS` rows at a time, and
+    /// each such chunk `KB` steps of `k` at a time (`KB` a multiple of `KC` such that the
+    /// chunk's slice takes half of L2): the slice is copied out of `aᵀ` into the tile's
+    /// interleaved order (each step's 8 values are contiguous in `aᵀ`), and every panel passes
+    /// it `KC` steps at a time while the chunk's tiles of `c` stay in cache.
+    fn run_transposed(&self, range: Range<usize>, rows: Range<usize>) {
+        let ((m, k, n), mr, bl) = (self.dims, self.mr, self.blocking);
+        let per_chunk = (bl.c_rows / mr).max(1);
+        let kb = ((bl.a_whole / (4 * per_chunk * mr)) / bl.kc * bl.kc).max(bl.kc);
+        let mut packed: Vec<f32> = Vec::new();
+        for b0 in rows.clone().step_by(per_chunk) {
+            let chunk = b0..(b0 + per_chunk).min(rows.end);
+            for k0 in (0..k).step_by(kb) {
+                let depth = kb.min(k - k0);
+                // The rows past `m` of a ragged last block stay zero (the tile computes them
+                // and stores none).
+                packed.clear();
+                packed.resize(chunk.len() * mr * depth, 0.0);
+                for kk in 0..depth {
+                    let step = &self.a[(k0 + kk) * m..(k0 + kk + 1) * m];
+                    for (j, bi) in chunk.clone().enumerate() {
+                        let (r0, here) = (bi * mr, mr.min(m - bi * mr));
+                        packed[(j * depth + kk) * mr..][..here].copy_from_slice(&step[r0..r0 + here]);
+                    }
+                }
+                for p in range.clone() {
+                    let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
+                    let (c0, cols) = (p * NR, NR.min(n - p * NR));
+                    for s0 in (k0..k0 + depth).step_by(bl.kc) {
+                        let kc = bl.kc.min(k0 + depth - s0);
+                        let onto = match self.accumulate || s0 > 0 {
+                            true => Onto::C,
+                            false => Onto::Zero,
+                        };
+                        for (j, bi) in chunk.clone().enumerate() {
+                            let here = mr.min(m - bi * mr);
+                            let start = bi * mr * n + c0;
+                            let len = (here - 1) * n + cols;
+                            assert!(start + len <= self.out.len, "the block lies inside c");
+                            let a = &packed[(j * depth + s0 - k0) * mr..];
+                            // SAFETY: as in `run`; the transposed path runs only at AVX-512
+                            // (`mul_transposed_into`), whose tile reads `a` interleaved (`lda`
+                            // 0): `a` holds `mr·kc` elements from this slice's step `s0 − k0`,
+                            // and the panel from row `s0` holds `kc·NR`.
+                            unsafe {
+                                let out = self.out.ptr.add(start);
+                                tile(
+                                    self.level,
+                                    (kc, 0),
+                                    a,
+                                    &panel[s0 * NR..],
+                                    out,
+                                    n,
+                                    here,
+                                    cols,
+                                    onto,
+                                )
+                            };
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -908,6 +1052,58 @@ mod tests {
                 .zip(&want)
                 .fold(0.0f32, |e, (g, w)| e.max((g - w).abs()));
             assert!(err < 1e-3, "{threads} threads: {err}");
+        }
+    }
+
+    #[test]
+    fn transposed_products_match_matrixmultiply_on_one_and_two_threads() {
+        if !Level::Avx512.is_available() {
+            println!("skipped: the transposed path runs only on the AVX-512 tile (this CPU lacks avx512)");
+            return;
+        }
+        // More rows than one chunk (`C_ROWS`) with a ragged last block, several `KB` slices of
+        // the depth with a ragged last one, ragged panels; `b` row-major and transposed.
+        let (rows, k, n) = (1003, 1300, 530);
+        let at = m::<f32>(k, rows, 0.1);
+        let (x, w) = (m::<f32>(k, n, 0.2), m::<f32>(n, k, 0.3));
+        for b in [x.view(), w.t()] {
+            let packed = PackedMatrix::new_at(&b, Level::Avx512);
+            for accumulate in [false, true] {
+                let c0 = match accumulate {
+                    true => m::<f32>(rows, n, 0.4),
+                    // Every element written: the output starts as NaN.
+                    false => Array2::from_elem((rows, n), f32::NAN),
+                };
+                let mut want = m::<f32>(rows, n, 0.4);
+                let beta = if accumulate { 1.0 } else { 0.0 };
+                general_mat_mul(1.0, &at.t(), &b, beta, &mut want.view_mut());
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut got = c0.clone();
+                    let ran = pool.install(|| {
+                        packed.mul_transposed_into(
+                            at.as_slice().unwrap(),
+                            got.as_slice_mut().unwrap(),
+                            accumulate,
+                        )
+                    });
+                    assert!(ran);
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .fold(0.0f32, |e, (g, w)| e.max((g - w).abs() / (1.0 + w.abs())));
+                    assert!(err < 1e-4, "accumulate {accumulate}, {threads} threads: {err}");
+                }
+            }
+        }
+        // Panels for the AVX2 tile do not take the transposed path.
+        if Level::Avx2.is_available() {
+            let packed = PackedMatrix::new_at(&x.view(), Level::Avx2);
+            let mut c = Array2::<f32>::zeros((rows, n));
+            assert!(!packed.mul_transposed_into(at.as_slice().unwrap(), c.as_slice_mut().unwrap(), false));
         }
     }
 
