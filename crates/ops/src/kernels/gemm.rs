@@ -104,7 +104,7 @@ pub(crate) fn gemm_unchecked<F: Float>(
             return;
         }
     }
-    if transposed_gemm(alpha, a, b, beta, c) || packed_gemm(alpha, a, b, beta, c) {
+    if packed_gemm(alpha, a, b, beta, c) {
         return;
     }
     let threads = rayon::current_num_threads();
@@ -121,12 +121,26 @@ pub(crate) const PACKED_MIN_ROWS: usize = 128;
 /// From this many columns (a `Linear(…→1)` head has one, and the row kernels take it).
 const PACKED_MIN_COLS: usize = 16;
 
-/// `c = a·b` or `c += a·b` in `f32` where the packed kernel runs ([`super::packed`]): `b` packed
-/// for this call, the rows of `a` read where they are. At the shapes the layers run through
-/// here (input projections, input gradients) 86–109 GFLOP/s against matrixmultiply's 60–108
-/// (`gemm` rows of `docs/performance.md`). Only for row-major `a` and `c`, `α = 1` and `β` 0 or
-/// 1, and a `b` that fits in cache (W4's 8 MiB input weight measured slower than
-/// matrixmultiply, whose blocking is fuller); returns whether it ran.
+/// From this depth `K` and this many columns a product `aᵀ·b` may take the packed kernel's
+/// transposed path. Measured on an Intel Xeon in alternating runs (2026-12-02): W4's weight
+/// gradients (`N` 512 and 1024) 12–13% faster than matrixmultiply and W4 ~5%; W2's (`N` 128,
+/// 256) level, and W8 (`N` 256, `K` 65536) 3–7% slower, hence the bound on `N`.
+const TRANSPOSED_MIN_K: usize = 512;
+/// See [`TRANSPOSED_MIN_K`].
+const TRANSPOSED_MIN_N: usize = 512;
+
+/// `c = a·b` or `c += a·b` in `f32` where the packed kernel runs ([`super::packed`]), `b`
+/// packed for this call; returns whether it ran. Only for a row-major `c`, `α = 1`, `β` 0 or 1
+/// and at least [`PACKED_MIN_ROWS`] rows, and then:
+/// - `a` the transpose of a row-major matrix, at the AVX-512 level, at least
+///   [`TRANSPOSED_MIN_N`] columns and [`TRANSPOSED_MIN_K`] deep: a weight's gradient `gᵀ·x`
+///   over a sequence's rows, through
+///   [`super::packed::PackedMatrix::mul_transposed_into`] (on an Intel Xeon matrixmultiply ran
+///   these at 87–107 GFLOP/s, half of the core's FMA peak; docs/performance.md, 2026-12-02);
+/// - `a` row-major and a `b` that fits in cache, the rows of `a` read where they are: the
+///   layers' input projections and input gradients, 86–109 GFLOP/s against matrixmultiply's
+///   60–108 (`gemm` rows of docs/performance.md; W4's 8 MiB input weight measured slower than
+///   matrixmultiply, whose blocking is fuller).
 fn packed_gemm<F: Float>(
     alpha: F,
     a: &ArrayView2<F>,
@@ -136,54 +150,24 @@ fn packed_gemm<F: Float>(
 ) -> bool {
     let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
     let (m, k, n) = (c.nrows(), a.ncols(), c.ncols());
-    let big = m >= PACKED_MIN_ROWS && n >= PACKED_MIN_COLS && k > 0 && 4 * k * n <= super::packed::small_b();
-    if !(plain && big && super::packed::packed_kernel_available::<F>()) {
+    if !(plain && m >= PACKED_MIN_ROWS && k > 0 && super::packed::packed_kernel_available::<F>()) {
         return false;
     }
-    let (Some(a), Some(c)) = (a.as_slice(), c.as_slice_mut()) else {
+    let accumulate = beta == F::one();
+    let Some(c) = c.as_slice_mut() else {
         return false;
     };
-    super::packed::PackedMatrix::new(b).mul_into(a, c, beta == F::one());
-    true
-}
-
-/// From this depth `K` and this many columns a product `aᵀ·b` may take the packed kernel's
-/// transposed path. Measured on an Intel Xeon in alternating runs (2026-12-02): W4's weight
-/// gradients (`N` 512 and 1024) 12–13% faster than matrixmultiply and W4 ~5%; W2's (`N` 128,
-/// 256) level, and W8 (`N` 256, `K` 65536) 3–7% slower, hence the bound on `N`.
-const TRANSPOSED_MIN_K: usize = 512;
-/// See [`TRANSPOSED_MIN_K`].
-const TRANSPOSED_MIN_N: usize = 512;
-
-/// `c = aᵀ·b` or `c += aᵀ·b` in `f32` at the AVX-512 level, for `a` the transpose of a
-/// row-major matrix: a weight's gradient `gᵀ·x` over a sequence's rows (`K` = steps × batch),
-/// through [`super::packed::PackedMatrix::mul_transposed_into`] with `b` packed for the call.
-/// On an Intel Xeon (docs/performance.md, 2026-12-02) matrixmultiply ran these at 87–107
-/// GFLOP/s, half of the core's FMA peak. Only for `α = 1`, `β` 0 or 1, a row-major `c`, at
-/// least [`PACKED_MIN_ROWS`] rows, [`TRANSPOSED_MIN_N`] columns and [`TRANSPOSED_MIN_K`]
-/// depth; returns whether it ran.
-fn transposed_gemm<F: Float>(
-    alpha: F,
-    a: &ArrayView2<F>,
-    b: &ArrayView2<F>,
-    beta: F,
-    c: &mut ArrayViewMut2<F>,
-) -> bool {
-    let plain = alpha == F::one() && (beta == F::zero() || beta == F::one());
-    let (m, k, n) = (c.nrows(), a.ncols(), c.ncols());
-    let big = m >= PACKED_MIN_ROWS && n >= TRANSPOSED_MIN_N && k >= TRANSPOSED_MIN_K;
-    if !(plain
-        && big
-        && super::packed::packed_kernel_available::<F>()
-        && super::level() == super::Level::Avx512)
-    {
-        return false;
-    }
     let at = a.t();
-    let (Some(at), Some(c)) = (at.as_slice(), c.as_slice_mut()) else {
-        return false;
-    };
-    super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, beta == F::one())
+    let deep = n >= TRANSPOSED_MIN_N && k >= TRANSPOSED_MIN_K && super::level() == super::Level::Avx512;
+    if let (true, Some(at)) = (deep, at.as_slice()) {
+        return super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, accumulate);
+    }
+    let fits = n >= PACKED_MIN_COLS && 4 * k * n <= super::packed::small_b();
+    if let (true, Some(a)) = (fits, a.as_slice()) {
+        super::packed::PackedMatrix::new(b).mul_into(a, c, accumulate);
+        return true;
+    }
+    false
 }
 
 /// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the

@@ -220,7 +220,8 @@ impl<F: Float> PackedMatrix<F> {
 
     /// `c = aᵀ·B`, or `c += aᵀ·B` when `accumulate`, for `at` (`aᵀ`) row-major `[K, M]` and `c`
     /// row-major `[M, N]`: a weight's gradient `gᵀ·x` over many rows, with `g` read where it
-    /// is. Runs only on panels for the AVX-512 tile (see [`Job::run_transposed`]); returns
+    /// is. Runs only on panels for the AVX-512 tile (blocked by rows of `c` and slices of the
+    /// depth, each slice copied out of `aᵀ` into the tile's reading order); returns
     /// whether it ran.
     ///
     /// # Panics
@@ -270,13 +271,7 @@ impl<F: Float> PackedMatrix<F> {
             bias: None,
             blocking: Blocking::here(),
         };
-        let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(mr));
-        let threads = rayon::current_num_threads();
-        if threads >= 2 && m * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT {
-            job.run_split(panels, blocks, threads);
-        } else {
-            job.run_transposed(panels, blocks);
-        }
+        job.run_all();
         true
     }
 
@@ -368,13 +363,7 @@ fn mul_panels(
         bias,
         blocking,
     };
-    let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(mr));
-    let threads = rayon::current_num_threads();
-    if threads >= 2 && m * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT {
-        job.run_split(panels, blocks, threads);
-    } else {
-        job.run(panels, blocks);
-    }
+    job.run_all();
 }
 
 /// `c`, written by the tasks in disjoint tiles (column ranges of panels × row ranges of blocks).
@@ -440,6 +429,20 @@ impl Onto {
 }
 
 impl Job<'_> {
+    /// Every tile: across the current rayon pool's threads for a product of at least
+    /// [`PAR_MIN_PRODUCT`](crate::kernels::gemm::PAR_MIN_PRODUCT) multiply-adds, else on
+    /// this one.
+    fn run_all(&self) {
+        let (m, k, n) = self.dims;
+        let (panels, blocks) = (0..n.div_ceil(NR), 0..m.div_ceil(self.mr));
+        let threads = rayon::current_num_threads();
+        let parts = match m * k * n >= crate::kernels::gemm::PAR_MIN_PRODUCT {
+            true => threads,
+            false => 1,
+        };
+        self.run_split(panels, blocks, parts);
+    }
+
     /// The tiles of `panels` × `blocks` across `parts` threads, halved recursively with
     /// `rayon::join` along whichever of the two has more (a step's product has many panels
     /// and few blocks of rows, an input projection the other way round).
