@@ -155,11 +155,9 @@ impl<F: Float> PackedMatrix<F> {
                     }
                 }
             }
-        } else if let Some(rows) = b.as_slice().filter(|_| TypeId::of::<F>() == TypeId::of::<f32>()) {
+        } else if let Some(rows) = b.as_slice().and_then(as_f32) {
             // Row-major `f32` (a sequence's inputs, for a weight's gradient): each row's `NR`
             // columns of a panel copied as one piece.
-            // SAFETY: `F` is `f32` (checked), so the slice is the same memory with the same type.
-            let rows = unsafe { std::slice::from_raw_parts(rows.as_ptr() as *const f32, rows.len()) };
             for (kk, row) in rows.chunks_exact(n.max(1)).enumerate() {
                 for (p, piece) in row.chunks(NR).enumerate() {
                     data[p * k * NR + kk * NR..][..piece.len()].copy_from_slice(piece);
@@ -245,14 +243,8 @@ impl<F: Float> PackedMatrix<F> {
             }
             return true;
         }
-        // SAFETY: `F` is `f32` (checked when the panels were made), so the slices are the same
-        // memory with the same type.
-        let (at, c) = unsafe {
-            (
-                std::slice::from_raw_parts(at.as_ptr() as *const f32, at.len()),
-                std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
-            )
-        };
+        let (at, c) = (as_f32(at), as_f32_mut(c));
+        let (at, c) = (at.expect(PANELS_ARE_F32), c.expect(PANELS_ARE_F32));
         let out = Output {
             ptr: c.as_mut_ptr(),
             len: c.len(),
@@ -301,15 +293,11 @@ impl<F: Float> PackedMatrix<F> {
                 super::gemm::gemm_unchecked(F::one(), &a, &b.view(), beta, &mut c);
             }
             Form::Panels(panels, level) => {
-                // SAFETY: `F` is `f32` (checked when the panels were made), so the slices are
-                // the same memory with the same type.
-                let (a, c, bias) = unsafe {
-                    (
-                        std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
-                        std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
-                        bias.map(|b| std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len())),
-                    )
-                };
+                let (a, c) = (
+                    as_f32(a).expect(PANELS_ARE_F32),
+                    as_f32_mut(c).expect(PANELS_ARE_F32),
+                );
+                let bias = bias.map(|b| as_f32(b).expect(PANELS_ARE_F32));
                 mul_panels(*level, panels, a, c, (m, k, n), accumulate, bias, blocking);
             }
         }
@@ -613,6 +601,23 @@ impl Job<'_> {
     }
 }
 
+/// Why a slice of `F` is one of `f32` wherever there are panels: they are made only for `f32`.
+const PANELS_ARE_F32: &str = "panels exist only for f32";
+
+/// `s` as the `f32` slice it is when `F` is `f32`, else `None`.
+fn as_f32<F: Float>(s: &[F]) -> Option<&[f32]> {
+    // SAFETY: `F` is `f32` (checked), so the slice is the same memory with the same type.
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+fn as_f32_mut<F: Float>(s: &mut [F]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`; the borrow of `s` is handed on.
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
+}
+
 /// Appends `block` (`mr` rows of `k`, row-major) to `out` in the order the AVX-512 tile reads
 /// an interleaved block: `out[kk·mr + r] = block[r·k + kk]`, each step's `mr` values together.
 fn interleave_rows(block: &[f32], mr: usize, k: usize, out: &mut Vec<f32>) {
@@ -630,8 +635,9 @@ mod avx512 {
     /// One `MR × NR` block over `k` rows of the panel: `c[r, j] (+)= Σ_kk a[r, kk] · b[kk, j]`
     /// for `rows` rows and `cols` columns of `c` (row stride `ldc`), with `a` the block's `MR`
     /// rows where they are (`lda` apart, `k` of each read: eight sequential streams) or, when
-    /// `lda` is 0, interleaved by [`super::interleave_rows`] (`a[kk·MR + r]`: one stream). The sums are stored onto what `onto` says: nothing, `c`, or a bias row. A block
-    /// of at most 16 columns (a ragged last panel: `N = 200` leaves 8) computes only the
+    /// `lda` is 0, interleaved by [`super::interleave_rows`] (`a[kk·MR + r]`: one stream). The
+    /// sums are stored onto what `onto` says: nothing, `c`, or a bias row. A block of at most
+    /// 16 columns (a ragged last panel: `N = 200` leaves 8) computes only the
     /// panel's first 16 lanes.
     ///
     /// # Safety
