@@ -15,7 +15,7 @@
 //! | `expm1` | `eˣ − 1`, exact near 0 | `y + 1` |
 
 use crate::VarExt;
-use eddy_tape::{Float, Op, Result, Var};
+use eddy_tape::{Float, Op, Result, Saves, Var};
 use ndarray::ArrayD;
 
 /// An elementwise function: its value at a point and its derivative as a differentiable
@@ -40,6 +40,12 @@ pub trait Elementwise<F: Float>: 'static {
         for (o, &x) in out.iter_mut().zip(x) {
             *o = self.value(x);
         }
+    }
+    /// Which of `x` and `y` the derivative reads: [`Saves::INPUTS`] (`x`), [`Saves::OUTPUTS`]
+    /// (`y`, as for `exp`, `tanh` and `sigmoid`) or both (the default). The tape keeps only
+    /// that for the reverse pass ([`Op::saves`]); the other comes as NaN.
+    fn saves(&self) -> Saves {
+        Saves::ALL
     }
 }
 
@@ -66,8 +72,16 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
             None => x.mapv(|x| self.0.value(x)),
         })
     }
+    fn saves(&self) -> Saves {
+        self.0.saves()
+    }
     fn backward(&self, inputs: &[Var<F>], output: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
-        let (x, y) = (inputs[0].value(), output.value());
+        // The value the derivative does not read stands in for the one not kept (NaN there).
+        let (x, y) = match self.0.saves() {
+            Saves { inputs: false, .. } => (output.value(), output.value()),
+            Saves { outputs: false, .. } => (inputs[0].value(), inputs[0].value()),
+            _ => (inputs[0].value(), output.value()),
+        };
         let fast =
             !g.tape().is_recording() && x.first().is_none_or(|&v| self.0.derivative_at(v, v).is_some());
         if fast {
@@ -113,6 +127,9 @@ impl<F: Float> Elementwise<F> for Exp {
     fn derivative_at(&self, _x: F, y: F) -> Option<F> {
         Some(y)
     }
+    fn saves(&self) -> Saves {
+        Saves::OUTPUTS
+    }
 }
 
 /// `ln x`.
@@ -130,6 +147,9 @@ impl<F: Float> Elementwise<F> for Log {
     fn derivative_at(&self, x: F, _y: F) -> Option<F> {
         Some(F::one() / x)
     }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
+    }
 }
 
 /// `√x`.
@@ -146,6 +166,9 @@ impl<F: Float> Elementwise<F> for Sqrt {
     }
     fn derivative_at(&self, _x: F, y: F) -> Option<F> {
         Some(F::of(0.5) / y)
+    }
+    fn saves(&self) -> Saves {
+        Saves::OUTPUTS
     }
 }
 
@@ -171,6 +194,9 @@ impl<F: Float> Elementwise<F> for Powi {
             n => F::of(n as f64) * x.powi(n - 1),
         })
     }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
+    }
 }
 
 /// `tanh x`.
@@ -190,6 +216,9 @@ impl<F: Float> Elementwise<F> for Tanh {
     }
     fn derivative_at(&self, _x: F, y: F) -> Option<F> {
         Some(F::one() - y * y)
+    }
+    fn saves(&self) -> Saves {
+        Saves::OUTPUTS
     }
 }
 
@@ -217,6 +246,9 @@ impl<F: Float> Elementwise<F> for Sigmoid {
     fn derivative_at(&self, _x: F, y: F) -> Option<F> {
         Some(y * (F::one() - y))
     }
+    fn saves(&self) -> Saves {
+        Saves::OUTPUTS
+    }
 }
 
 /// `max(x, 0)`; its derivative `[x > 0]` is a constant mask.
@@ -242,6 +274,9 @@ impl<F: Float> Elementwise<F> for Relu {
     fn derivative_at(&self, x: F, _y: F) -> Option<F> {
         Some(if x > F::zero() { F::one() } else { F::zero() })
     }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
+    }
 }
 
 /// `ln(1 + eˣ)`, stable for large `|x|`.
@@ -258,6 +293,9 @@ impl<F: Float> Elementwise<F> for Softplus {
     }
     fn derivative_at(&self, x: F, _y: F) -> Option<F> {
         Some(sigmoid(x))
+    }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
     }
 }
 
@@ -291,6 +329,9 @@ impl<F: Float> Elementwise<F> for Abs {
             F::zero()
         })
     }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
+    }
 }
 
 /// `ln σ(x) = −softplus(−x)`, stable for large `|x|` (the log of a gate, as xLSTM's forget
@@ -309,6 +350,9 @@ impl<F: Float> Elementwise<F> for LogSigmoid {
     fn derivative_at(&self, x: F, _y: F) -> Option<F> {
         Some(sigmoid(-x))
     }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
+    }
 }
 
 /// `eˣ − 1`, without the cancellation of `exp(x) − 1` near 0 (`1 − a² = −expm1(2 ln a)` for
@@ -326,6 +370,9 @@ impl<F: Float> Elementwise<F> for Expm1 {
     }
     fn derivative_at(&self, _x: F, y: F) -> Option<F> {
         Some(y + F::one())
+    }
+    fn saves(&self) -> Saves {
+        Saves::OUTPUTS
     }
 }
 

@@ -11,7 +11,7 @@ use crate::kernels::gates::{
 use crate::kernels::packed::PackedMatrix;
 use crate::matmul::MatMul;
 use crate::{concat, VarExt};
-use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
+use eddy_tape::{Error, Float, MultiOp, Op, Result, Saves, Var};
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Ix2, IxDyn};
 
 /// `y = x · wᵀ (+ b) (+ add)` in one GEMM: the bias and the addend are written into the output
@@ -73,6 +73,9 @@ impl<F: Float> Op<F> for Linear {
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         self.backward_with(inputs, g, None)
+    }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
     }
 }
 

@@ -81,6 +81,6 @@ pub mod prelude {
     pub use crate::{concat, stack, where_, VarExt};
     pub use eddy_tape::{
         gradcheck, gradgradcheck, Error, Float, GradOptions, GradcheckOptions, Grads, Op, Param, Result, Rng,
-        Tape, Var,
+        Saves, Tape, Var,
     };
 }

@@ -2,7 +2,7 @@
 //! operands passed as strided views: no transposed copies, in the forward or the backward.
 
 use crate::kernels::fresh::{product_vec, written_by};
-use eddy_tape::{Error, Float, Op, Result, Var};
+use eddy_tape::{Error, Float, Op, Result, Saves, Var};
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix2, IxDyn};
 
 /// `op(a) · op(b)` where `op` transposes the last two axes when its flag is set.
@@ -155,6 +155,9 @@ impl<F: Float> Op<F> for MatMul {
             da.map(|d| d.sum_to(a.shape())).transpose()?,
             db.map(|d| d.sum_to(b.shape())).transpose()?,
         ])
+    }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
     }
 }
 

@@ -14,7 +14,7 @@ use crate::fused::Linear;
 use crate::kernels::gemm::{PACKED_MIN_ROWS, SMALL_ROWS};
 use crate::kernels::packed::{packed_kernel_available, small_b, PackedMatrix};
 use crate::MatMul;
-use eddy_tape::{Error, Float, Op, ParamId, Result, Var};
+use eddy_tape::{Error, Float, Op, ParamId, Result, Saves, Var};
 use ndarray::ArrayD;
 use std::rc::Rc;
 
@@ -85,6 +85,9 @@ impl<F: Float> Op<F> for PackedMatMul<F> {
         };
         Ok(vec![Some(da), dw])
     }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
+    }
 }
 
 /// [`PackedMatMul`] for `a · op(w)` where it applies (a 2-D `a` and a 2-D weight `w` of the
@@ -140,6 +143,9 @@ impl<F: Float> Op<F> for PackedLinear<F> {
             _ => None,
         };
         self.linear.backward_with(inputs, grad, packed.as_deref())
+    }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
     }
 }
 

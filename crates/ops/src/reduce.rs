@@ -1,7 +1,7 @@
 //! Reductions along an axis: sum (mean is a scaled sum) and max; and [`Maximum`], the larger
 //! of two tensors, max's elementwise twin. Sum of everything is `Var::sum_all` in the tape.
 
-use eddy_tape::{Error, Float, Op, Result, Var};
+use eddy_tape::{Error, Float, Op, Result, Saves, Var};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 fn reduced(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
@@ -59,6 +59,9 @@ impl<F: Float> Op<F> for Sum {
             .tape()
             .apply(crate::shape::Reshape(reduced(x.shape(), self.axis, true)), &[g])?;
         Ok(vec![Some(kept.broadcast_to(x.shape())?)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -187,6 +190,9 @@ impl<F: Float> Op<F> for Maximum {
             Ok(Some(routed.sum_to(x.shape())?))
         };
         Ok(vec![pick(true, a)?, pick(false, b)?])
+    }
+    fn saves(&self) -> Saves {
+        Saves::INPUTS
     }
 }
 

@@ -2,12 +2,13 @@
 //! adjoint index_add), and where. Each moves or copies elements; none does arithmetic, so each
 //! backward rule is the adjoint movement.
 
-use eddy_tape::{Error, Float, MultiOp, Op, Result, Var};
+use eddy_tape::{Error, Float, MultiOp, Op, Result, Saves, Var};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 
-/// A row-major copy of `v`. Slices, joins and stacks all return row-major arrays (ndarray's own
-/// `concatenate` along an inner axis would not), so the ops downstream, and the gradients that
-/// flow back through them, take their contiguous-slice paths.
+/// A row-major copy of `v`, for reshape. Slices, joins and stacks all return row-major arrays
+/// too ([`piece_along`], [`eddy_tape::join_along`]; ndarray's own `concatenate` along an inner
+/// axis would not), so the ops downstream, and the gradients that flow back through them, take
+/// their contiguous-slice paths.
 fn row_major<F: Float>(v: ArrayViewD<'_, F>) -> ArrayD<F> {
     if v.is_standard_layout() {
         return v.to_owned();
@@ -15,6 +16,26 @@ fn row_major<F: Float>(v: ArrayViewD<'_, F>) -> ArrayD<F> {
     let mut out = ArrayD::zeros(v.raw_dim());
     out.assign(&v);
     out
+}
+
+/// The piece `start .. start + len` of `x` along `axis`, row-major, as an array of `shape`
+/// (`x`'s with `len` at `axis`, or without the axis when squeezed): for each index of the axes
+/// before `axis`, one contiguous run of `x`'s memory, copied without zeroing first. What
+/// narrow, split and unstack return.
+fn piece_along<F: Float>(x: &ArrayD<F>, axis: usize, start: usize, len: usize, shape: &[usize]) -> ArrayD<F> {
+    let x = x.as_standard_layout();
+    let all = x.as_slice().expect("a standard-layout array is one slice");
+    let after: usize = x.shape()[axis + 1..].iter().product();
+    let (stride, run) = (x.shape()[axis] * after, len * after);
+    let outer: usize = x.shape()[..axis].iter().product();
+    let mut out = Vec::with_capacity(outer * run);
+    if run > 0 {
+        for o in 0..outer {
+            let from = o * stride + start * after;
+            out.extend_from_slice(&all[from..from + run]);
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), out).expect("the piece holds the shape's elements")
 }
 
 /// Reshape to a shape with the same number of elements (row-major order).
@@ -48,6 +69,9 @@ impl<F: Float> Op<F> for Reshape {
         Ok(vec![Some(
             g.tape().apply(Reshape(inputs[0].shape().to_vec()), &[g])?,
         )])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -91,6 +115,9 @@ impl<F: Float> Op<F> for Permute {
             inverse[a] = i;
         }
         Ok(vec![Some(g.tape().apply(Permute(inverse), &[g])?)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -143,8 +170,10 @@ impl<F: Float> Op<F> for Narrow {
         Ok(out)
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let s = Slice::from(self.start..self.start + self.len);
-        Ok(row_major(inputs[0].slice_axis(Axis(self.axis), s)))
+        let x = inputs[0];
+        let mut shape = x.shape().to_vec();
+        shape[self.axis] = self.len;
+        Ok(piece_along(x, self.axis, self.start, self.len, &shape))
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let pad = Pad {
@@ -153,6 +182,9 @@ impl<F: Float> Op<F> for Narrow {
             total: inputs[0].shape()[self.axis],
         };
         Ok(vec![Some(g.tape().apply(pad, &[g])?)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -204,6 +236,9 @@ impl<F: Float> Op<F> for Pad {
         };
         Ok(vec![Some(g.tape().apply(narrow, &[g])?)])
     }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
+    }
 }
 
 /// Joins inputs along an existing axis; all other dimensions must agree.
@@ -254,15 +289,9 @@ impl<F: Float> Op<F> for Concat {
     }
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
-        let mut out = ArrayD::zeros(<Self as Op<F>>::shape(self, &shapes)?);
-        let mut start = 0;
-        for x in inputs {
-            let len = x.shape()[self.0];
-            out.slice_axis_mut(Axis(self.0), Slice::from(start..start + len))
-                .assign(x);
-            start += len;
-        }
-        Ok(out)
+        let shape = <Self as Op<F>>::shape(self, &shapes)?;
+        let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
+        Ok(eddy_tape::join_along(&views, self.0, &shape))
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let mut start = 0;
@@ -284,6 +313,9 @@ impl<F: Float> Op<F> for Concat {
             start += len;
         }
         Ok(out)
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -336,6 +368,9 @@ impl<F: Float> Op<F> for IndexSelect {
         };
         Ok(vec![Some(g.tape().apply(add, &[g])?)])
     }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
+    }
 }
 
 /// Adds slice `k` of `x` along `axis` into entry `indices[k]` of zeros of size `size` there
@@ -385,6 +420,9 @@ impl<F: Float> Op<F> for IndexAdd {
             indices: self.indices.clone(),
         };
         Ok(vec![Some(g.tape().apply(select, &[g])?)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -444,6 +482,9 @@ impl<F: Float> Op<F> for Where {
             None
         };
         Ok(vec![da, db])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -516,12 +557,9 @@ impl<F: Float> MultiOp<F> for Split {
         Ok(self
             .sizes
             .iter()
-            .map(|&n| {
-                let piece = if self.squeeze {
-                    row_major(x.index_axis(Axis(self.axis), start))
-                } else {
-                    row_major(x.slice_axis(Axis(self.axis), Slice::from(start..start + n)))
-                };
+            .zip(self.out_shapes(x.shape()))
+            .map(|(&n, shape)| {
+                let piece = piece_along(x, self.axis, start, n, &shape);
                 start += n;
                 piece
             })
@@ -549,6 +587,9 @@ impl<F: Float> MultiOp<F> for Split {
             tape.apply(Concat(self.axis), &refs)?
         };
         Ok(vec![Some(joined)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -582,16 +623,8 @@ impl<F: Float> Op<F> for Stack {
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
         let shape = <Self as Op<F>>::shape(self, &shapes)?;
-        if self.0 == 0 {
-            // Along a new first axis the steps lie one after another: copied, not zeroed first.
-            let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
-            return Ok(eddy_tape::join_rows(&views, &shape));
-        }
-        let mut out = ArrayD::zeros(shape);
-        for (i, x) in inputs.iter().enumerate() {
-            out.index_axis_mut(Axis(self.0), i).assign(x);
-        }
-        Ok(out)
+        let views: Vec<_> = inputs.iter().map(|x| x.view()).collect();
+        Ok(eddy_tape::join_along(&views, self.0, &shape))
     }
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         let split = Split {
@@ -605,6 +638,9 @@ impl<F: Float> Op<F> for Stack {
             .zip(pieces)
             .map(|(x, p)| x.requires_grad().then_some(p))
             .collect())
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -750,6 +786,45 @@ mod tests {
                 _ => c[[i, j - 5, k]],
             };
             assert_eq!(v, want);
+        }
+    }
+
+    #[test]
+    fn split_unstack_and_concat_along_every_axis_match_ndarray_slices() {
+        // A transposed input is not in standard layout: it is copied in logical order first.
+        let x = seq(&[4, 3, 2]).reversed_axes();
+        for axis in 0..3 {
+            let size = x.shape()[axis];
+            let sizes = vec![1, size - 1];
+            let pieces = Split {
+                axis,
+                sizes: sizes.clone(),
+                squeeze: false,
+            }
+            .forward(&[&x])
+            .unwrap();
+            let mut start = 0;
+            for (piece, n) in pieces.iter().zip(&sizes) {
+                let want = x.slice_axis(Axis(axis), Slice::from(start..start + n));
+                assert_eq!(piece, &want, "split along axis {axis}");
+                assert!(piece.is_standard_layout());
+                start += n;
+            }
+            let joined = run(
+                Concat(axis),
+                &[&pieces[0], &pieces[1].t().to_owned().reversed_axes()],
+            );
+            assert_eq!(joined, x, "concat along axis {axis}");
+            let rows = Split {
+                axis,
+                sizes: vec![1; size],
+                squeeze: true,
+            }
+            .forward(&[&x])
+            .unwrap();
+            for (i, row) in rows.iter().enumerate() {
+                assert_eq!(row, &x.index_axis(Axis(axis), i), "unstack along axis {axis}");
+            }
         }
     }
 

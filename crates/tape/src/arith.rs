@@ -4,7 +4,7 @@
 //! the operators on [`Var`] live here because Rust puts operator impls beside the type.
 //! Every other op is in `eddy-ops`.
 
-use crate::{Error, Float, Op, Result, Var};
+use crate::{Error, Float, Op, Result, Saves, Var};
 use ndarray::{ArrayD, Axis, IxDyn};
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
@@ -147,6 +147,14 @@ impl<F: Float> Op<F> for Binary {
             b.requires_grad().then(|| gb.sum_to(b.shape())).transpose()?,
         ])
     }
+    fn saves(&self) -> Saves {
+        // add and sub pass `g` on (shapes only); mul reads the inputs; div reads `b` and `a / b`.
+        match self.0 {
+            BinaryKind::Add | BinaryKind::Sub => Saves::SHAPES,
+            BinaryKind::Mul => Saves::INPUTS,
+            BinaryKind::Div => Saves::ALL,
+        }
+    }
 }
 
 /// `f(a, b)` elementwise for arrays of one shape: a plain loop over the elements when both are
@@ -187,6 +195,9 @@ impl<F: Float> Op<F> for Affine<F> {
     fn backward(&self, _: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         Ok(vec![Some(g.scale(self.scale)?)])
     }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
+    }
 }
 
 /// Sums `x` down to a shape it was broadcast from.
@@ -216,6 +227,9 @@ impl<F: Float> Op<F> for SumTo {
 
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         Ok(vec![Some(g.broadcast_to(inputs[0].shape())?)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 
@@ -249,6 +263,9 @@ impl<F: Float> Op<F> for BroadcastTo {
 
     fn backward(&self, inputs: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {
         Ok(vec![Some(g.sum_to(inputs[0].shape())?)])
+    }
+    fn saves(&self) -> Saves {
+        Saves::SHAPES
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::deferred::Pending;
 use crate::keyed::KeyedMap;
-use crate::tape::{NodeKind, Saved};
+use crate::tape::{Kept, NodeKind, Saved};
 use crate::{Error, Float, Param, ParamId, Result, Tape, Var};
 use ndarray::ArrayD;
 use std::ops::AddAssign;
@@ -333,6 +333,7 @@ impl<F: Float> Tape<F> {
             .deferred
             .replace((!options.create_graph).then(Vec::new));
         let mut pending = Pending::new();
+        let mut placeholders = Placeholders::default();
         let result = (|| {
             let count = self.inner.nodes.borrow().len();
             for i in (0..count).rev() {
@@ -386,7 +387,7 @@ impl<F: Float> Tape<F> {
                             first,
                             op.clone(),
                             inputs.iter().map(Saved::clone_ref).collect::<Vec<_>>(),
-                            outputs.clone(),
+                            outputs.iter().map(Kept::clone_ref).collect::<Vec<_>>(),
                         )
                     } else {
                         let (name, n) = match &node.kind {
@@ -407,7 +408,7 @@ impl<F: Float> Tape<F> {
                         visit(s, None, g);
                     }
                 }
-                if outputs.iter().all(|o| o.is_empty()) {
+                if outputs.iter().all(|o| o.shape().contains(&0)) {
                     // Outputs without elements: the gradient, linear in an empty `g`, is zero;
                     // the rule is not run (it could loop over a huge empty axis).
                     for saved in &inputs {
@@ -420,12 +421,12 @@ impl<F: Float> Tape<F> {
                 }
                 let in_vars: Vec<Var<F>> = inputs
                     .iter()
-                    .map(|s| Var::new(self.clone(), s.slot, s.value.clone()))
+                    .map(|s| Var::new(self.clone(), s.slot, placeholders.value(&s.value)))
                     .collect();
                 let out_vars: Vec<Var<F>> = outputs
-                    .into_iter()
+                    .iter()
                     .enumerate()
-                    .map(|(k, v)| Var::new(self.clone(), Some(first + k), v))
+                    .map(|(k, v)| Var::new(self.clone(), Some(first + k), placeholders.value(v)))
                     .collect();
                 // Under anomaly detection an op applied inside the rule may find the non-finite
                 // value first; the error names the op whose backward rule it is.
@@ -480,7 +481,32 @@ impl<F: Float> Saved<F> {
     fn clone_ref(&self) -> Saved<F> {
         Saved {
             slot: self.slot,
-            value: Arc::clone(&self.value),
+            value: self.value.clone_ref(),
+        }
+    }
+}
+
+/// The values a reverse pass hands to backward rules for what their nodes kept: the array
+/// itself, or where only the shape was kept ([`Op::saves`](crate::Op::saves)) an array of
+/// that shape filled with NaN, one per shape for the whole pass, so that a rule which reads a
+/// value it did not declare gives NaN instead of a plausible number.
+struct Placeholders<F: Float>(std::collections::HashMap<Vec<usize>, Arc<ArrayD<F>>>);
+
+impl<F: Float> Default for Placeholders<F> {
+    fn default() -> Self {
+        Placeholders(std::collections::HashMap::new())
+    }
+}
+
+impl<F: Float> Placeholders<F> {
+    fn value(&mut self, kept: &Kept<F>) -> Arc<ArrayD<F>> {
+        match kept {
+            Kept::Value(v) => Arc::clone(v),
+            Kept::Shape(shape) => Arc::clone(
+                self.0
+                    .entry(ndarray::Dimension::slice(shape).to_vec())
+                    .or_insert_with(|| Arc::new(ArrayD::from_elem(shape.clone(), F::nan()))),
+            ),
         }
     }
 }

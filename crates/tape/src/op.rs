@@ -59,6 +59,48 @@ pub trait Op<F: Float>: 'static {
 
     /// The gradients of the inputs given the gradient `grad` of the output, one entry per input.
     fn backward(&self, inputs: &[Var<F>], output: &Var<F>, grad: &Var<F>) -> Result<Vec<Option<Var<F>>>>;
+
+    /// Which values [`backward`](Op::backward) reads beyond their shapes: the tape keeps only
+    /// those for the reverse pass, so a value no rule reads (a cell's gate sum, which `add`'s
+    /// and `split`'s rules need only the shape of) is freed as soon as the program drops it,
+    /// and its memory serves the next step. The default keeps everything. A rule that reads a
+    /// value it did not declare gets the right shape filled with NaN.
+    fn saves(&self) -> Saves {
+        Saves::ALL
+    }
+}
+
+/// Which of an op's values its backward rule reads ([`Op::saves`], [`MultiOp::saves`]); the
+/// shapes are always there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saves {
+    /// The input values.
+    pub inputs: bool,
+    /// The output values.
+    pub outputs: bool,
+}
+
+impl Saves {
+    /// Inputs and outputs (the default).
+    pub const ALL: Saves = Saves {
+        inputs: true,
+        outputs: true,
+    };
+    /// The inputs only (`mul`, `matmul`).
+    pub const INPUTS: Saves = Saves {
+        inputs: true,
+        outputs: false,
+    };
+    /// The outputs only (`sigmoid`, `tanh`, `exp`: the derivative from `y`).
+    pub const OUTPUTS: Saves = Saves {
+        inputs: false,
+        outputs: true,
+    };
+    /// Shapes only (`add`, `split`, `concat`, `reshape`).
+    pub const SHAPES: Saves = Saves {
+        inputs: false,
+        outputs: false,
+    };
 }
 
 /// A differentiable operation with several outputs (`split`, a fused LSTM step giving `(h, c)`).
@@ -83,6 +125,11 @@ pub trait MultiOp<F: Float>: 'static {
         outputs: &[Var<F>],
         grads: &[Option<Var<F>>],
     ) -> Result<Vec<Option<Var<F>>>>;
+
+    /// Which values the backward rule reads beyond their shapes (see [`Op::saves`]).
+    fn saves(&self) -> Saves {
+        Saves::ALL
+    }
 }
 
 /// A single-output [`Op`] seen as a [`MultiOp`]: how the tape stores every op.
@@ -108,5 +155,8 @@ impl<F: Float, O: Op<F>> MultiOp<F> for Single<O> {
             Some(g) => self.0.backward(inputs, &outputs[0], g),
             None => Ok(vec![None; inputs.len()]),
         }
+    }
+    fn saves(&self) -> Saves {
+        self.0.saves()
     }
 }

@@ -84,10 +84,43 @@ pub(crate) type SlotTerm<F> = (usize, Term<F>);
 /// A bound parameter: its slot on the tape and its shared value.
 type Bound<F> = (Option<usize>, Arc<ArrayD<F>>);
 
-/// A value saved for the reverse pass: its slot (if it needs a gradient) and its array.
+/// An input saved for the reverse pass: its slot (if it needs a gradient) and its value.
 pub(crate) struct Saved<F: Float> {
     pub(crate) slot: Option<usize>,
-    pub(crate) value: Arc<ArrayD<F>>,
+    pub(crate) value: Kept<F>,
+}
+
+/// A value a node keeps for its backward rule: the array, or only its shape where the rule
+/// does not read it ([`Op::saves`](crate::Op::saves)), so that the array is freed as soon as
+/// nothing else holds it.
+pub(crate) enum Kept<F: Float> {
+    Value(Arc<ArrayD<F>>),
+    Shape(ndarray::IxDyn),
+}
+
+impl<F: Float> Kept<F> {
+    /// `value` itself if `keep`, else its shape.
+    pub(crate) fn new(value: &Arc<ArrayD<F>>, keep: bool) -> Kept<F> {
+        match keep {
+            true => Kept::Value(Arc::clone(value)),
+            false => Kept::Shape(value.raw_dim()),
+        }
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        match self {
+            Kept::Value(v) => v.shape(),
+            Kept::Shape(s) => ndarray::Dimension::slice(s),
+        }
+    }
+
+    /// A second handle on the same value (or shape).
+    pub(crate) fn clone_ref(&self) -> Kept<F> {
+        match self {
+            Kept::Value(v) => Kept::Value(Arc::clone(v)),
+            Kept::Shape(s) => Kept::Shape(s.clone()),
+        }
+    }
 }
 
 /// A node and the first of its value slots (its outputs are consecutive slots).
@@ -105,7 +138,7 @@ pub(crate) enum NodeKind<F: Float> {
     Op {
         op: Rc<dyn MultiOp<F>>,
         inputs: Vec<Saved<F>>,
-        outputs: Vec<Arc<ArrayD<F>>>,
+        outputs: Vec<Kept<F>>,
     },
     /// An op whose saved values a reverse pass has freed.
     Freed { name: String, outputs: usize },
@@ -365,7 +398,7 @@ impl<F: Float> Tape<F> {
         let out = Arc::new(out);
         self.check_finite(op.name(), std::slice::from_ref(&out))?;
         self.note_derived_weights(inputs, std::slice::from_ref(&out));
-        let slot = self.record(inputs, 1, || Rc::new(Single(op)), || vec![Arc::clone(&out)]);
+        let slot = self.record(inputs, || Rc::new(Single(op)), std::slice::from_ref(&out));
         Ok(Var::new(self.clone(), slot, out))
     }
 
@@ -389,7 +422,7 @@ impl<F: Float> Tape<F> {
         let outs: Vec<Arc<ArrayD<F>>> = outs.into_iter().map(Arc::new).collect();
         self.check_finite(op.name(), &outs)?;
         self.note_derived_weights(inputs, &outs);
-        let first = self.record(inputs, outs.len(), || op, || outs.clone());
+        let first = self.record(inputs, || op, &outs);
         Ok(outs
             .into_iter()
             .enumerate()
@@ -420,28 +453,32 @@ impl<F: Float> Tape<F> {
         Ok(())
     }
 
-    /// Records a node for the op `make_op` with `outputs` if the tape is recording and any
-    /// input needs a gradient; returns its first slot.
+    /// Records a node for the op `make_op` with the output `values` if the tape is recording
+    /// and any input needs a gradient, keeping what the op's backward rule reads
+    /// ([`Op::saves`](crate::Op::saves)); returns its first slot.
     fn record(
         &self,
         inputs: &[&Var<F>],
-        outputs: usize,
         make_op: impl FnOnce() -> Rc<dyn MultiOp<F>>,
-        values: impl FnOnce() -> Vec<Arc<ArrayD<F>>>,
+        values: &[Arc<ArrayD<F>>],
     ) -> Option<usize> {
         if !inputs.iter().any(|v| v.requires_grad()) {
             return None;
         }
-        self.push_if_recording(outputs, || NodeKind::Op {
-            op: make_op(),
-            inputs: inputs
-                .iter()
-                .map(|v| Saved {
-                    slot: v.slot(),
-                    value: Arc::clone(v.value_arc()),
-                })
-                .collect(),
-            outputs: values(),
+        self.push_if_recording(values.len(), || {
+            let op = make_op();
+            let saves = op.saves();
+            NodeKind::Op {
+                inputs: inputs
+                    .iter()
+                    .map(|v| Saved {
+                        slot: v.slot(),
+                        value: Kept::new(v.value_arc(), saves.inputs),
+                    })
+                    .collect(),
+                outputs: values.iter().map(|v| Kept::new(v, saves.outputs)).collect(),
+                op,
+            }
         })
     }
 }

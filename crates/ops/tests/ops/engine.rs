@@ -227,14 +227,73 @@ fn saved_values_are_freed_after_backward() -> Result<()> {
     let x = tape.input(arr(&[3, 3], 12));
     let h = x.tanh()?;
     let y = (&h * &h)?.sum_all()?;
-    // x is held by x and by the tanh node; h by h, the tanh node's output and twice by mul.
-    assert_eq!(Arc::strong_count(x.value_arc()), 2);
+    // x is held by x alone (tanh's rule reads its output, not its input); h by h, the tanh
+    // node's output and twice by mul.
+    assert_eq!(Arc::strong_count(x.value_arc()), 1);
     assert_eq!(Arc::strong_count(h.value_arc()), 4);
     y.backward_with(GradOptions::retain_graph())?;
-    assert_eq!(Arc::strong_count(x.value_arc()), 2, "retain_graph keeps them");
+    assert_eq!(Arc::strong_count(h.value_arc()), 4, "retain_graph keeps them");
     y.backward()?;
-    assert_eq!(Arc::strong_count(x.value_arc()), 1);
     assert_eq!(Arc::strong_count(h.value_arc()), 1);
+    Ok(())
+}
+
+#[test]
+fn a_value_no_backward_rule_reads_is_not_kept() -> Result<()> {
+    // A cell step's shape: (xw + h·W) split in gates, each through an activation, multiplied.
+    let tape = Tape::<f64>::new();
+    let w = Param::new("w", arr(&[4, 8], 20));
+    let (xw, h) = (tape.input(arr(&[2, 8], 21)), tape.input(arr(&[2, 4], 22)));
+    let product = h.matmul(&tape.param(&w))?;
+    let gates = (&xw + &product)?;
+    let parts = gates.chunk(2, 1)?;
+    let (a, b) = (parts[0].sigmoid()?, parts[1].tanh()?);
+    let y = (&a * &b)?.sum_all()?;
+    // matmul keeps its inputs, not its output; add and split keep shapes; sigmoid and tanh
+    // their outputs: the product, the sum and the parts are held by the program alone.
+    for v in [&product, &gates, &parts[0], &parts[1]] {
+        assert_eq!(Arc::strong_count(v.value_arc()), 1);
+    }
+    assert_eq!(Arc::strong_count(h.value_arc()), 2, "matmul reads h");
+    assert_eq!(
+        Arc::strong_count(a.value_arc()),
+        3,
+        "sigmoid's output, read by mul"
+    );
+    let grads = y.backward()?;
+    for g in [grads.var(&xw), grads.var(&h), grads.param(&w)] {
+        assert!(g.expect("a gradient").iter().all(|v| v.is_finite()));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_rule_that_reads_a_value_it_did_not_declare_gets_nan() -> Result<()> {
+    /// `x²`, whose rule reads `x` while declaring that it reads shapes only: a broken op.
+    struct Square;
+    impl Op<f64> for Square {
+        fn name(&self) -> &str {
+            "square"
+        }
+        fn shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+            Ok(inputs[0].to_vec())
+        }
+        fn forward(&self, inputs: &[&ArrayD<f64>]) -> Result<ArrayD<f64>> {
+            Ok(inputs[0].mapv(|x| x * x))
+        }
+        fn backward(&self, inputs: &[Var<f64>], _: &Var<f64>, g: &Var<f64>) -> Result<Vec<Option<Var<f64>>>> {
+            Ok(vec![Some((&inputs[0].scale(2.0)? * g)?)])
+        }
+        fn saves(&self) -> Saves {
+            Saves::SHAPES
+        }
+    }
+    let tape = Tape::<f64>::new();
+    let x = tape.input(arr(&[3], 23));
+    let grads = tape.apply(Square, &[&x])?.sum_all()?.backward()?;
+    let dx = grads.var(&x).expect("a gradient");
+    assert_eq!(dx.shape(), &[3]);
+    assert!(dx.iter().all(|v| v.is_nan()), "NaN, not a plausible number: {dx}");
     Ok(())
 }
 
