@@ -31,6 +31,14 @@ const PACK_A_MIN_K: usize = 512;
 /// See [`PACK_A_MIN_K`]: 16 panels share each copied block.
 const PACK_A_MIN_N: usize = 512;
 
+/// `KC` slices of a panel per tile call on the transposed path ([`Job::run_transposed`]): the
+/// tile loads and stores its block of `c` once per call, and beside a panel's slice the
+/// chunk's blocks of `c` (`C_ROWS × NR`, as large as L1) do not stay in L1, so a longer call
+/// (its slice of the panel twice L1, streamed from L2) moves them a quarter as often. Measured on a Zen 4 in alternating runs
+/// (docs/performance.md, 2026-12-03): W4's weight gradient `4096x3136*3136x1024` at 89–91
+/// GFLOP/s against 85–87 with one slice per call.
+const TRANSPOSED_TILE_KC: usize = 4;
+
 /// Columns of the weight per panel: two 512-bit registers of f32.
 const NR: usize = 32;
 /// The packed kernel's block sizes, derived from the core's caches ([`super::cache`]) so that
@@ -463,7 +471,8 @@ impl Job<'_> {
     /// each such chunk `KB` steps of `k` at a time (`KB` a multiple of `KC` such that the
     /// chunk's slice takes half of L2): the slice is copied out of `aᵀ` into the tile's
     /// interleaved order (each step's 8 values are contiguous in `aᵀ`), and every panel passes
-    /// it `KC` steps at a time while the chunk's tiles of `c` stay in cache.
+    /// it [`TRANSPOSED_TILE_KC`] `KC` slices at a time while the chunk's tiles of `c` stay in
+    /// cache.
     fn run_transposed(&self, range: Range<usize>, rows: Range<usize>) {
         let ((m, k, n), mr, bl) = (self.dims, self.mr, self.blocking);
         let per_chunk = (bl.c_rows / mr).max(1);
@@ -487,8 +496,9 @@ impl Job<'_> {
                 for p in range.clone() {
                     let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
                     let (c0, cols) = (p * NR, NR.min(n - p * NR));
-                    for s0 in (k0..k0 + depth).step_by(bl.kc) {
-                        let kc = bl.kc.min(k0 + depth - s0);
+                    let step = TRANSPOSED_TILE_KC * bl.kc;
+                    for s0 in (k0..k0 + depth).step_by(step) {
+                        let kc = step.min(k0 + depth - s0);
                         let onto = match self.accumulate || s0 > 0 {
                             true => Onto::C,
                             false => Onto::Zero,
