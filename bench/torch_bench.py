@@ -80,6 +80,8 @@ GEMM_CASES = [
     (64, 1024, 4096, False, True, "W4 step: h·W_hhᵀ"),
     (3200, 512, 4096, False, True, "W4 input projection x·W_ihᵀ, all T"),
     (32, 128, 128, False, True, "W5 step: h·W_hhᵀ"),
+    (64, 256, 768, False, True, "W3 step: h·W_hhᵀ (GRU, 3 gates)"),
+    (64, 768, 256, False, False, "W3 step backward: dh = dgates·W_hh"),
     (1024, 6336, 256, True, False, "W2 backward: dW_hh = Σₜ dGₜᵀ·hₜ₋₁, one product over the steps"),
     (1024, 6400, 128, True, False, "W2 backward: dW_ih = dGᵀ·x, all T"),
     (4096, 3136, 1024, True, False, "W4 backward: dW_hh over the steps"),

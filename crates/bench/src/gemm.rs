@@ -89,6 +89,8 @@ pub const GEMM_CASES: &[GemmCase] = &[
     case(64, 1024, 4096, false, true, "W4 step: h·W_hhᵀ"),
     case(3200, 512, 4096, false, true, "W4 input projection x·W_ihᵀ, all T"),
     case(32, 128, 128, false, true, "W5 step: h·W_hhᵀ"),
+    case(64, 256, 768, false, true, "W3 step: h·W_hhᵀ (GRU, 3 gates)"),
+    case(64, 768, 256, false, false, "W3 step backward: dh = dgates·W_hh"),
     case(
         1024,
         6336,

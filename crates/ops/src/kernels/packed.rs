@@ -43,13 +43,18 @@ const TRANSPOSED_TILE_KC: usize = 4;
 const NR: usize = 32;
 /// The packed kernel's block sizes, derived from the core's caches ([`super::cache`]) so that
 /// a product is blocked for the core it runs on. On a Zen 4 core (32 KiB L1d, 1 MiB L2) they
-/// are the sizes measured best there (docs/performance.md): `KC` 128, `C_ROWS` 256,
-/// `A_CHUNK` 64 KiB, `A_WHOLE` 512 KiB, `SMALL_B` 1 MiB.
+/// are the sizes measured best there (docs/performance.md): `KC` 128 (256 for the AVX-512
+/// tile), `C_ROWS` 256, `A_CHUNK` 64 KiB, `A_WHOLE` 512 KiB, `SMALL_B` 1 MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Blocking {
     /// `KC`: rows of a panel multiplied at a time; `KC·NR` f32 fill half of L1 while the
     /// blocks of `a` pass them.
     kc: usize,
+    /// `KC` for the AVX-512 tile: a slice that fills L1 (twice `kc`), so each tile of `c` is
+    /// loaded and stored half as often. Measured on a Zen 4 in six alternating rounds of
+    /// `eddy-bench gemm` (docs/performance.md, 2026-12-03): W2's step products 2.8% and 3.5%
+    /// faster on average, W4's 2%, the others level.
+    kc_avx512: usize,
     /// `C_ROWS`: rows of `c` at the most in one pass of the panels; their tiles
     /// (`C_ROWS·NR` f32) fill L1.
     c_rows: usize,
@@ -70,6 +75,7 @@ impl Blocking {
         let row = NR * 4;
         Blocking {
             kc: (caches.l1d / 2 / row / 16 * 16).max(16),
+            kc_avx512: (caches.l1d / row / 16 * 16).max(16),
             c_rows: (caches.l1d / row).max(MR_AVX512),
             a_chunk: caches.l2 / 16,
             a_whole: caches.l2 / 2,
@@ -571,9 +577,14 @@ impl Job<'_> {
             for p in range.clone() {
                 let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
-                // `KC` rows of the panel at a time, in L1 while the chunk's blocks pass.
-                for k0 in (0..k).step_by(bl.kc) {
-                    let kc = bl.kc.min(k - k0);
+                // `KC` rows of the panel at a time (`kc_avx512` at AVX-512), in L1 while the
+                // chunk's blocks pass.
+                let slice = match self.level {
+                    Level::Avx512 => bl.kc_avx512,
+                    _ => bl.kc,
+                };
+                for k0 in (0..k).step_by(slice) {
+                    let kc = slice.min(k - k0);
                     let onto = match (self.accumulate || k0 > 0, self.bias) {
                         (true, _) => Onto::C,
                         // SAFETY (the pointer): c0 < N, the bias's length.
@@ -986,6 +997,7 @@ mod tests {
         let zen4 = Blocking::for_caches(Caches::FALLBACK);
         let want = Blocking {
             kc: 128,
+            kc_avx512: 256,
             c_rows: 256,
             a_chunk: 64 << 10,
             a_whole: 512 << 10,
@@ -997,7 +1009,10 @@ mod tests {
             l1d: 48 << 10,
             l2: 2 << 20,
         });
-        assert_eq!((xeon.kc, xeon.c_rows, xeon.small_b), (192, 384, 2 << 20));
+        assert_eq!(
+            (xeon.kc, xeon.kc_avx512, xeon.c_rows, xeon.small_b),
+            (192, 384, 384, 2 << 20)
+        );
         // A 512 KiB L2 (Zen 3): a weight of 1 MiB no longer counts as fitting.
         let zen3 = Blocking::for_caches(Caches {
             l1d: 32 << 10,
