@@ -34,9 +34,9 @@ const PACK_A_MIN_N: usize = 512;
 /// `KC` slices of a panel per tile call on the transposed path ([`Job::run_transposed`]): the
 /// tile loads and stores its block of `c` once per call, and beside a panel's slice the
 /// chunk's blocks of `c` (`C_ROWS × NR`, as large as L1) do not stay in L1, so a longer call
-/// (its slice of the panel twice L1, streamed from L2) moves them a quarter as often. Measured on a Zen 4 in alternating runs
-/// (docs/performance.md, 2026-12-03): W4's weight gradient `4096x3136*3136x1024` at 89–91
-/// GFLOP/s against 85–87 with one slice per call.
+/// (its slice of the panel twice L1, streamed from L2) moves them a quarter as often.
+/// Measured on a Zen 4 in alternating runs (docs/performance.md, 2026-12-03): W4's weight
+/// gradient `4096x3136*3136x1024` at 89–91 GFLOP/s against 85–87 with one slice per call.
 const TRANSPOSED_TILE_KC: usize = 4;
 
 /// Columns of the weight per panel: two 512-bit registers of f32.
@@ -51,9 +51,10 @@ pub(crate) struct Blocking {
     /// blocks of `a` pass them.
     kc: usize,
     /// `KC` for the AVX-512 tile: a slice that fills L1 (twice `kc`), so each tile of `c` is
-    /// loaded and stored half as often. Measured on a Zen 4 in six alternating rounds of
-    /// `eddy-bench gemm` (docs/performance.md, 2026-12-03): W2's step products 2.8% and 3.5%
-    /// faster on average, W4's 2%, the others level.
+    /// loaded and stored half as often. Measured on a Zen 4 in four alternating rounds of
+    /// `eddy-bench gemm` (docs/performance.md, 2026-12-03): W2's step products (forward and
+    /// backward), W4's step and W4's projection faster in 14 of 16 pairs; whole workloads within
+    /// the VM's spread.
     kc_avx512: usize,
     /// `C_ROWS`: rows of `c` at the most in one pass of the panels; their tiles
     /// (`C_ROWS·NR` f32) fill L1.
@@ -483,6 +484,7 @@ impl Job<'_> {
         let ((m, k, n), mr, bl) = (self.dims, self.mr, self.blocking);
         let per_chunk = (bl.c_rows / mr).max(1);
         let kb = ((bl.a_whole / (4 * per_chunk * mr)) / bl.kc * bl.kc).max(bl.kc);
+        let step = TRANSPOSED_TILE_KC * bl.kc;
         let mut packed: Vec<f32> = Vec::new();
         for b0 in rows.clone().step_by(per_chunk) {
             let chunk = b0..(b0 + per_chunk).min(rows.end);
@@ -502,7 +504,6 @@ impl Job<'_> {
                 for p in range.clone() {
                     let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
                     let (c0, cols) = (p * NR, NR.min(n - p * NR));
-                    let step = TRANSPOSED_TILE_KC * bl.kc;
                     for s0 in (k0..k0 + depth).step_by(step) {
                         let kc = step.min(k0 + depth - s0);
                         let onto = match self.accumulate || s0 > 0 {
@@ -567,6 +568,10 @@ impl Job<'_> {
         // share L1 sets.
         let pack = self.level == Level::Avx512 && k >= PACK_A_MIN_K && n >= PACK_A_MIN_N;
         let mut packed: Vec<f32> = Vec::new();
+        let slice = match self.level {
+            Level::Avx512 => bl.kc_avx512,
+            _ => bl.kc,
+        };
         for (ci, chunk) in blocks.chunks(per_chunk).enumerate() {
             if pack {
                 packed.clear();
@@ -579,10 +584,6 @@ impl Job<'_> {
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
                 // `KC` rows of the panel at a time (`kc_avx512` at AVX-512), in L1 while the
                 // chunk's blocks pass.
-                let slice = match self.level {
-                    Level::Avx512 => bl.kc_avx512,
-                    _ => bl.kc,
-                };
                 for k0 in (0..k).step_by(slice) {
                     let kc = slice.min(k - k0);
                     let onto = match (self.accumulate || k0 > 0, self.bias) {
