@@ -22,6 +22,7 @@ use eddy_nn::{
 use eddy_tape::{Error, Param, Result, Rng, Tape, Var};
 use ndarray::{ArrayD, Axis, Slice};
 use std::hint::black_box;
+use std::sync::Arc;
 
 /// A workload's id, what it runs, and its arithmetic.
 pub struct Workload {
@@ -365,8 +366,8 @@ fn train_model(
     steps: usize,
 ) -> Result<Stats> {
     let head = Linear::<f32>::new(s.hidden, 1, rng);
-    let x: ArrayD<f32> = init::uniform(&[s.steps, s.batch, s.input], 1.0, rng);
-    let target: ArrayD<f32> = init::uniform(&[s.steps, s.batch, 1], 1.0, rng);
+    let x: Arc<ArrayD<f32>> = Arc::new(init::uniform(&[s.steps, s.batch, s.input], 1.0, rng));
+    let target: Arc<ArrayD<f32>> = Arc::new(init::uniform(&[s.steps, s.batch, 1], 1.0, rng));
     params.extend(head.param_list());
     let mut opt = Adam::new(
         params,
@@ -381,11 +382,15 @@ fn train_model(
     measure(warmup, steps, || -> Result<()> {
         let (loss, grads) = data_parallel(s.batch, shards, |rows, weight| {
             let tape = Tape::new();
-            let xs = x.slice_axis(Axis(1), Slice::from(rows.clone())).to_owned();
-            let ys = target.slice_axis(Axis(1), Slice::from(rows)).to_owned();
-            let out = forward(&tape.constant(xs))?;
+            // A shard's rows of the batch; the whole batch (one shard) is shared, not copied,
+            // as PyTorch's side passes its tensor.
+            let rows_of = |a: &Arc<ArrayD<f32>>| match rows.len() == s.batch {
+                true => tape.constant_shared(Arc::clone(a)),
+                false => tape.constant(a.slice_axis(Axis(1), Slice::from(rows.clone())).to_owned()),
+            };
+            let out = forward(&rows_of(&x))?;
             let pred = head.forward(&out)?;
-            let loss = mse(&pred, &tape.constant(ys), Reduction::Mean, None)?.scale(weight)?;
+            let loss = mse(&pred, &rows_of(&target), Reduction::Mean, None)?.scale(weight)?;
             Ok((loss.item()? as f64, loss.backward()?))
         })?;
         opt.step(&grads)?;

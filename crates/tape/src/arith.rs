@@ -255,7 +255,13 @@ impl<F: Float> Op<F> for BroadcastTo {
     }
 
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
-        let view = inputs[0]
+        let x = inputs[0];
+        if let (1, Some(&v)) = (x.len(), x.iter().next()) {
+            // A scalar (a mean's gradient, a bias of one): one fill, not an indexed walk of
+            // the output (`to_owned` of a broadcast view steps a dynamic index per element).
+            return Ok(ArrayD::from_elem(IxDyn(&self.0), v));
+        }
+        let view = x
             .broadcast(IxDyn(&self.0))
             .expect("the shape rule checked the broadcast");
         Ok(view.to_owned())
@@ -452,6 +458,29 @@ mod tests {
             g.var(&a).unwrap(),
             &arr2(&[[10.0, 20.0], [10.0, 20.0]]).into_dyn()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn one_element_broadcasts_as_the_general_case() -> Result<()> {
+        // The one-element fill and the strided copy give the same array, whatever the ranks.
+        let t = Tape::<f64>::new();
+        for (from, to) in [
+            (vec![], vec![3, 2, 1]),
+            (vec![1], vec![2, 3]),
+            (vec![1, 1], vec![4, 1]),
+        ] {
+            let x = t.input(ArrayD::from_elem(from.clone(), 2.5));
+            let y = x.broadcast_to(&to)?;
+            assert_eq!(
+                y.value(),
+                &ArrayD::from_elem(to.clone(), 2.5),
+                "{from:?} -> {to:?}"
+            );
+        }
+        let row = t.input(arr1(&[1.0, 2.0]).into_dyn());
+        let y = row.broadcast_to(&[2, 2])?;
+        assert_eq!(y.value(), &arr2(&[[1.0, 2.0], [1.0, 2.0]]).into_dyn());
         Ok(())
     }
 

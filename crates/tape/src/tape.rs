@@ -255,7 +255,22 @@ impl<F: Float> Tape<F> {
 
     /// A leaf whose gradient you do not want.
     pub fn constant(&self, value: ArrayD<F>) -> Var<F> {
-        Var::new(self.clone(), None, Arc::new(value))
+        self.constant_shared(Arc::new(value))
+    }
+
+    /// Like [`Tape::constant`], for an array already behind an `Arc` (no copy): a data set's
+    /// batch used by step after step, each on a fresh tape.
+    ///
+    /// ```
+    /// use eddy_tape::Tape;
+    /// use std::sync::Arc;
+    ///
+    /// let batch = Arc::new(ndarray::ArrayD::<f32>::ones(vec![4, 3]));
+    /// let x = Tape::new().constant_shared(Arc::clone(&batch));
+    /// assert!(Arc::ptr_eq(x.value_arc(), &batch));
+    /// ```
+    pub fn constant_shared(&self, value: Arc<ArrayD<F>>) -> Var<F> {
+        Var::new(self.clone(), None, value)
     }
 
     /// A scalar constant.
