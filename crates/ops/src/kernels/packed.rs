@@ -658,14 +658,14 @@ fn prefetch_l2(s: &[f32]) {
 const PANELS_ARE_F32: &str = "panels exist only for f32";
 
 /// `s` as the `f32` slice it is when `F` is `f32`, else `None`.
-fn as_f32<F: Float>(s: &[F]) -> Option<&[f32]> {
+pub(super) fn as_f32<F: Float>(s: &[F]) -> Option<&[f32]> {
     // SAFETY: `F` is `f32` (checked), so the slice is the same memory with the same type.
     (TypeId::of::<F>() == TypeId::of::<f32>())
         .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
 }
 
 /// [`as_f32`] for a mutable slice.
-fn as_f32_mut<F: Float>(s: &mut [F]) -> Option<&mut [f32]> {
+pub(super) fn as_f32_mut<F: Float>(s: &mut [F]) -> Option<&mut [f32]> {
     // SAFETY: as in `as_f32`; the borrow of `s` is handed on.
     (TypeId::of::<F>() == TypeId::of::<f32>())
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
