@@ -1,8 +1,10 @@
 //! Few-row products: a recurrent step at batch ≤ 4 (or a one-column product turned around),
 //! where matrixmultiply would repack the whole weight or pad a register tile on every call.
 //! Dot products against the contiguous rows of a weight, or updates by its rows; each kernel
-//! compiled per instruction set (`multiversion!`).
+//! compiled per instruction set (`multiversion!`), and the `f32` dot products at the AVX-512
+//! level written with intrinsics (`avx512`), giving the same bits as the generic body.
 
+#[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 use super::packed::{as_f32, as_f32_mut};
 use super::{madd, multiversion};
 use eddy_tape::Float;
@@ -278,11 +280,6 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn gemv_rows(x: &[f32], w: &[f32], k: usize, out: &mut [f32], alpha: f32, beta: f32) {
         let x = &x[..k];
-        let n = if k == 0 {
-            out.len()
-        } else {
-            out.len().min(w.len() / k)
-        };
         let put = |o: &mut f32, d: f32| {
             *o = if beta == 0.0 {
                 alpha * d
@@ -290,11 +287,13 @@ mod avx512 {
                 beta * *o + alpha * d
             }
         };
-        let quads = n / 4 * 4;
-        if k == 0 {
-            out[..n].iter_mut().for_each(|o| put(o, 0.0));
+        // Rows of `w` (all of `out` for an empty dot product, which is 0).
+        let Some(rows) = w.len().checked_div(k) else {
+            out.iter_mut().for_each(|o| put(o, 0.0));
             return;
-        }
+        };
+        let n = out.len().min(rows);
+        let quads = n / 4 * 4;
         for r in (0..quads).step_by(4) {
             // SAFETY: rows `r .. r + 4` lie within `w` (`r + 4 ≤ n ≤ w.len() / k`).
             let d = unsafe { dots::<4>(x, w.as_ptr().add(r * k), k) };
@@ -302,10 +301,10 @@ mod avx512 {
                 put(o, d);
             }
         }
-        for r in quads..n {
+        for (r, o) in out.iter_mut().enumerate().take(n).skip(quads) {
             // SAFETY: row `r < n` lies within `w`.
             let [d] = unsafe { dots::<1>(x, w.as_ptr().add(r * k), k) };
-            put(&mut out[r], d);
+            put(o, d);
         }
     }
 }
