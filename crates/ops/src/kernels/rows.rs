@@ -24,11 +24,14 @@ pub(crate) const DESCENDING_BLOCK: usize = 128;
 /// otherwise the compiled-per-level [`gemv_rows_generic`].
 pub fn gemv_rows<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
     #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
-    if super::level() == super::Level::Avx512 {
-        if let (Some(xs), Some(ws), Some(os)) = (as_f32(x), as_f32(w), as_f32_mut(out)) {
-            let (alpha, beta) = (alpha.as_f64() as f32, beta.as_f64() as f32);
-            // SAFETY: the level is AVX-512, which the CPU supports (`kernels::level`).
-            return unsafe { avx512::gemv_rows(xs, ws, k, os, alpha, beta) };
+    if let (Some(xs), Some(ws), Some(os)) = (as_f32(x), as_f32(w), as_f32_mut(out)) {
+        let (alpha, beta) = (alpha.as_f64() as f32, beta.as_f64() as f32);
+        match super::level() {
+            // SAFETY: the level is at most what the CPU supports (`kernels::level`).
+            super::Level::Avx512 => return unsafe { x86::gemv_rows_avx512(xs, ws, k, os, alpha, beta) },
+            // SAFETY: as above.
+            super::Level::Avx2 => return unsafe { x86::gemv_rows_avx2(xs, ws, k, os, alpha, beta) },
+            super::Level::Portable => {}
         }
     }
     gemv_rows_generic(x, w, k, out, alpha, beta)
@@ -224,62 +227,109 @@ fn gemv_rows_split<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F
     );
 }
 
-/// The AVX-512 `f32` few-row product, written with intrinsics: LLVM's code for the generic
-/// body reduced each row's 16 partial sums with a long chain of extracts and shuffles, and the
-/// kernel ran ~20% below this one (39 against 47 GFLOP/s with the weight in L2, 30 against
-/// 37 with W6's 1 MiB `W_hh`; a microbenchmark of 4-row products, k 256, Zen 4).
+/// The `f32` few-row products of the AVX-512 and AVX2 levels, written with intrinsics: LLVM's
+/// code for the generic body reduced each row's 16 partial sums with a long chain of extracts
+/// and shuffles (at AVX-512: 30–44 GFLOP/s against 37–48 for these, 4-row products with k 256
+/// and a 1 MiB weight, Zen 4; see docs/performance.md, stop 38). Both accumulate and reduce in
+/// the generic body's order, so they give the same bits as it does at their level.
 #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
-mod avx512 {
+mod x86 {
     use super::LANES;
     use std::arch::x86_64::*;
 
-    /// Sixteen partial sums reduced in the generic body's order (halves added lane-wise: lane
-    /// `l` with `l + 8`, then `l + 4`, `l + 2`, `l + 1`), so both give the same bits.
+    /// The generic body's reduction of 16 partial sums, from its two halves (lanes 0–7 and
+    /// 8–15): lane `l` plus lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
     #[inline]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn reduce(a: __m512) -> f32 {
-        let lo = _mm512_castps512_ps256(a);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+    #[target_feature(enable = "avx2,fma")]
+    fn reduce(lo: __m256, hi: __m256) -> f32 {
         let s8 = _mm256_add_ps(lo, hi);
         let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
         let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
         _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
     }
 
-    /// `ROWS` dot products of `x` with the rows starting at `w` (`k` apart), as the generic
-    /// body's `dot4`: `k / 16` fused multiply-adds per row, the reduction, then the last
-    /// `k % 16` terms one by one (multiply, then add).
+    /// The last `k % 16` terms of a row's dot product, one by one after the reduction (multiply,
+    /// then add), as the generic body.
+    #[inline(always)]
+    fn tail(sum: f32, x: &[f32], row: &[f32], full: usize) -> f32 {
+        (full..x.len()).fold(sum, |s, i| s + x[i] * row[i])
+    }
+
+    /// `ROWS` dot products of `x` (`k` long) with the rows starting at `w`, `k` apart, in 16-lane
+    /// partial sums.
     ///
     /// # Safety
-    /// `w` must hold `ROWS · k` elements and `x` `k`; the CPU must have AVX-512F.
+    /// `w` must hold `ROWS · k` elements; the CPU must have AVX-512F.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn dots<const ROWS: usize>(x: &[f32], w: *const f32, k: usize) -> [f32; ROWS] {
+    unsafe fn dots_avx512<const ROWS: usize>(x: &[f32], w: *const f32, k: usize) -> [f32; ROWS] {
         let full = k / LANES * LANES;
         let mut acc = [_mm512_setzero_ps(); ROWS];
-        let mut j = 0;
-        while j < full {
+        for j in (0..full).step_by(LANES) {
             // SAFETY: `j + 16 ≤ k`, within `x` and within each row (the caller's promise).
             let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add(j)) };
             for (q, a) in acc.iter_mut().enumerate() {
                 *a = _mm512_fmadd_ps(xv, unsafe { _mm512_loadu_ps(w.add(q * k + j)) }, *a);
             }
-            j += LANES;
         }
         std::array::from_fn(|q| {
+            let lo = _mm512_castps512_ps256(acc[q]);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[q])));
             // SAFETY: row `q` holds `k` elements (the caller's promise).
-            let row = unsafe { std::slice::from_raw_parts(w.add(q * k), k) };
-            (full..k).fold(reduce(acc[q]), |s, i| s + x[i] * row[i])
+            tail(
+                reduce(lo, hi),
+                x,
+                unsafe { std::slice::from_raw_parts(w.add(q * k), k) },
+                full,
+            )
         })
     }
 
-    /// [`super::gemv_rows`] for `f32` (see there).
+    /// [`dots_avx512`] with each row's 16 partial sums in two 8-lane registers.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn gemv_rows(x: &[f32], w: &[f32], k: usize, out: &mut [f32], alpha: f32, beta: f32) {
-        let x = &x[..k];
+    /// `w` must hold `ROWS · k` elements; the CPU must have AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_avx2<const ROWS: usize>(x: &[f32], w: *const f32, k: usize) -> [f32; ROWS] {
+        let full = k / LANES * LANES;
+        let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+        for j in (0..full).step_by(LANES) {
+            // SAFETY: `j + 16 ≤ k`, within `x` and within each row (the caller's promise).
+            let (x0, x1) = unsafe {
+                (
+                    _mm256_loadu_ps(x.as_ptr().add(j)),
+                    _mm256_loadu_ps(x.as_ptr().add(j + 8)),
+                )
+            };
+            for (q, [a0, a1]) in acc.iter_mut().enumerate() {
+                let r = unsafe { w.add(q * k + j) };
+                *a0 = _mm256_fmadd_ps(x0, unsafe { _mm256_loadu_ps(r) }, *a0);
+                *a1 = _mm256_fmadd_ps(x1, unsafe { _mm256_loadu_ps(r.add(8)) }, *a1);
+            }
+        }
+        std::array::from_fn(|q| {
+            // SAFETY: row `q` holds `k` elements (the caller's promise).
+            tail(
+                reduce(acc[q][0], acc[q][1]),
+                x,
+                unsafe { std::slice::from_raw_parts(w.add(q * k), k) },
+                full,
+            )
+        })
+    }
+
+    /// [`super::gemv_rows`] for `f32`, four rows at a time by `dots`.
+    #[inline(always)]
+    fn gemv_rows_by(
+        w: &[f32],
+        k: usize,
+        out: &mut [f32],
+        alpha: f32,
+        beta: f32,
+        dots4: impl Fn(*const f32) -> [f32; 4],
+        dots1: impl Fn(*const f32) -> [f32; 1],
+    ) {
         let put = |o: &mut f32, d: f32| {
             *o = if beta == 0.0 {
                 alpha * d
@@ -295,17 +345,57 @@ mod avx512 {
         let n = out.len().min(rows);
         let quads = n / 4 * 4;
         for r in (0..quads).step_by(4) {
-            // SAFETY: rows `r .. r + 4` lie within `w` (`r + 4 ≤ n ≤ w.len() / k`).
-            let d = unsafe { dots::<4>(x, w.as_ptr().add(r * k), k) };
+            // Rows `r .. r + 4` lie within `w` (`r + 4 ≤ n ≤ w.len() / k`).
+            let d = dots4(w[r * k..].as_ptr());
             for (o, d) in out[r..r + 4].iter_mut().zip(d) {
                 put(o, d);
             }
         }
         for (r, o) in out.iter_mut().enumerate().take(n).skip(quads) {
-            // SAFETY: row `r < n` lies within `w`.
-            let [d] = unsafe { dots::<1>(x, w.as_ptr().add(r * k), k) };
+            let [d] = dots1(w[r * k..].as_ptr());
             put(o, d);
         }
+    }
+
+    /// [`super::gemv_rows`] for `f32` at the AVX-512 level.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn gemv_rows_avx512(
+        x: &[f32],
+        w: &[f32],
+        k: usize,
+        out: &mut [f32],
+        alpha: f32,
+        beta: f32,
+    ) {
+        let x = &x[..k];
+        // SAFETY: `gemv_rows_by` passes the start of rows that lie within `w`; AVX-512F is the
+        // caller's promise.
+        let dots4 = |p| unsafe { dots_avx512::<4>(x, p, k) };
+        let dots1 = |p| unsafe { dots_avx512::<1>(x, p, k) };
+        gemv_rows_by(w, k, out, alpha, beta, dots4, dots1)
+    }
+
+    /// [`super::gemv_rows`] for `f32` at the AVX2 level.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gemv_rows_avx2(
+        x: &[f32],
+        w: &[f32],
+        k: usize,
+        out: &mut [f32],
+        alpha: f32,
+        beta: f32,
+    ) {
+        let x = &x[..k];
+        // SAFETY: as in `gemv_rows_avx512`, with AVX2 and FMA.
+        let dots4 = |p| unsafe { dots_avx2::<4>(x, p, k) };
+        let dots1 = |p| unsafe { dots_avx2::<1>(x, p, k) };
+        gemv_rows_by(w, k, out, alpha, beta, dots4, dots1)
     }
 }
 
@@ -338,12 +428,12 @@ mod tests {
     }
 
     #[test]
-    fn the_avx512_rows_give_the_generic_bodys_values_exactly() {
-        if crate::kernels::level() != crate::kernels::Level::Avx512 {
-            eprintln!(
-                "skipped: the kernel level is {:?}, not AVX-512",
-                crate::kernels::level()
-            );
+    fn the_intrinsic_rows_give_the_generic_bodys_values_exactly() {
+        // At the level this run is forced to (CI runs the suite once per level): AVX-512 and
+        // AVX2 have intrinsic `f32` kernels, the portable level has none to compare.
+        let level = crate::kernels::level();
+        if level == crate::kernels::Level::Portable {
+            eprintln!("skipped: the portable level has no intrinsic few-row kernel");
             return;
         }
         let f =
@@ -356,7 +446,7 @@ mod tests {
                 gemv_rows(&x, &w, k, &mut fast, alpha, beta);
                 gemv_rows_generic(&x, &w, k, &mut generic, alpha, beta);
                 if k > 0 {
-                    assert_eq!(fast, generic, "n {n} k {k} alpha {alpha} beta {beta}");
+                    assert_eq!(fast, generic, "{level:?}: n {n} k {k} alpha {alpha} beta {beta}");
                 } else {
                     let want: Vec<f32> = c0
                         .iter()
