@@ -19,9 +19,9 @@ const PAR_MIN_WEIGHTS: usize = 1 << 16;
 pub(crate) const DESCENDING_BLOCK: usize = 128;
 
 /// `out[n] = α · x · w[n·k .. (n+1)·k] + β · out[n]` for every row of the row-major `w`,
-/// four rows at a time so each load of `x` feeds four accumulators. At the AVX-512 level in
-/// `f32`, [`avx512::gemv_rows`] (the same sums in the same order, written with intrinsics);
-/// otherwise the compiled-per-level [`gemv_rows_generic`].
+/// four rows at a time so each load of `x` feeds four accumulators. In `f32` at the AVX-512
+/// and AVX2 levels, a kernel written with intrinsics (the same sums in the same order, so the
+/// same bits); otherwise the compiled-per-level [`gemv_rows_generic`].
 pub fn gemv_rows<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
     #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
     if let (Some(xs), Some(ws), Some(os)) = (as_f32(x), as_f32(w), as_f32_mut(out)) {
