@@ -2,7 +2,7 @@
 //! where matrixmultiply would repack the whole weight or pad a register tile on every call.
 //! Dot products against the contiguous rows of a weight, or updates by its rows; each kernel
 //! compiled per instruction set (`multiversion!`), and the `f32` dot products at the AVX-512
-//! level written with intrinsics (`avx512`), giving the same bits as the generic body.
+//! and AVX2 levels written with intrinsics (`x86`), giving the same bits as the generic body.
 
 #[cfg(all(target_arch = "x86_64", not(feature = "portable-only")))]
 use super::packed::{as_f32, as_f32_mut};
