@@ -68,33 +68,73 @@ pub fn gemv_rows_descending<F: Float>(x: &[F], w: &[F], k: usize, out: &mut [F],
 /// [`gemv_rows`]'s body, inlined into each level's copy.
 #[inline(always)]
 fn gemv_rows_body<F: Float, const FMA: bool>(x: &[F], w: &[F], k: usize, out: &mut [F], alpha: F, beta: F) {
-    let x = &x[..k];
-    let mut rows = w.chunks_exact(k.max(1));
-    let mut outs = out.chunks_exact_mut(4);
-    let put = |o: &mut F, d: F| {
-        *o = if beta == F::zero() {
-            alpha * d
-        } else {
-            beta * *o + alpha * d
-        };
+    let dots = GenericDots::<F, FMA> { x: &x[..k], w, k };
+    walk_rows(&dots, w.len(), k, out, alpha, beta);
+}
+
+/// The dot products of one input row with rows of a weight: what each level's few-row
+/// product computes its own way, for the walk over the rows they share ([`walk_rows`]). The
+/// methods are `#[inline(always)]`, so that the walk, inlined into a function compiled for a
+/// level, compiles them for that level too (a closure there was compiled outside the level's
+/// target features, and the generic level's multiply-adds became calls into libm).
+trait RowDots<F> {
+    /// The dot products with rows `r .. r + 4` (which lie within the weight).
+    fn four(&self, r: usize) -> [F; 4];
+    /// The dot product with row `r` (which lies within the weight).
+    fn one(&self, r: usize) -> F;
+}
+
+/// `o = α · d + β · o`, with `o` not read when `β = 0` (so a NaN there does not pass through).
+#[inline(always)]
+fn put<F: Float>(o: &mut F, d: F, alpha: F, beta: F) {
+    *o = if beta == F::zero() {
+        alpha * d
+    } else {
+        beta * *o + alpha * d
     };
-    if k == 0 {
-        // An empty dot product is 0: every output is `β · out`.
-        out.iter_mut().for_each(|o| put(o, F::zero()));
+}
+
+/// The walk of every level's [`gemv_rows`]: `out[r] = α · dots(r) + β · out[r]` for the rows of
+/// the weight (`w_len / k` of them; every output when `k = 0`, where the dot product is empty
+/// and 0), four rows at a time, then one by one.
+#[inline(always)]
+fn walk_rows<F: Float>(dots: &impl RowDots<F>, w_len: usize, k: usize, out: &mut [F], alpha: F, beta: F) {
+    let Some(rows) = w_len.checked_div(k) else {
+        out.iter_mut().for_each(|o| put(o, F::zero(), alpha, beta));
         return;
-    }
-    for o in &mut outs {
-        let (r0, r1, r2, r3) = (rows.next(), rows.next(), rows.next(), rows.next());
-        let (Some(r0), Some(r1), Some(r2), Some(r3)) = (r0, r1, r2, r3) else {
-            return;
-        };
-        let d = dot4::<F, FMA>(x, [r0, r1, r2, r3]);
-        for (o, d) in o.iter_mut().zip(d) {
-            put(o, d);
+    };
+    let n = out.len().min(rows);
+    let quads = n / 4 * 4;
+    for r in (0..quads).step_by(4) {
+        for (o, d) in out[r..r + 4].iter_mut().zip(dots.four(r)) {
+            put(o, d, alpha, beta);
         }
     }
-    for (o, r) in outs.into_remainder().iter_mut().zip(rows) {
-        put(o, dot4::<F, FMA>(x, [r, r, r, r])[0]);
+    for (r, o) in out.iter_mut().enumerate().take(n).skip(quads) {
+        put(o, dots.one(r), alpha, beta);
+    }
+}
+
+/// The generic body's dot products ([`dot4`]), fused multiply-adds where `FMA`.
+struct GenericDots<'a, F, const FMA: bool> {
+    x: &'a [F],
+    w: &'a [F],
+    k: usize,
+}
+
+impl<F: Float, const FMA: bool> RowDots<F> for GenericDots<'_, F, FMA> {
+    #[inline(always)]
+    fn four(&self, r: usize) -> [F; 4] {
+        let k = self.k;
+        let rows = &self.w[r * k..(r + 4) * k];
+        let (r0, r1, r2, r3) = (&rows[..k], &rows[k..2 * k], &rows[2 * k..3 * k], &rows[3 * k..]);
+        dot4::<F, FMA>(self.x, [r0, r1, r2, r3])
+    }
+
+    #[inline(always)]
+    fn one(&self, r: usize) -> F {
+        let row = &self.w[r * self.k..(r + 1) * self.k];
+        dot4::<F, FMA>(self.x, [row; 4])[0]
     }
 }
 
@@ -324,41 +364,39 @@ mod x86 {
         })
     }
 
-    /// [`super::gemv_rows`] for `f32`, four rows at a time by `dots`.
-    #[inline(always)]
-    fn gemv_rows_by(
-        w: &[f32],
+    /// The dot products of one level: [`dots_avx512`] where `AVX512`, else [`dots_avx2`]. Made
+    /// only by `gemv_rows_avx512` and `gemv_rows_avx2`, whose callers promise the features.
+    struct Dots<'a, const AVX512: bool> {
+        x: &'a [f32],
+        w: &'a [f32],
         k: usize,
-        out: &mut [f32],
-        alpha: f32,
-        beta: f32,
-        dots4: impl Fn(*const f32) -> [f32; 4],
-        dots1: impl Fn(*const f32) -> [f32; 1],
-    ) {
-        let put = |o: &mut f32, d: f32| {
-            *o = if beta == 0.0 {
-                alpha * d
-            } else {
-                beta * *o + alpha * d
-            }
-        };
-        // Rows of `w` (all of `out` for an empty dot product, which is 0).
-        let Some(rows) = w.len().checked_div(k) else {
-            out.iter_mut().for_each(|o| put(o, 0.0));
-            return;
-        };
-        let n = out.len().min(rows);
-        let quads = n / 4 * 4;
-        for r in (0..quads).step_by(4) {
-            // Rows `r .. r + 4` lie within `w` (`r + 4 ≤ n ≤ w.len() / k`).
-            let d = dots4(w[r * k..].as_ptr());
-            for (o, d) in out[r..r + 4].iter_mut().zip(d) {
-                put(o, d);
+    }
+
+    impl<const AVX512: bool> super::RowDots<f32> for Dots<'_, AVX512> {
+        #[inline(always)]
+        fn four(&self, r: usize) -> [f32; 4] {
+            let p = self.w[r * self.k..(r + 4) * self.k].as_ptr();
+            // SAFETY: `p` starts four rows of `k` within `w`; the CPU has the level's features
+            // (the promise of `gemv_rows_avx512` or `gemv_rows_avx2`, the only callers).
+            unsafe {
+                match AVX512 {
+                    true => dots_avx512::<4>(self.x, p, self.k),
+                    false => dots_avx2::<4>(self.x, p, self.k),
+                }
             }
         }
-        for (r, o) in out.iter_mut().enumerate().take(n).skip(quads) {
-            let [d] = dots1(w[r * k..].as_ptr());
-            put(o, d);
+
+        #[inline(always)]
+        fn one(&self, r: usize) -> f32 {
+            let p = self.w[r * self.k..(r + 1) * self.k].as_ptr();
+            // SAFETY: as in `four`, for one row.
+            let [d] = unsafe {
+                match AVX512 {
+                    true => dots_avx512::<1>(self.x, p, self.k),
+                    false => dots_avx2::<1>(self.x, p, self.k),
+                }
+            };
+            d
         }
     }
 
@@ -375,12 +413,8 @@ mod x86 {
         alpha: f32,
         beta: f32,
     ) {
-        let x = &x[..k];
-        // SAFETY: `gemv_rows_by` passes the start of rows that lie within `w`; AVX-512F is the
-        // caller's promise.
-        let dots4 = |p| unsafe { dots_avx512::<4>(x, p, k) };
-        let dots1 = |p| unsafe { dots_avx512::<1>(x, p, k) };
-        gemv_rows_by(w, k, out, alpha, beta, dots4, dots1)
+        let dots = Dots::<true> { x: &x[..k], w, k };
+        super::walk_rows(&dots, w.len(), k, out, alpha, beta)
     }
 
     /// [`super::gemv_rows`] for `f32` at the AVX2 level.
@@ -396,11 +430,8 @@ mod x86 {
         alpha: f32,
         beta: f32,
     ) {
-        let x = &x[..k];
-        // SAFETY: as in `gemv_rows_avx512`, with AVX2 and FMA.
-        let dots4 = |p| unsafe { dots_avx2::<4>(x, p, k) };
-        let dots1 = |p| unsafe { dots_avx2::<1>(x, p, k) };
-        gemv_rows_by(w, k, out, alpha, beta, dots4, dots1)
+        let dots = Dots::<false> { x: &x[..k], w, k };
+        super::walk_rows(&dots, w.len(), k, out, alpha, beta)
     }
 }
 
@@ -459,6 +490,39 @@ mod tests {
                     assert_eq!(fast, want, "an empty dot product is 0 (k 0, beta {beta})");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_level_walks_the_rows_the_weight_has() {
+        // One walk for every level (`walk_rows`): with fewer rows in `w` than outputs, each row
+        // `w` holds gets its dot product (quads, then single rows) and the outputs past them
+        // keep their values, at whatever level this run is forced to.
+        let k = 37;
+        for rows in [0, 3, 6, 9] {
+            let (x, w) = (v(k, 0.1), v(rows * k, 0.2));
+            let mut out = vec![7.0; 11];
+            gemv_rows(&x, &w, k, &mut out, 2.0, 0.0);
+            for (r, o) in out.iter().enumerate() {
+                let want = match r < rows {
+                    true => 2.0 * (0..k).map(|i| x[i] * w[r * k + i]).sum::<f64>(),
+                    false => 7.0,
+                };
+                assert!(
+                    (o - want).abs() < 1e-12,
+                    "rows {rows}, output {r}: {o} against {want}"
+                );
+            }
+            // In `f32` (the intrinsic kernels at AVX-512 and AVX2): the generic body's bits.
+            let (x32, w32): (Vec<f32>, Vec<f32>) = (
+                x.iter().map(|&a| a as f32).collect(),
+                w.iter().map(|&a| a as f32).collect(),
+            );
+            let (mut fast, mut generic) = (vec![7f32; 11], vec![7f32; 11]);
+            gemv_rows(&x32, &w32, k, &mut fast, 2.0, 0.0);
+            gemv_rows_generic(&x32, &w32, k, &mut generic, 2.0, 0.0);
+            assert_eq!(fast, generic, "rows {rows}");
+            assert!(fast[rows..].iter().all(|&o| o == 7.0), "rows {rows}");
         }
     }
 
