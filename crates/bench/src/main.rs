@@ -79,6 +79,7 @@ mod custom_cell;
 mod fma;
 mod gemm;
 mod memory;
+mod op_costs;
 mod stats;
 mod workloads;
 
@@ -87,7 +88,7 @@ use stats::proc_status_mib;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: eddy-bench [--steps N] [--warmup N] [--threads N] [--in-process] [--list] \
-[--max-gib G] [W1 .. W10PAR | gemm | fma | all | memory | mem-<T>-<full|sqrt|last|sqrt-last>]...";
+[--max-gib G] [W1 .. W10PAR | gemm | fma | ops | all | memory | mem-<T>-<full|sqrt|last|sqrt-last>]...";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -134,6 +135,7 @@ fn parse_args(raw: &[String]) -> Result<Args, String> {
                     || memory::parse(&t).is_some()
                     || t == "gemm"
                     || t == "fma"
+                    || t == "ops"
                     || workloads::WORKLOADS.iter().any(|w| w.id.eq_ignore_ascii_case(&t));
                 if !known {
                     return Err(format!("unknown workload {t}\n{USAGE}"));
@@ -300,6 +302,20 @@ fn run_target(target: &str, args: &Args) -> Result<Vec<Value>, String> {
             }
             Ok(lines)
         }
+        "ops" => Ok(op_costs::costs(args.steps.max(3), 100_000)
+            .map_err(|e| format!("ops: {e}"))?
+            .into_iter()
+            .map(|c| {
+                eprintln!(
+                    "eddy op {} ({} threads): median {:.0} ns [min {:.0}]",
+                    c.id, args.threads, c.median_ns, c.min_ns
+                );
+                let mut line = common("op", c.id, args);
+                line["median_ns"] = json!(c.median_ns);
+                line["min_ns"] = json!(c.min_ns);
+                line
+            })
+            .collect()),
         "fma" => Ok(fma::peaks(args.threads, args.steps.min(5))
             .into_iter()
             .map(|p| {
