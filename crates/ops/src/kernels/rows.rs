@@ -372,30 +372,33 @@ mod x86 {
         k: usize,
     }
 
+    impl<const AVX512: bool> Dots<'_, AVX512> {
+        /// The dot products with rows `r .. r + ROWS` (which lie within `w`), by the level's
+        /// kernel.
+        #[inline(always)]
+        fn rows<const ROWS: usize>(&self, r: usize) -> [f32; ROWS] {
+            let p = self.w[r * self.k..(r + ROWS) * self.k].as_ptr();
+            // SAFETY: `p` starts `ROWS` rows of `k` within `w`; the CPU has the level's
+            // features (the promise of `gemv_rows_avx512` or `gemv_rows_avx2`, the only
+            // callers).
+            unsafe {
+                match AVX512 {
+                    true => dots_avx512::<ROWS>(self.x, p, self.k),
+                    false => dots_avx2::<ROWS>(self.x, p, self.k),
+                }
+            }
+        }
+    }
+
     impl<const AVX512: bool> super::RowDots<f32> for Dots<'_, AVX512> {
         #[inline(always)]
         fn four(&self, r: usize) -> [f32; 4] {
-            let p = self.w[r * self.k..(r + 4) * self.k].as_ptr();
-            // SAFETY: `p` starts four rows of `k` within `w`; the CPU has the level's features
-            // (the promise of `gemv_rows_avx512` or `gemv_rows_avx2`, the only callers).
-            unsafe {
-                match AVX512 {
-                    true => dots_avx512::<4>(self.x, p, self.k),
-                    false => dots_avx2::<4>(self.x, p, self.k),
-                }
-            }
+            self.rows::<4>(r)
         }
 
         #[inline(always)]
         fn one(&self, r: usize) -> f32 {
-            let p = self.w[r * self.k..(r + 1) * self.k].as_ptr();
-            // SAFETY: as in `four`, for one row.
-            let [d] = unsafe {
-                match AVX512 {
-                    true => dots_avx512::<1>(self.x, p, self.k),
-                    false => dots_avx2::<1>(self.x, p, self.k),
-                }
-            };
+            let [d] = self.rows::<1>(r);
             d
         }
     }
