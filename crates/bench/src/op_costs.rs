@@ -5,12 +5,12 @@
 //! to W6 (docs/custom-cells.md).
 
 use crate::custom_cell::{PointwiseLstm, UserLstm};
+use crate::stats::measure;
 use eddy_nn::Cell;
 use eddy_ops::VarExt;
-use eddy_tape::{Result, Rng, Tape, Var};
+use eddy_tape::{Error, Result, Rng, Tape, Var};
 use ndarray::ArrayD;
 use std::hint::black_box;
-use std::time::Instant;
 
 /// Hidden units (W6's and W7c's).
 const HIDDEN: usize = 256;
@@ -25,21 +25,17 @@ pub struct OpCost {
     pub min_ns: f64,
 }
 
-/// The median and the minimum over `rounds` rounds of `calls` calls of `f`, per call, in ns.
+/// The median and the minimum over `rounds` rounds of `calls` calls of `f` (after one untimed
+/// round), per call, in ns: [`measure`] of a round, each round one sample.
 fn time<T>(rounds: usize, calls: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, f64)> {
-    for _ in 0..calls / 10 + 1 {
-        black_box(f()?);
-    }
-    let mut per_call = Vec::with_capacity(rounds);
-    for _ in 0..rounds.max(1) {
-        let start = Instant::now();
+    let s = measure(1, rounds.max(1), || {
         for _ in 0..calls {
             black_box(f()?);
         }
-        per_call.push(start.elapsed().as_secs_f64() * 1e9 / calls as f64);
-    }
-    per_call.sort_by(f64::total_cmp);
-    Ok((per_call[per_call.len() / 2], per_call[0]))
+        Ok::<(), Error>(())
+    })?;
+    let ns_per_call = 1e6 / calls as f64;
+    Ok((s.median_ms * ns_per_call, s.min_ms * ns_per_call))
 }
 
 /// A `[1, n]` constant of smooth values in `[-1, 1]`.
