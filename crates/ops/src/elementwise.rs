@@ -15,13 +15,17 @@
 //! | `expm1` | `eˣ − 1`, exact near 0 | `y + 1` |
 
 use crate::VarExt;
-use eddy_tape::{Float, Op, Result, Saves, Var};
+use eddy_tape::{split, Float, Op, Result, Saves, Var};
 use ndarray::ArrayD;
 
 /// An elementwise function: its value at a point and its derivative as a differentiable
 /// expression of the input `x` and output `y`. Implement this for a new elementwise op and
 /// apply it with [`VarExt::map`]; the [`Op`] impl (shape rule, kernel, `g · f'(x)`) is shared.
-pub trait Elementwise<F: Float>: 'static {
+///
+/// `Send + Sync` because a large array's values are computed on all the threads of the current
+/// rayon pool at once ([`eddy_tape::split`]), each thread calling [`Elementwise::values`] on its
+/// part.
+pub trait Elementwise<F: Float>: Send + Sync + 'static {
     /// The op's name, for errors.
     fn name(&self) -> &str;
     /// `f(x)` at one point.
@@ -63,10 +67,12 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let x = inputs[0];
         Ok(match x.as_slice() {
-            // A plain loop over row-major elements, which the compiler vectorises.
+            // A plain loop over row-major elements, which the compiler vectorises, split
+            // across the rayon pool for a large array.
             Some(xs) => {
-                let mut v = vec![F::zero(); xs.len()];
-                self.0.values(xs, &mut v);
+                let v = split::fill(xs.len(), split::SPLIT_MIN, F::zero(), |start, out| {
+                    self.0.values(&xs[start..start + out.len()], out)
+                });
                 ArrayD::from_shape_vec(x.raw_dim(), v).expect("the length is the shape's product")
             }
             None => x.mapv(|x| self.0.value(x)),
@@ -88,12 +94,7 @@ impl<F: Float, E: Elementwise<F>> Op<F> for Unary<E> {
             // First order: g · f'(x) in one pass, a plain loop when all three are row-major.
             let one = |x: F, y: F| self.0.derivative_at(x, y).unwrap_or(F::zero());
             if let (Some(gs), Some(xs), Some(ys)) = (g.value().as_slice(), x.as_slice(), y.as_slice()) {
-                let d: Vec<F> = gs
-                    .iter()
-                    .zip(xs)
-                    .zip(ys)
-                    .map(|((&g, &x), &y)| g * one(x, y))
-                    .collect();
+                let d = split::map3(gs, xs, ys, split::SPLIT_MIN, |g, x, y| g * one(x, y));
                 let d = ArrayD::from_shape_vec(x.raw_dim(), d).expect("the length is the shape's product");
                 return Ok(vec![Some(g.tape().constant(d))]);
             }

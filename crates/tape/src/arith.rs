@@ -158,11 +158,12 @@ impl<F: Float> Op<F> for Binary {
 }
 
 /// `f(a, b)` elementwise for arrays of one shape: a plain loop over the elements when both are
-/// laid out in row-major order, else ndarray's `Zip`.
-pub(crate) fn map2<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F) -> ArrayD<F> {
+/// laid out in row-major order (split across the rayon pool when large, [`crate::split`]), else
+/// ndarray's `Zip`.
+pub(crate) fn map2<F: Float>(a: &ArrayD<F>, b: &ArrayD<F>, f: impl Fn(F, F) -> F + Sync) -> ArrayD<F> {
     match (a.as_slice(), b.as_slice()) {
         (Some(x), Some(y)) => {
-            let v: Vec<F> = x.iter().zip(y).map(|(&x, &y)| f(x, y)).collect();
+            let v = crate::split::map2(x, y, crate::split::SPLIT_MIN, f);
             ArrayD::from_shape_vec(a.raw_dim(), v).expect("the length is the shape's product")
         }
         _ => ndarray::Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)),
@@ -189,7 +190,14 @@ impl<F: Float> Op<F> for Affine<F> {
 
     fn forward(&self, inputs: &[&ArrayD<F>]) -> Result<ArrayD<F>> {
         let (s, t) = (self.scale, self.shift);
-        Ok(inputs[0].mapv(|x| x * s + t))
+        let x = inputs[0];
+        Ok(match x.as_slice() {
+            Some(xs) => {
+                let v = crate::split::map(xs, crate::split::SPLIT_MIN, |x| x * s + t);
+                ArrayD::from_shape_vec(x.raw_dim(), v).expect("the length is the shape's product")
+            }
+            None => x.mapv(|x| x * s + t),
+        })
     }
 
     fn backward(&self, _: &[Var<F>], _: &Var<F>, g: &Var<F>) -> Result<Vec<Option<Var<F>>>> {

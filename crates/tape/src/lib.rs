@@ -23,6 +23,7 @@ mod op;
 mod param;
 mod rng;
 mod rows;
+pub mod split;
 #[cfg(feature = "proptest")]
 pub mod strategies;
 mod tape;
