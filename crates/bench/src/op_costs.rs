@@ -2,7 +2,8 @@
 //! in nanoseconds. A user's cell at batch 1 is a dozen such ops per step around one product by
 //! `W_hh`; this target shows how the step's time divides between the product and the ops'
 //! fixed costs (the output's allocation, its shape, the tape's checks), which is what W7c adds
-//! to W6 (docs/custom-cells.md).
+//! to W6 (docs/custom-cells.md). Last, chains of five elementwise ops at batch 64, which on
+//! several threads show where splitting an op across them (`eddy_tape::split`) pays.
 
 use crate::custom_cell::{PointwiseLstm, UserLstm};
 use crate::stats::measure;
@@ -46,7 +47,8 @@ fn row(tape: &Tape<f32>, n: usize, seed: f32) -> Var<f32> {
 }
 
 /// The costs, each measured in `rounds` rounds of `calls` calls (a twentieth of that for the
-/// product and the steps, which take ~50 times as long).
+/// product and the steps, which take ~50 times as long, and less again for the chains of ops
+/// at batch 64).
 pub fn costs(rounds: usize, calls: usize) -> Result<Vec<OpCost>> {
     let (cheap, dear) = (calls.max(1), (calls / 20).max(1));
     let tape = Tape::<f32>::no_grad();
@@ -85,6 +87,27 @@ pub fn costs(rounds: usize, calls: usize) -> Result<Vec<OpCost>> {
         "the same step, gates as one pointwise op (W7cP's)",
         time(rounds, dear, || fused.step(&gates, &state))?,
     );
+    // Five elementwise ops in a chain at batch 64, each reading the one before: on several
+    // threads those of at least `eddy_tape::split::SPLIT_MIN` values a part are split across
+    // them (compare `--threads 1` with `--threads 2`).
+    for (id, n) in [
+        ("5 elementwise ops in a chain [64, 256]", 256),
+        ("5 elementwise ops in a chain [64, 512]", 512),
+        ("5 elementwise ops in a chain [64, 1024]", 1024),
+    ] {
+        let wide = |seed: f32| {
+            tape.constant(ArrayD::from_shape_fn(vec![64, n], |d| {
+                ((d[0] * n + d[1]) as f32 * 0.37 + seed).sin()
+            }))
+        };
+        let (a, b) = (wide(0.2), wide(0.8));
+        let chain = || {
+            let s = a.sigmoid()?;
+            let t = (&s * &b)?.tanh()?;
+            &(&t + &a)? * &s
+        };
+        add(id, time(rounds, (dear * 256 / n).max(1), chain)?);
+    }
     Ok(out)
 }
 
@@ -95,7 +118,7 @@ mod tests {
     #[test]
     fn every_op_is_timed() {
         let costs = costs(1, 40).expect("the ops run");
-        assert_eq!(costs.len(), 8);
+        assert_eq!(costs.len(), 11);
         for c in &costs {
             assert!(c.median_ns > 0.0 && c.median_ns.is_finite(), "{c:?}");
             assert!(c.min_ns <= c.median_ns, "{c:?}");
