@@ -229,14 +229,19 @@ mod tests {
         }
     }
 
-    /// A split loop really runs on more than one thread when the pool has them.
+    /// A split loop really runs on more than one thread when the pool has them: each part
+    /// waits (up to 10 s, so a busy machine cannot make it flaky) until two threads have taken
+    /// a part, which only happens if the other worker runs the second part.
     #[test]
     fn a_large_loop_runs_on_more_than_one_thread() {
         let seen = std::sync::Mutex::new(std::collections::HashSet::new());
         in_pool(2, || {
             fill(1 << 20, 1 << 10, 0u8, |_, _| {
                 seen.lock().unwrap().insert(rayon::current_thread_index());
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                let start = std::time::Instant::now();
+                while seen.lock().unwrap().len() < 2 && start.elapsed().as_secs() < 10 {
+                    std::thread::yield_now();
+                }
             })
         });
         assert_eq!(seen.into_inner().unwrap().len(), 2);
