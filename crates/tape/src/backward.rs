@@ -520,10 +520,9 @@ fn accumulate<F: Float>(slot: &mut Option<Var<F>>, g: Var<F>, create_graph: bool
             let tape = acc.tape().clone();
             let mut value = acc.into_value();
             let sum = Arc::make_mut(&mut value);
-            match (sum.as_slice_mut(), g.value().as_slice()) {
-                (Some(s), Some(x)) if s.len() == x.len() => {
-                    crate::split::update(s, x, crate::split::SPLIT_MIN, |a, b| a + b)
-                }
+            let same_shape = sum.shape() == g.shape();
+            match (same_shape, sum.as_slice_mut(), g.value().as_slice()) {
+                (true, Some(s), Some(x)) => crate::split::update(s, x, crate::split::SPLIT_MIN, |a, b| a + b),
                 _ => *sum += g.value(),
             }
             Var::new(tape, None, value)

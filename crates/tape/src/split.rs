@@ -13,10 +13,10 @@ use std::mem::MaybeUninit;
 
 /// Values per part below which an elementwise loop is not split, so that an op on fewer than
 /// 32 768 values runs on the calling thread (PyTorch's `GRAIN_SIZE` is the same). Measured on
-/// a Zen 4 with 2 threads (docs/performance.md, stop 40): five elementwise ops in a chain took
-/// 19 µs on `[64, 256]` split or not (reading the other core's half of an output cost the next
-/// op what the split saved), 39 µs unsplit and 26 split on `[64, 512]`, 85 and 49 on
-/// `[64, 1024]`.
+/// a Zen 4 (docs/performance.md, stop 40): five elementwise ops in a chain on `[64, 512]` took
+/// 38 µs on one thread and 26 on two, on `[64, 1024]` 87 and 46; on `[64, 256]`, cut at 8 192
+/// values a part, 19 µs either way (reading the other core's half of an output cost the next
+/// op what the split saved).
 pub const SPLIT_MIN: usize = 1 << 14;
 
 /// The length of each part when `n` values are split across the current rayon pool with at
@@ -31,8 +31,8 @@ fn part_len(n: usize, min: usize) -> Option<usize> {
     (parts >= 2).then(|| n.div_ceil(parts).next_multiple_of(64))
 }
 
-/// Writes `f(i)` for each index `i` of every part of `out` (`start` the part's first index),
-/// then returns the initialised values. Each part is written whole by `write`.
+/// `n` values written part by part on the current rayon pool: `write(start, part)` gets each
+/// `len`-long part (`start` its first index) and must initialise all of it.
 fn collect_parts<T: Send>(
     n: usize,
     len: usize,
