@@ -156,21 +156,15 @@ pub fn fill<T: Copy + Send + Sync>(
         fill(0, &mut out);
         return out;
     };
-    let mut out = vec![zero; 0];
-    out.reserve_exact(n);
-    let spare = &mut out.spare_capacity_mut()[..n];
-    spare.par_chunks_mut(len).enumerate().for_each(|(p, part)| {
+    collect_parts(n, len, |start, part| {
         for v in part.iter_mut() {
             v.write(zero);
         }
         // SAFETY: every element of `part` was just initialised, and `MaybeUninit<T>` has
         // `T`'s layout.
         let part = unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) };
-        fill(p * len, part);
-    });
-    // SAFETY: every part, and so every element of `0..n`, was initialised above.
-    unsafe { out.set_len(n) };
-    out
+        fill(start, part);
+    })
 }
 
 #[cfg(test)]
