@@ -5,10 +5,12 @@
 //! - in `f32` at the AVX2 or AVX-512 level, many rows by a weight that fits in cache: the
 //!   packed kernel of [`super::packed`], the weight packed for the call;
 //! - in `f32` at the AVX-512 level, a deep `aᵀ·b` (a weight's gradient over a sequence's
-//!   rows): the packed kernel's transposed path, `b` packed for the call;
+//!   rows): the packed kernel's transposed path, `b` packed for the call, or for a narrower `b`
+//!   the product of [`super::deep`], `aᵀ` packed a slice of rows at a time;
 //! - anything else: matrixmultiply (via ndarray's `general_mat_mul`), split across the rayon
 //!   pool's threads when large.
 
+use super::packed::{as_f32, as_f32_mut};
 use super::rows::{axpy_rows, gemv_rows, gemv_rows_par};
 use eddy_tape::{Error, Float, Result};
 use ndarray::linalg::general_mat_mul;
@@ -128,6 +130,13 @@ const PACKED_MIN_COLS: usize = 16;
 const TRANSPOSED_MIN_K: usize = 512;
 /// See [`TRANSPOSED_MIN_K`].
 const TRANSPOSED_MIN_N: usize = 512;
+/// From this many columns (and [`TRANSPOSED_MIN_K`] deep) a product `aᵀ·b` narrower than
+/// [`TRANSPOSED_MIN_N`] takes [`super::deep::mul_tn`] at the AVX-512 level in a one-thread
+/// pool. Measured on a Zen 4 core (docs/performance.md, 2026-12-03): 3–10% faster than
+/// matrixmultiply at `N` 50–256, and level to slower below 32.
+const DEEP_MIN_N: usize = 32;
+/// Why a slice is one of `f32` in [`packed_gemm`]: it runs only where the packed kernel does.
+const F32: &str = "the packed kernel runs only for f32";
 
 /// `c = a·b` or `c += a·b` in `f32` where the packed kernel runs ([`super::packed`]), `b`
 /// packed for this call; returns whether it ran. Only for a row-major `c`, `α = 1`, `β` 0 or 1
@@ -137,6 +146,9 @@ const TRANSPOSED_MIN_N: usize = 512;
 ///   over a sequence's rows, through
 ///   [`super::packed::PackedMatrix::mul_transposed_into`] (on an Intel Xeon matrixmultiply ran
 ///   these at 87–107 GFLOP/s, half of the core's FMA peak; docs/performance.md, 2026-12-02);
+/// - the same with `b` row-major and [`DEEP_MIN_N`] to [`TRANSPOSED_MIN_N`] columns (`dW_ih`,
+///   `dW_hh` of hidden sizes 50–256), in a one-thread pool: through [`super::deep::mul_tn`],
+///   which reads `aᵀ` in whole rows;
 /// - `a` row-major and a `b` that fits in cache, the rows of `a` read where they are: the
 ///   layers' input projections and input gradients, 86–109 GFLOP/s against matrixmultiply's
 ///   60–108 (`gemm` rows of docs/performance.md; W4's 8 MiB input weight measured slower than
@@ -158,9 +170,19 @@ fn packed_gemm<F: Float>(
         return false;
     };
     let at = a.t();
-    let deep = n >= TRANSPOSED_MIN_N && k >= TRANSPOSED_MIN_K && super::level() == super::Level::Avx512;
-    if let (true, Some(at)) = (deep, at.as_slice()) {
+    let wide = n >= TRANSPOSED_MIN_N && k >= TRANSPOSED_MIN_K && super::level() == super::Level::Avx512;
+    if let (true, Some(at)) = (wide, at.as_slice()) {
         return super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, accumulate);
+    }
+    let narrow = n >= DEEP_MIN_N
+        && k >= TRANSPOSED_MIN_K
+        && super::deep::available()
+        && rayon::current_num_threads() == 1;
+    if let (true, Some(at), Some(b)) = (narrow, at.as_slice(), b.as_slice()) {
+        let (at, b, c) = (as_f32(at), as_f32(b), as_f32_mut(c));
+        let (at, b, c) = (at.expect(F32), b.expect(F32), c.expect(F32));
+        super::deep::mul_tn(at, b, c, (m, k, n), accumulate);
+        return true;
     }
     let fits = n >= PACKED_MIN_COLS && 4 * k * n <= super::packed::small_b();
     if let (true, Some(a)) = (fits, a.as_slice()) {
@@ -294,26 +316,30 @@ mod tests {
 
     #[test]
     fn deep_transposed_f32_products_match_matrixmultiply() {
-        // `aᵀ·b` with `aᵀ` row-major (a weight's gradient): the transposed packed path at
-        // AVX-512 (deep and wide enough), else matrixmultiply.
+        // `aᵀ·b` with `aᵀ` row-major (a weight's gradient): at AVX-512 (deep enough) the
+        // transposed packed path (wide), `deep::mul_tn` (narrower), else matrixmultiply.
         if super::super::level() != super::super::Level::Avx512 {
-            println!("skipped: the transposed packed path (the kernel level is not AVX-512)");
+            println!(
+                "skipped: the transposed packed path and deep::mul_tn (the kernel level is not AVX-512)"
+            );
         }
         let f = test_matrix::<f32>;
-        let (rows, k, n) = (PACKED_MIN_ROWS + 3, TRANSPOSED_MIN_K + 77, TRANSPOSED_MIN_N + 5);
-        let at = f(k, rows, 0.1);
-        let b = f(k, n, 0.2);
-        for beta in [0.0f32, 1.0] {
-            let c0 = f(rows, n, 0.4);
-            let mut fast = c0.clone();
-            gemm(1.0, &at.t(), &b.view(), beta, &mut fast.view_mut());
-            let mut slow = c0.clone();
-            general_mat_mul(1.0, &at.t(), &b.view(), beta, &mut slow.view_mut());
-            let err = (&fast - &slow)
-                .iter()
-                .zip(&slow)
-                .fold(0.0f32, |e, (d, s)| e.max(d.abs() / (1.0 + s.abs())));
-            assert!(err < 1e-4, "beta {beta}: {err}");
+        let (rows, k) = (PACKED_MIN_ROWS + 3, TRANSPOSED_MIN_K + 77);
+        for n in [TRANSPOSED_MIN_N + 5, DEEP_MIN_N + 3, DEEP_MIN_N - 1] {
+            let at = f(k, rows, 0.1);
+            let b = f(k, n, 0.2);
+            for beta in [0.0f32, 1.0] {
+                let c0 = f(rows, n, 0.4);
+                let mut fast = c0.clone();
+                gemm(1.0, &at.t(), &b.view(), beta, &mut fast.view_mut());
+                let mut slow = c0.clone();
+                general_mat_mul(1.0, &at.t(), &b.view(), beta, &mut slow.view_mut());
+                let err = (&fast - &slow)
+                    .iter()
+                    .zip(&slow)
+                    .fold(0.0f32, |e, (d, s)| e.max(d.abs() / (1.0 + s.abs())));
+                assert!(err < 1e-4, "n {n}, beta {beta}: {err}");
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! | [`gemm`] | the one GEMM entry point, choosing by shape between the row kernels, the packed kernel and matrixmultiply |
 //! | [`rows`] | few-row products (dot products against the rows of a weight, row updates) |
 //! | [`packed`] | a weight packed once into column panels, and its AVX-512 and AVX2 tiles |
+//! | [`deep`] | a weight's gradient over a sequence's rows (`aᵀ·b`, `K` deep), on the AVX-512 tile |
 //! | [`gates`] | the fused pointwise gate loops of the LSTM, GRU, Elman and sLSTM cells |
 //! | [`cache`] | the core's L1d and L2 sizes, read once at run time (the packed kernel's block sizes follow them) |
 //! | [`activations`] | the fast `tanh` and sigmoid, one value or a slice at a time; `exp` and `logsigmoid` |
@@ -39,6 +40,7 @@
 
 pub mod activations;
 pub mod cache;
+pub mod deep;
 pub(crate) mod fresh;
 pub mod gated_scan;
 pub mod gates;

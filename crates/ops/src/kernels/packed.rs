@@ -15,7 +15,7 @@ use std::any::TypeId;
 use std::ops::Range;
 
 /// Rows of the state per block at the AVX-512 level: `8 × NR` in 16 accumulators.
-const MR_AVX512: usize = 8;
+pub(super) const MR_AVX512: usize = 8;
 /// Rows of the state per block at the AVX2 level: each `6 × 16` half of the block takes 12 of
 /// the 16 registers as accumulators, enough independent FMAs to cover their latency on two FMA
 /// ports with slack (a `4 × 16` sub-tile's 8 only just do: its best rates were up to 22% lower
@@ -40,7 +40,7 @@ const PACK_A_MIN_N: usize = 512;
 const TRANSPOSED_TILE_KC: usize = 4;
 
 /// Columns of the weight per panel: two 512-bit registers of f32.
-const NR: usize = 32;
+pub(super) const NR: usize = 32;
 /// The packed kernel's block sizes, derived from the core's caches ([`super::cache`]) so that
 /// a product is blocked for the core it runs on. On a Zen 4 core (32 KiB L1d, 1 MiB L2) they
 /// are the sizes measured best there (docs/performance.md): `KC` 128 (256 for the AVX-512
@@ -795,7 +795,7 @@ mod avx512 {
 /// As [`avx512::tile`]; `level` must be AVX2 or AVX-512 and supported by the CPU.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile(
+pub(super) unsafe fn tile(
     level: Level,
     k: (usize, usize),
     a: &[f32],
