@@ -85,6 +85,8 @@ GEMM_CASES = [
     (1024, 6336, 256, True, False, "W2 backward: dW_hh = Σₜ dGₜᵀ·hₜ₋₁, one product over the steps"),
     (1024, 6400, 128, True, False, "W2 backward: dW_ih = dGᵀ·x, all T"),
     (4096, 3136, 1024, True, False, "W4 backward: dW_hh over the steps"),
+    (200, 1568, 50, True, False, "W1 backward: dW_hh over the steps (one layer)"),
+    (1024, 8192, 128, True, False, "W9 backward: dW_ih = dGᵀ·x, all T"),
 ]
 
 

@@ -101,6 +101,15 @@ pub const GEMM_CASES: &[GemmCase] = &[
     ),
     case(1024, 6400, 128, true, false, "W2 backward: dW_ih = dGᵀ·x, all T"),
     case(4096, 3136, 1024, true, false, "W4 backward: dW_hh over the steps"),
+    case(
+        200,
+        1568,
+        50,
+        true,
+        false,
+        "W1 backward: dW_hh over the steps (one layer)",
+    ),
+    case(1024, 8192, 128, true, false, "W9 backward: dW_ih = dGᵀ·x, all T"),
 ];
 
 /// Times one case: enough products per sample for it to last about a millisecond; returns the
