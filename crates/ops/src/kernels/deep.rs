@@ -14,9 +14,9 @@
 //! kept for `N ≥ 512`, where it measured faster) both copy `aᵀ` in pieces a few values wide
 //! out of rows `4·M` bytes apart. Measured on a Zen 4 core, one thread, best of five alternating
 //! rounds (docs/performance.md, 2026-12-03), against matrixmultiply in GFLOP/s: W1's
-//! `200×1568 · 1568×50` 78.6 against 73.3, W2's `1024×6400 · 6400×128` 93.8 against 89.5 and
-//! `1024×6336 · 6336×256` 99.8 against 96.0, W8's `512×65536 · 65536×256` 100.2 against 98.5;
-//! W9's `1024×8192 · 8192×128` level (91.0 against 92.4, medians 90.7 against 84.9).
+//! `200×1568 · 1568×50` 81.5 against 75.9, W2's `1024×6336 · 6336×256` 102.8 against 97.6,
+//! W9's `1024×8192 · 8192×128` 97.7 against 90.8. Where `aᵀ` is not much larger than L2,
+//! matrixmultiply is faster ([`super::gemm`] sends only deeper products here).
 
 use super::packed::{tile, Onto, MR_AVX512 as MR, NR};
 use super::Level;
@@ -51,23 +51,34 @@ pub fn mul_tn(at: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
     if m == 0 || n == 0 {
         return;
     }
-    // cᵀ, `[N, M]`, every value written by the first slice (all of them zero when `K = 0`).
-    let mut ct = vec![0f32; n * m];
-    // SAFETY: `ct` holds `N·M` values; the AVX-512 level is available (asserted above).
-    unsafe { tn_panels(at, b, &mut ct, (m, k, n)) };
-    for (i, row) in c.chunks_exact_mut(n).enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            let s = ct[j * m + i];
-            *v = if accumulate { *v + s } else { s };
+    // cᵀ, `[N, M]` with rows `ld` apart, every value written by the first slice (all of them
+    // zero when `K = 0`). The 16 extra columns keep the rows of a 16 × 16 block of the
+    // transpose below in different L1 sets when `4·M` is a multiple of 4 KiB.
+    let ld = m + 16;
+    let mut ct = vec![0f32; n * ld];
+    // SAFETY: `ct` holds `N` rows of `ld ≥ M` values; the AVX-512 level is available
+    // (asserted above).
+    unsafe { tn_panels(at, b, &mut ct, ld, (m, k, n)) };
+    // `c = cᵀᵀ` in blocks of 16 × 16, so that neither side is read a column at a time.
+    const B: usize = 16;
+    for i0 in (0..m).step_by(B) {
+        for j0 in (0..n).step_by(B) {
+            for i in i0..(i0 + B).min(m) {
+                let row = &mut c[i * n + j0..i * n + (j0 + B).min(n)];
+                for (v, j) in row.iter_mut().zip(j0..) {
+                    let s = ct[j * ld + i];
+                    *v = if accumulate { *v + s } else { s };
+                }
+            }
         }
     }
 }
 
-/// `cᵀ = bᵀ·a` into `ct` (`[N, M]`), `KC` rows of `aᵀ` and `b` at a time.
+/// `cᵀ = bᵀ·a` into `ct` (`[N, M]`, rows `ld` apart), `KC` rows of `aᵀ` and `b` at a time.
 ///
 /// # Safety
 /// AVX-512F is available.
-unsafe fn tn_panels(at: &[f32], b: &[f32], ct: &mut [f32], (m, k, n): (usize, usize, usize)) {
+unsafe fn tn_panels(at: &[f32], b: &[f32], ct: &mut [f32], ld: usize, (m, k, n): (usize, usize, usize)) {
     let blocks = n.div_ceil(MR);
     let panel_count = m.div_ceil(NR);
     let kc_max = slice_rows(m, super::packed::small_b());
@@ -116,18 +127,18 @@ unsafe fn tn_panels(at: &[f32], b: &[f32], ct: &mut [f32], (m, k, n): (usize, us
             for blk in 0..blocks {
                 let here = MR.min(n - blk * MR);
                 let a = &rows[blk * MR * kc..(blk + 1) * MR * kc];
-                let start = blk * MR * m + col;
+                let start = blk * MR * ld + col;
                 assert!(
-                    start + (here - 1) * m + cols <= ct.len(),
+                    start + (here - 1) * ld + cols <= ct.len(),
                     "the block lies inside cᵀ"
                 );
                 // SAFETY: AVX-512F is available (the caller's contract), so is the level's
                 // tile; `a` holds `MR·kc` interleaved values and `panel` `kc·NR`; the tile's
-                // block of `cᵀ` (rows blk·MR .. + here, columns col .. col + cols, rows `M`
+                // block of `cᵀ` (rows blk·MR .. + here, columns col .. col + cols, rows `ld`
                 // apart) lies inside `ct` (checked above).
                 unsafe {
                     let c = ct.as_mut_ptr().add(start);
-                    tile(Level::Avx512, (kc, 0), a, panel, c, m, here, cols, onto)
+                    tile(Level::Avx512, (kc, 0), a, panel, c, ld, here, cols, onto)
                 };
             }
         }

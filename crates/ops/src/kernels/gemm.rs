@@ -130,11 +130,15 @@ const PACKED_MIN_COLS: usize = 16;
 const TRANSPOSED_MIN_K: usize = 512;
 /// See [`TRANSPOSED_MIN_K`].
 const TRANSPOSED_MIN_N: usize = 512;
-/// From this many columns (and [`TRANSPOSED_MIN_K`] deep) a product `aᵀ·b` narrower than
+/// From this many columns (and [`DEEP_MIN_K`] deep) a product `aᵀ·b` narrower than
 /// [`TRANSPOSED_MIN_N`] takes [`super::deep::mul_tn`] at the AVX-512 level in a one-thread
-/// pool. Measured on a Zen 4 core (docs/performance.md, 2026-12-03): 3–10% faster than
-/// matrixmultiply at `N` 50–256, and level to slower below 32.
+/// pool. Measured on a Zen 4 core (docs/performance.md, 2026-12-03): 5–8% faster than
+/// matrixmultiply at `N` 50–256 and `K` 1568–8192, and level to slower below 32 columns.
 const DEEP_MIN_N: usize = 32;
+/// See [`DEEP_MIN_N`]. Less deep, `aᵀ` (`K·M` values) is in L2 or nearly, matrixmultiply's
+/// packing of it is cheap and its kernel faster: `256×1024 · 1024×64` at 105 GFLOP/s against
+/// 97, `1024×512 · 512×256` at 100 against 88 (sLSTM's chunked `dW_hh` is such products).
+const DEEP_MIN_K: usize = 1536;
 /// Why a slice is one of `f32` in [`packed_gemm`]: it runs only where the packed kernel does.
 const F32: &str = "the packed kernel runs only for f32";
 
@@ -174,10 +178,8 @@ fn packed_gemm<F: Float>(
     if let (true, Some(at)) = (wide, at.as_slice()) {
         return super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, accumulate);
     }
-    let narrow = n >= DEEP_MIN_N
-        && k >= TRANSPOSED_MIN_K
-        && super::deep::available()
-        && rayon::current_num_threads() == 1;
+    let narrow =
+        n >= DEEP_MIN_N && k >= DEEP_MIN_K && super::deep::available() && rayon::current_num_threads() == 1;
     if let (true, Some(at), Some(b)) = (narrow, at.as_slice(), b.as_slice()) {
         let (at, b, c) = (as_f32(at), as_f32(b), as_f32_mut(c));
         let (at, b, c) = (at.expect(F32), b.expect(F32), c.expect(F32));
@@ -317,28 +319,33 @@ mod tests {
     #[test]
     fn deep_transposed_f32_products_match_matrixmultiply() {
         // `aᵀ·b` with `aᵀ` row-major (a weight's gradient): at AVX-512 (deep enough) the
-        // transposed packed path (wide), `deep::mul_tn` (narrower), else matrixmultiply.
+        // transposed packed path (wide), `deep::mul_tn` (narrower, on one thread), else
+        // matrixmultiply (split on two threads).
         if super::super::level() != super::super::Level::Avx512 {
             println!(
                 "skipped: the transposed packed path and deep::mul_tn (the kernel level is not AVX-512)"
             );
         }
         let f = test_matrix::<f32>;
-        let (rows, k) = (PACKED_MIN_ROWS + 3, TRANSPOSED_MIN_K + 77);
+        let (rows, k) = (PACKED_MIN_ROWS + 3, DEEP_MIN_K.max(TRANSPOSED_MIN_K) + 77);
         for n in [TRANSPOSED_MIN_N + 5, DEEP_MIN_N + 3, DEEP_MIN_N - 1] {
             let at = f(k, rows, 0.1);
             let b = f(k, n, 0.2);
-            for beta in [0.0f32, 1.0] {
+            for (beta, threads) in [(0.0f32, 1), (1.0, 1), (0.0, 2), (1.0, 2)] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
                 let c0 = f(rows, n, 0.4);
                 let mut fast = c0.clone();
-                gemm(1.0, &at.t(), &b.view(), beta, &mut fast.view_mut());
+                pool.install(|| gemm(1.0, &at.t(), &b.view(), beta, &mut fast.view_mut()));
                 let mut slow = c0.clone();
                 general_mat_mul(1.0, &at.t(), &b.view(), beta, &mut slow.view_mut());
                 let err = (&fast - &slow)
                     .iter()
                     .zip(&slow)
                     .fold(0.0f32, |e, (d, s)| e.max(d.abs() / (1.0 + s.abs())));
-                assert!(err < 1e-4, "n {n}, beta {beta}: {err}");
+                assert!(err < 1e-4, "n {n}, beta {beta}, {threads} threads: {err}");
             }
         }
     }

@@ -10,8 +10,10 @@ use crate::VarExt;
 use eddy_tape::{GradOptions, Tape, Var};
 
 /// `(T, B, H)`: one step (the weight gradient's product has no rows), a few rows (the row
-/// kernels), more rows (the packed or plain product), and a wide LSTM that splits on two threads.
-const DIMS: [(usize, usize, usize); 4] = [(1, 3, 4), (3, 2, 5), (3, 6, 5), (2, 3, 128)];
+/// kernels), more rows (the packed or plain product), a wide LSTM that splits on two threads,
+/// and a long sequence whose weight gradient (`1568` rows deep) takes [`crate::kernels::deep`]
+/// in f32 at the AVX-512 level on one thread.
+const DIMS: [(usize, usize, usize); 5] = [(1, 3, 4), (3, 2, 5), (3, 6, 5), (2, 3, 128), (50, 32, 40)];
 
 /// A `shape` array of smooth values in `[-scale, scale]`.
 fn array<F: Float>(shape: &[usize], seed: f64, scale: f64) -> ArrayD<F> {
@@ -98,11 +100,17 @@ fn check<F: Float, Op: MultiOp<F> + 'static>(
     states: usize,
     op: impl Fn(bool, bool, bool) -> Op + Sync,
 ) {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    for dims in DIMS {
+    for (threads, dims) in [1, 2].into_iter().flat_map(|t| DIMS.map(|d| (t, d))) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         for (reverse, bias) in [(false, false), (false, true), (true, false), (true, true)] {
             let xs = inputs::<F>(dims, gates, states, bias);
-            let what = format!("{name} {} {dims:?} reverse {reverse} bias {bias}", F::NAME);
+            let what = format!(
+                "{name} {} {dims:?} reverse {reverse} bias {bias}, {threads} threads",
+                F::NAME
+            );
             let apply = |keep: bool| {
                 let op = &op;
                 move |tape: &Tape<F>, v: &[&Var<F>]| tape.apply_multi(op(reverse, bias, keep), v)
