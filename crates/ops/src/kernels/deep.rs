@@ -9,7 +9,7 @@
 //! are interleaved into blocks of the tile's 8 rows (`N·KC` values, few), and every panel passes
 //! every block while it is in L1. `cᵀ` (`N·M`, small) is transposed into `c` at the end.
 //!
-//! matrixmultiply, which runs these products at the other levels and on more threads, and the
+//! matrixmultiply, which runs these products at the other levels, and the
 //! packed kernel's own transposed path ([`super::packed::PackedMatrix::mul_transposed_into`],
 //! kept for `N ≥ 512`, where it measured faster) both copy `aᵀ` in pieces a few values wide
 //! out of rows `4·M` bytes apart. Measured on a Zen 4 core, one thread, best of five alternating
@@ -34,10 +34,13 @@ pub fn available() -> bool {
 }
 
 /// `c = aᵀ·b`, or `c += aᵀ·b` when `accumulate`, for `at` (`aᵀ`) row-major `[K, M]`, `b`
-/// row-major `[K, N]` and `c` row-major `[M, N]`, in `f32` through the AVX-512 tile, on the
-/// calling thread. ([`super::gemm`] sends these products here only in a one-thread pool: on
-/// two threads, split by panels, each part interleaving all of `b` again, W2 and W9 measured
-/// 1–3% slower than matrixmultiply's split.)
+/// row-major `[K, N]` and `c` row-major `[M, N]`, in `f32` through the AVX-512 tile. A product
+/// of at least [`PAR_MIN_PRODUCT`](super::gemm::PAR_MIN_PRODUCT) multiply-adds is split by
+/// rows of `K` across the current rayon pool's threads, each part summing into its own `cᵀ`
+/// and the parts added in order: deterministic for a thread count, and a split that costs
+/// little when the other threads are busy (a data-parallel shard's products). Split by panels
+/// instead, each part interleaving all of `b` again, W2 and W9 measured 1–3% slower on two
+/// threads than matrixmultiply's split.
 ///
 /// # Panics
 /// If the lengths are not `K·M`, `K·N` and `M·N`, or the AVX-512 level is not
@@ -52,21 +55,40 @@ pub fn mul_tn(at: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
         return;
     }
     // cᵀ, `[N, M]` with rows `ld` apart, every value written by the first slice (all of them
-    // zero when `K = 0`). The 16 extra columns keep the rows of a 16 × 16 block of the
-    // transpose below in different L1 sets when `4·M` is a multiple of 4 KiB.
+    // zero when `K = 0`), one per part of `K`. The 16 extra columns keep the rows of a 16 × 16
+    // block of the transpose below in different L1 sets when `4·M` is a multiple of 4 KiB.
     let ld = m + 16;
-    let mut ct = vec![0f32; n * ld];
-    // SAFETY: `ct` holds `N` rows of `ld ≥ M` values; the AVX-512 level is available
-    // (asserted above).
-    unsafe { tn_panels(at, b, &mut ct, ld, (m, k, n)) };
-    // `c = cᵀᵀ` in blocks of 16 × 16, so that neither side is read a column at a time.
+    let parts = match m * k * n >= super::gemm::PAR_MIN_PRODUCT {
+        true => rayon::current_num_threads().clamp(1, k.max(1)),
+        false => 1,
+    };
+    let part = |p: usize| {
+        let rows = k * p / parts..k * (p + 1) / parts;
+        let mut ct = vec![0f32; n * ld];
+        let (at, b) = (
+            &at[rows.start * m..rows.end * m],
+            &b[rows.start * n..rows.end * n],
+        );
+        // SAFETY: `ct` holds `N` rows of `ld ≥ M` values; the AVX-512 level is available
+        // (asserted above).
+        unsafe { tn_panels(at, b, &mut ct, ld, (m, rows.len(), n)) };
+        ct
+    };
+    let cts: Vec<Vec<f32>> = match parts {
+        1 => vec![part(0)],
+        _ => {
+            use rayon::prelude::*;
+            (0..parts).into_par_iter().map(part).collect()
+        }
+    };
+    // `c = Σ cᵀᵀ` in blocks of 16 × 16, so that neither side is read a column at a time.
     const B: usize = 16;
     for i0 in (0..m).step_by(B) {
         for j0 in (0..n).step_by(B) {
             for i in i0..(i0 + B).min(m) {
                 let row = &mut c[i * n + j0..i * n + (j0 + B).min(n)];
                 for (v, j) in row.iter_mut().zip(j0..) {
-                    let s = ct[j * ld + i];
+                    let s = cts.iter().fold(0.0, |s, ct| s + ct[j * ld + i]);
                     *v = if accumulate { *v + s } else { s };
                 }
             }

@@ -131,9 +131,10 @@ const TRANSPOSED_MIN_K: usize = 512;
 /// See [`TRANSPOSED_MIN_K`].
 const TRANSPOSED_MIN_N: usize = 512;
 /// From this many columns (and [`DEEP_MIN_K`] deep) a product `aᵀ·b` narrower than
-/// [`TRANSPOSED_MIN_N`] takes [`super::deep::mul_tn`] at the AVX-512 level in a one-thread
-/// pool. Measured on a Zen 4 core (docs/performance.md, 2026-12-03): 5–8% faster than
-/// matrixmultiply at `N` 50–256 and `K` 1568–8192, and level to slower below 32 columns.
+/// [`TRANSPOSED_MIN_N`] takes [`super::deep::mul_tn`] at the AVX-512 level. Measured on a
+/// Zen 4 core (docs/performance.md, 2026-12-03): 5–8% faster than matrixmultiply at `N`
+/// 50–256 and `K` 1568–8192 on one thread, 3–12% on two, and level to slower below 32
+/// columns.
 const DEEP_MIN_N: usize = 32;
 /// See [`DEEP_MIN_N`]. Less deep, `aᵀ` (`K·M` values) is in L2 or nearly, matrixmultiply's
 /// packing of it is cheap and its kernel faster: `256×1024 · 1024×64` at 105 GFLOP/s against
@@ -151,8 +152,8 @@ const F32: &str = "the packed kernel runs only for f32";
 ///   [`super::packed::PackedMatrix::mul_transposed_into`] (on an Intel Xeon matrixmultiply ran
 ///   these at 87–107 GFLOP/s, half of the core's FMA peak; docs/performance.md, 2026-12-02);
 /// - the same with `b` row-major and [`DEEP_MIN_N`] to [`TRANSPOSED_MIN_N`] columns (`dW_ih`,
-///   `dW_hh` of hidden sizes 50–256), in a one-thread pool: through [`super::deep::mul_tn`],
-///   which reads `aᵀ` in whole rows;
+///   `dW_hh` of hidden sizes 50–256): through [`super::deep::mul_tn`], which reads `aᵀ` in
+///   whole rows;
 /// - `a` row-major and a `b` that fits in cache, the rows of `a` read where they are: the
 ///   layers' input projections and input gradients, 86–109 GFLOP/s against matrixmultiply's
 ///   60–108 (`gemm` rows of docs/performance.md; W4's 8 MiB input weight measured slower than
@@ -178,8 +179,7 @@ fn packed_gemm<F: Float>(
     if let (true, Some(at)) = (wide, at.as_slice()) {
         return super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, accumulate);
     }
-    let narrow =
-        n >= DEEP_MIN_N && k >= DEEP_MIN_K && super::deep::available() && rayon::current_num_threads() == 1;
+    let narrow = n >= DEEP_MIN_N && k >= DEEP_MIN_K && super::deep::available();
     if let (true, Some(at), Some(b)) = (narrow, at.as_slice(), b.as_slice()) {
         let (at, b, c) = (as_f32(at), as_f32(b), as_f32_mut(c));
         let (at, b, c) = (at.expect(F32), b.expect(F32), c.expect(F32));
@@ -319,8 +319,8 @@ mod tests {
     #[test]
     fn deep_transposed_f32_products_match_matrixmultiply() {
         // `aᵀ·b` with `aᵀ` row-major (a weight's gradient): at AVX-512 (deep enough) the
-        // transposed packed path (wide), `deep::mul_tn` (narrower, on one thread), else
-        // matrixmultiply (split on two threads).
+        // transposed packed path (wide), `deep::mul_tn` (narrower), else matrixmultiply; on one
+        // and two threads.
         if super::super::level() != super::super::Level::Avx512 {
             println!(
                 "skipped: the transposed packed path and deep::mul_tn (the kernel level is not AVX-512)"
