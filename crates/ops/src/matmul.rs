@@ -55,11 +55,26 @@ fn gemm<F: Float>(a: &ArrayView2<F>, b: &ArrayView2<F>, c: &mut ArrayViewMut2<F>
     crate::kernels::gemm::gemm_unchecked(F::one(), a, b, F::zero(), c);
 }
 
-/// `lhsᵀ · rhs` of 2-D views (`[r, m]ᵀ · [r, n]`): a weight's gradient over the rows of a
-/// product, computed as `MatMul { ta: true, tb: false }` computes it.
-pub(crate) fn outer<F: Float>(lhs: ArrayView2<'_, F>, rhs: ArrayView2<'_, F>) -> ArrayD<F> {
-    let shape = [lhs.ncols(), rhs.ncols()];
-    let c = product_vec(&lhs.reversed_axes(), &rhs);
+/// `Σᵢ lhsᵢᵀ · rhsᵢ` of 2-D views (`[rᵢ, m]ᵀ · [rᵢ, n]`): a weight's gradient over the rows of
+/// its uses' products ([`OuterProduct`](eddy_tape::OuterProduct)), computed as
+/// `MatMul { ta: true, tb: false }` computes it on the stacked rows, or where the deep kernel
+/// runs ([`crate::kernels::deep`]) on the rows where they are, without stacking them.
+pub(crate) fn outer<F: Float>(lhs: &[ArrayView2<'_, F>], rhs: &[ArrayView2<'_, F>]) -> ArrayD<F> {
+    let shape = [lhs[0].ncols(), rhs[0].ncols()];
+    let c = match crate::kernels::gemm::tn_terms(lhs, rhs) {
+        Some(c) => c,
+        None if lhs.len() == 1 => product_vec(&lhs[0].t(), &rhs[0]),
+        None => {
+            let stack = |views: &[ArrayView2<'_, F>]| {
+                let rows = views.iter().map(|v| v.nrows()).sum();
+                eddy_tape::join_rows(views, &[rows, views[0].ncols()])
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .expect("2-D")
+            };
+            let (lhs, rhs) = (stack(lhs), stack(rhs));
+            product_vec(&lhs.t(), &rhs.view())
+        }
+    };
     ArrayD::from_shape_vec(IxDyn(&shape), c).expect("[m, n]")
 }
 

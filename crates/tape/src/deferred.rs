@@ -1,7 +1,7 @@
 //! Weight gradients summed before they are computed: a product by a weight, used at every step
 //! of a recurrence, has the weight gradient `Σ_t lhs_tᵀ · rhs_t`. Computed per use, that is one
 //! thin product per step (`rows` deep) and a full-size add into the running sum; handed to the
-//! reverse pass as terms ([`Tape::defer_outer`]), it is one product over the stacked rows,
+//! reverse pass as terms ([`Tape::defer_outer`]), it is one product over all the terms' rows,
 //! computed when the pass reaches the node that made the weight (every use came later on the
 //! tape, so every term is in by then). A fused sequence op does the same by hand; this gives it
 //! to any cell that writes its step from primitive ops.
@@ -11,9 +11,11 @@ use crate::{Float, Tape, Var};
 use ndarray::{ArrayD, ArrayView2, Ix2};
 use std::sync::Arc;
 
-/// `lhsᵀ · rhs` of 2-D views (`[r, m]ᵀ · [r, n]` → `[m, n]`): how a deferred term is computed.
-/// The op that defers supplies it, so the math stays in the op catalogue.
-pub type OuterProduct<F> = fn(ArrayView2<'_, F>, ArrayView2<'_, F>) -> ArrayD<F>;
+/// `Σᵢ lhsᵢᵀ · rhsᵢ` over the terms of one input (2-D views, `[rᵢ, m]ᵀ · [rᵢ, n]` → `[m, n]`):
+/// how deferred terms are computed, as one product over their rows. The op that defers
+/// supplies it, so the math stays in the op catalogue; it may stack the terms' rows
+/// ([`crate::join_rows`]) or read them where they are.
+pub type OuterProduct<F> = fn(&[ArrayView2<'_, F>], &[ArrayView2<'_, F>]) -> ArrayD<F>;
 
 /// One deferred gradient term `lhsᵀ · rhs`.
 pub(crate) struct Term<F: Float> {
@@ -25,8 +27,8 @@ pub(crate) struct Term<F: Float> {
 impl<F: Float> Tape<F> {
     /// Hands the running reverse pass the gradient of `input` (2-D, `[m, n]`) as the term
     /// `lhsᵀ · rhs` (`lhs` `[r, m]`, `rhs` `[r, n]`, `product` computing it), to be summed with
-    /// the other terms of the same input before it is computed: the terms' rows are stacked
-    /// and `product` runs once. Returns whether the pass took the term; when it did, the
+    /// the other terms of the same input before it is computed: `product` runs once, on all of
+    /// the terms (stacking their rows, or reading them where they are). Returns whether the pass took the term; when it did, the
     /// backward rule returns `None` for `input`, otherwise it returns the gradient itself.
     ///
     /// Terms are taken only during a reverse pass that does not record itself (a
@@ -87,23 +89,15 @@ impl<F: Float> Pending<F> {
         }
     }
 
-    /// The sum of the terms of `slot`, in one product over their stacked rows (`None` if it
-    /// has none). Called once the pass reaches the node that made `slot`.
+    /// The sum of the terms of `slot`, in one product over their rows (`None` if it has none).
+    /// Called once the pass reaches the node that made `slot`.
     pub(crate) fn take(&mut self, slot: usize) -> Option<ArrayD<F>> {
         let terms = self.by_slot.remove(&slot)?;
         let product = terms[0].product;
-        if let [one] = &terms[..] {
-            return Some(product(view(&one.lhs), view(&one.rhs)));
-        }
-        let stack = |side: fn(&Term<F>) -> &Arc<ArrayD<F>>| {
-            let views: Vec<_> = terms.iter().map(|t| view(side(t))).collect();
-            let rows = views.iter().map(|v| v.nrows()).sum();
-            // `defer_outer` checked that every term's side has the same columns.
-            let joined = crate::join_rows(&views, &[rows, views[0].ncols()]);
-            joined.into_dimensionality::<Ix2>().expect("2-D")
-        };
-        let (lhs, rhs) = (stack(|t| &t.lhs), stack(|t| &t.rhs));
-        Some(product(lhs.view(), rhs.view()))
+        // `defer_outer` checked that every term's side has the same columns.
+        let lhs: Vec<_> = terms.iter().map(|t| view(&t.lhs)).collect();
+        let rhs: Vec<_> = terms.iter().map(|t| view(&t.rhs)).collect();
+        Some(product(&lhs, &rhs))
     }
 }
 
@@ -117,9 +111,14 @@ mod tests {
         static PRODUCTS: Cell<usize> = const { Cell::new(0) };
     }
 
-    fn outer(lhs: ArrayView2<'_, f64>, rhs: ArrayView2<'_, f64>) -> ArrayD<f64> {
+    fn outer(lhs: &[ArrayView2<'_, f64>], rhs: &[ArrayView2<'_, f64>]) -> ArrayD<f64> {
         PRODUCTS.with(|c| c.set(c.get() + 1));
-        lhs.t().dot(&rhs).into_dyn()
+        let stack = |views: &[ArrayView2<'_, f64>]| {
+            let rows = views.iter().map(|v| v.nrows()).sum();
+            let joined = crate::join_rows(views, &[rows, views[0].ncols()]);
+            joined.into_dimensionality::<Ix2>().unwrap()
+        };
+        stack(lhs).t().dot(&stack(rhs)).into_dyn()
     }
 
     fn two(a: &ArrayD<f64>) -> ArrayView2<'_, f64> {
@@ -145,7 +144,7 @@ mod tests {
             let dh = tape.constant(two(g.value()).dot(&two(w.value())).into_dyn());
             let dw = match tape.defer_outer(w, g, h, outer) {
                 true => None,
-                false => Some(tape.constant(outer(two(g.value()), two(h.value())))),
+                false => Some(tape.constant(outer(&[two(g.value())], &[two(h.value())]))),
             };
             Ok(vec![Some(dh), dw])
         }

@@ -34,13 +34,8 @@ pub fn available() -> bool {
 }
 
 /// `c = aᵀ·b`, or `c += aᵀ·b` when `accumulate`, for `at` (`aᵀ`) row-major `[K, M]`, `b`
-/// row-major `[K, N]` and `c` row-major `[M, N]`, in `f32` through the AVX-512 tile. A product
-/// of at least [`PAR_MIN_PRODUCT`](super::gemm::PAR_MIN_PRODUCT) multiply-adds is split by
-/// rows of `K` across the current rayon pool's threads, each part summing into its own `cᵀ`
-/// and the parts added in order: deterministic for a thread count, and a split that costs
-/// little when the other threads are busy (a data-parallel shard's products). Split by panels
-/// instead, each part interleaving all of `b` again, W2 and W9 measured 1–3% slower on two
-/// threads than matrixmultiply's split.
+/// row-major `[K, N]` and `c` row-major `[M, N]`, in `f32` through the AVX-512 tile: see
+/// [`mul_tn_rows`].
 ///
 /// # Panics
 /// If the lengths are not `K·M`, `K·N` and `M·N`, or the AVX-512 level is not
@@ -49,6 +44,31 @@ pub fn mul_tn(at: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
     assert!(
         at.len() == k * m && b.len() == k * n && c.len() == m * n,
         "aᵀ is [K, M], b is [K, N] and c is [M, N]"
+    );
+    let at_rows: Vec<&[f32]> = at.chunks_exact(m.max(1)).take(k).collect();
+    let b_rows: Vec<&[f32]> = b.chunks_exact(n.max(1)).take(k).collect();
+    mul_tn_rows(&at_rows, &b_rows, c, (m, n), accumulate);
+}
+
+/// [`mul_tn`] with the `K` rows of `aᵀ` (`M` values each) and of `b` (`N` each) wherever they
+/// are: a weight's gradient summed over a recurrence's steps, `Σₜ gₜᵀ·hₜ₋₁`, reads each step's
+/// rows where the step left them, with no stacked copy.
+///
+/// A product of at least [`PAR_MIN_PRODUCT`](super::gemm::PAR_MIN_PRODUCT) multiply-adds is
+/// split by rows of `K` across the current rayon pool's threads, each part summing into its
+/// own `cᵀ` and the parts added in order: deterministic for a thread count, and a split that
+/// costs little when the other threads are busy (a data-parallel shard's products). Split by
+/// panels instead, each part interleaving all of `b` again, W2 and W9 measured 1–3% slower on
+/// two threads than matrixmultiply's split.
+///
+/// # Panics
+/// If `aᵀ` and `b` have different numbers of rows, a row of `aᵀ` is not `M` long or one of `b`
+/// not `N`, `c` is not `M·N` long, or the AVX-512 level is not [`available`].
+pub fn mul_tn_rows(at: &[&[f32]], b: &[&[f32]], c: &mut [f32], (m, n): (usize, usize), accumulate: bool) {
+    let k = at.len();
+    assert!(
+        b.len() == k && c.len() == m * n && at.iter().all(|r| r.len() == m) && b.iter().all(|r| r.len() == n),
+        "aᵀ is K rows of M, b is K rows of N and c is [M, N]"
     );
     assert!(available(), "deep::mul_tn runs at the AVX-512 level only");
     if m == 0 || n == 0 {
@@ -65,13 +85,9 @@ pub fn mul_tn(at: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
     let part = |p: usize| {
         let rows = k * p / parts..k * (p + 1) / parts;
         let mut ct = vec![0f32; n * ld];
-        let (at, b) = (
-            &at[rows.start * m..rows.end * m],
-            &b[rows.start * n..rows.end * n],
-        );
         // SAFETY: `ct` holds `N` rows of `ld ≥ M` values; the AVX-512 level is available
         // (asserted above).
-        unsafe { tn_panels(at, b, &mut ct, ld, (m, rows.len(), n)) };
+        unsafe { tn_panels(&at[rows.clone()], &b[rows], &mut ct, ld, (m, n)) };
         ct
     };
     let cts: Vec<Vec<f32>> = match parts {
@@ -96,11 +112,13 @@ pub fn mul_tn(at: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
     }
 }
 
-/// `cᵀ = bᵀ·a` into `ct` (`[N, M]`, rows `ld` apart), `KC` rows of `aᵀ` and `b` at a time.
+/// `cᵀ = bᵀ·a` into `ct` (`[N, M]`, rows `ld` apart) for the rows of `aᵀ` (`M` long) and `b`
+/// (`N` long), `KC` of them at a time.
 ///
 /// # Safety
 /// AVX-512F is available.
-unsafe fn tn_panels(at: &[f32], b: &[f32], ct: &mut [f32], ld: usize, (m, k, n): (usize, usize, usize)) {
+unsafe fn tn_panels(at: &[&[f32]], b: &[&[f32]], ct: &mut [f32], ld: usize, (m, n): (usize, usize)) {
+    let k = at.len();
     let blocks = n.div_ceil(MR);
     let panel_count = m.div_ceil(NR);
     let kc_max = slice_rows(m, super::packed::small_b());
@@ -111,7 +129,7 @@ unsafe fn tn_panels(at: &[f32], b: &[f32], ct: &mut [f32], ld: usize, (m, k, n):
         // Rows k0 .. k0 + kc of `aᵀ` into panels of `NR`, `kc·NR` each (a contiguous read); a
         // ragged last panel zero-padded.
         for kk in 0..kc {
-            let row = &at[(k0 + kk) * m..(k0 + kk + 1) * m];
+            let row = at[k0 + kk];
             for (p, piece) in row.chunks(NR).enumerate() {
                 let to = &mut panels[(p * kc + kk) * NR..][..NR];
                 match <&[f32; NR]>::try_from(piece) {
@@ -127,7 +145,7 @@ unsafe fn tn_panels(at: &[f32], b: &[f32], ct: &mut [f32], ld: usize, (m, k, n):
         // The same rows of `b` by blocks of `MR` columns, interleaved as the tile reads them
         // (each step's `MR` values together); past `N`, zeros.
         for kk in 0..kc {
-            let row = &b[(k0 + kk) * n..(k0 + kk + 1) * n];
+            let row = b[k0 + kk];
             let mut pieces = row.chunks_exact(MR);
             for (blk, piece) in pieces.by_ref().enumerate() {
                 let to = &mut rows[(blk * kc + kk) * MR..][..MR];

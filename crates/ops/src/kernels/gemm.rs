@@ -179,8 +179,7 @@ fn packed_gemm<F: Float>(
     if let (true, Some(at)) = (wide, at.as_slice()) {
         return super::packed::PackedMatrix::new(b).mul_transposed_into(at, c, accumulate);
     }
-    let narrow = n >= DEEP_MIN_N && k >= DEEP_MIN_K && super::deep::available();
-    if let (true, Some(at), Some(b)) = (narrow, at.as_slice(), b.as_slice()) {
+    if let (true, Some(at), Some(b)) = (takes_deep(m, k, n), at.as_slice(), b.as_slice()) {
         let (at, b, c) = (as_f32(at), as_f32(b), as_f32_mut(c));
         let (at, b, c) = (at.expect(F32), b.expect(F32), c.expect(F32));
         super::deep::mul_tn(at, b, c, (m, k, n), accumulate);
@@ -192,6 +191,46 @@ fn packed_gemm<F: Float>(
         return true;
     }
     false
+}
+
+/// Whether an `f32` product `aᵀ·b` (`[M, K]·[K, N]`, `aᵀ` and `b` row-major, `α = 1`, `β` 0
+/// or 1) runs through [`super::deep`]: at the AVX-512 level, at least [`PACKED_MIN_ROWS`] rows,
+/// [`DEEP_MIN_N`] up to [`TRANSPOSED_MIN_N`] columns and [`DEEP_MIN_K`] deep.
+pub(crate) fn takes_deep(m: usize, k: usize, n: usize) -> bool {
+    m >= PACKED_MIN_ROWS
+        && (DEEP_MIN_N..TRANSPOSED_MIN_N).contains(&n)
+        && k >= DEEP_MIN_K
+        && super::deep::available()
+}
+
+/// `Σᵢ lhsᵢᵀ·rhsᵢ` (`[rᵢ, M]ᵀ·[rᵢ, N]`, a weight's gradient summed over a recurrence's steps)
+/// through [`super::deep::mul_tn_rows`], each term's rows read where they are, when the
+/// stacked product would take [`super::deep`] ([`takes_deep`]) and every term is in standard
+/// layout; else `None` (stack the rows and call [`gemm`]).
+pub(crate) fn tn_terms<F: Float>(lhs: &[ArrayView2<'_, F>], rhs: &[ArrayView2<'_, F>]) -> Option<Vec<F>> {
+    let (m, n) = (lhs.first()?.ncols(), rhs.first()?.ncols());
+    let k: usize = lhs.iter().map(|v| v.nrows()).sum();
+    if lhs.len() != rhs.len() || !takes_deep(m, k, n) || !super::packed::packed_kernel_available::<F>() {
+        return None;
+    }
+    let (at, b) = (term_rows(lhs, m, k)?, term_rows(rhs, n, k)?);
+    if at.len() != b.len() {
+        return None;
+    }
+    let mut c = vec![F::zero(); m * n];
+    super::deep::mul_tn_rows(&at, &b, as_f32_mut(&mut c)?, (m, n), false);
+    Some(c)
+}
+
+/// The rows (`width` values each, `k` in all) of `views` in standard layout, as `f32` slices;
+/// `None` if a view is strided or `F` is not `f32`.
+fn term_rows<'a, F: Float>(views: &[ArrayView2<'a, F>], width: usize, k: usize) -> Option<Vec<&'a [f32]>> {
+    let mut out = Vec::with_capacity(k);
+    for v in views {
+        let s: &'a [F] = v.to_slice()?;
+        out.extend(as_f32(s)?.chunks_exact(width.max(1)));
+    }
+    Some(out)
 }
 
 /// From this many multiply-adds (`m·k·n`, ~50 µs on one core) a product is split across the
