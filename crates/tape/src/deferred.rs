@@ -28,8 +28,9 @@ impl<F: Float> Tape<F> {
     /// Hands the running reverse pass the gradient of `input` (2-D, `[m, n]`) as the term
     /// `lhsᵀ · rhs` (`lhs` `[r, m]`, `rhs` `[r, n]`, `product` computing it), to be summed with
     /// the other terms of the same input before it is computed: `product` runs once, on all of
-    /// the terms (stacking their rows, or reading them where they are). Returns whether the pass took the term; when it did, the
-    /// backward rule returns `None` for `input`, otherwise it returns the gradient itself.
+    /// the terms (stacking their rows, or reading them where they are). Returns whether the
+    /// pass took the term; when it did, the backward rule returns `None` for `input`, otherwise
+    /// it returns the gradient itself.
     ///
     /// Terms are taken only during a reverse pass that does not record itself (a
     /// `create_graph` pass needs the gradient as a recorded value) and without anomaly

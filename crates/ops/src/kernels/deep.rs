@@ -45,8 +45,12 @@ pub fn mul_tn(at: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
         at.len() == k * m && b.len() == k * n && c.len() == m * n,
         "aᵀ is [K, M], b is [K, N] and c is [M, N]"
     );
-    let at_rows: Vec<&[f32]> = at.chunks_exact(m.max(1)).take(k).collect();
-    let b_rows: Vec<&[f32]> = b.chunks_exact(n.max(1)).take(k).collect();
+    assert!(available(), "deep::mul_tn runs at the AVX-512 level only");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let at_rows: Vec<&[f32]> = at.chunks_exact(m).collect();
+    let b_rows: Vec<&[f32]> = b.chunks_exact(n).collect();
     mul_tn_rows(&at_rows, &b_rows, c, (m, n), accumulate);
 }
 
@@ -192,9 +196,9 @@ mod tests {
     use ndarray::linalg::general_mat_mul;
     use ndarray::Array2;
 
-    /// Every edge: `M` not a multiple of `NR` (a ragged last panel), `N` not a multiple of 8
-    /// (a ragged last block) or below it, `K` shorter than a slice, not a multiple of one, and
-    /// 0; overwriting and accumulating.
+    /// Every edge: `M` or `N` 0, `M` not a multiple of `NR` (a ragged last panel), `N` not a
+    /// multiple of 8 (a ragged last block) or below it, `K` shorter than a slice, not a
+    /// multiple of one, and 0; overwriting and accumulating.
     #[test]
     fn deep_products_match_matrixmultiply_at_every_edge() {
         if !available() {
@@ -202,6 +206,8 @@ mod tests {
             return;
         }
         for (m, k, n) in [
+            (0, 5, 3),
+            (4, 5, 0),
             (1, 1, 1),
             (31, 5, 3),
             (40, 700, 9),

@@ -11,8 +11,8 @@ use eddy_tape::{GradOptions, Tape, Var};
 
 /// `(T, B, H)`: one step (the weight gradient's product has no rows), a few rows (the row
 /// kernels), more rows (the packed or plain product), a wide LSTM that splits on two threads,
-/// and a long sequence whose weight gradient (`1568` rows deep) takes [`crate::kernels::deep`]
-/// in f32 at the AVX-512 level on one thread.
+/// and a long sequence whose LSTM weight gradient (`1568` rows deep) takes
+/// [`crate::kernels::deep`] in f32 at the AVX-512 level; each on one and two threads.
 const DIMS: [(usize, usize, usize); 5] = [(1, 3, 4), (3, 2, 5), (3, 6, 5), (2, 3, 128), (50, 32, 40)];
 
 /// A `shape` array of smooth values in `[-scale, scale]`.
