@@ -27,8 +27,9 @@ use ndarray::{Array3, ArrayView2, ArrayViewMut3, Axis};
 /// `[xp, weight_hh, h0, c0, n0, m0]`.
 ///
 /// Outputs: every `hₜ`, `cₜ`, `nₜ`, `mₜ` (`[T, B, H]` each, indexed by time step in both
-/// directions), and what the fast backward reads, `[i', f', tanh z̃, σ(õ), σ(−f̃), a ≥ ĩ]` per
-/// step (`[T, B, 6H]`, the last block 1 or 0); when `keep_activations` is false (inference on a
+/// directions), and what the fast backward reads, `[±e, tanh z̃, σ(õ), σ(−f̃)]` per step
+/// (`[T, B, 4H]`; `i'` and `f'` as one value whose sign says which argument the `max` took:
+/// see [`slstm_row_forward`]); when `keep_activations` is false (inference on a
 /// tape that records nothing) that output is empty (`[0]`). No gradient flows into it.
 ///
 /// Per step the forward gathers each head's slice of `hₜ₋₁` into a contiguous `[B, dh]` block
